@@ -1,0 +1,64 @@
+# taggerflow environment: `source env.sh` on a login node (bash or zsh).
+# Creates the virtual environment on first use (installs the project into it), activates it,
+# exports law's settings and indexes the tasks. Sourcing it again is harmless and fast.
+#
+# Overridable before sourcing:
+#   TAGGERFLOW_DATA    where outputs go (default: <repo>/data)
+#   TAGGERFLOW_VENV    the virtual environment (default: <repo>/.venv)
+#   TAGGERFLOW_PYTHON  the interpreter to create it with (default: python3.11, python3.12, python3)
+
+_tf_setup() {
+    local this_file
+    if [ -n "${ZSH_VERSION:-}" ]; then
+        this_file="${(%):-%x}"
+    else
+        this_file="${BASH_SOURCE[0]}"
+    fi
+    local base
+    base="$(cd "$(dirname "${this_file}")" && pwd)" || return 1
+    export TAGGERFLOW_BASE="${base}"
+    export TAGGERFLOW_DATA="${TAGGERFLOW_DATA:-${base}/data}"
+    export TAGGERFLOW_VENV="${TAGGERFLOW_VENV:-${base}/.venv}"
+
+    local stamp="${TAGGERFLOW_VENV}/.taggerflow_installed"
+    if [ ! -f "${stamp}" ] || [ "${base}/pyproject.toml" -nt "${stamp}" ]; then
+        local py="${TAGGERFLOW_PYTHON:-}"
+        if [ -z "${py}" ]; then
+            for cand in python3.11 python3.12 python3.13 python3; do
+                if command -v "${cand}" >/dev/null 2>&1 && "${cand}" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+                    py="${cand}"; break
+                fi
+            done
+        fi
+        if [ -z "${py}" ]; then
+            echo "taggerflow: needs Python >= 3.11 (set TAGGERFLOW_PYTHON)" >&2
+            return 1
+        fi
+        echo "taggerflow: installing the environment into ${TAGGERFLOW_VENV} (once; a few minutes)"
+        [ -x "${TAGGERFLOW_VENV}/bin/python" ] || "${py}" -m venv "${TAGGERFLOW_VENV}" || return 1
+        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet --upgrade pip || return 1
+        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet -e "${base}[test]" || return 1
+        touch "${stamp}"
+    fi
+    # activate (the venv's activate script is POSIX, works in bash and zsh)
+    if [ "${VIRTUAL_ENV:-}" != "${TAGGERFLOW_VENV}" ]; then
+        . "${TAGGERFLOW_VENV}/bin/activate" || return 1
+    fi
+
+    export PYTHONPATH="${base}${PYTHONPATH:+:${PYTHONPATH}}"
+    case ":${PYTHONPATH}:" in *":${base}:"*":${base}:"*) export PYTHONPATH="${base}:$(echo "${PYTHONPATH}" | sed "s#${base}:##g")";; esac
+    export LAW_HOME="${base}/.law"
+    export LAW_CONFIG_FILE="${base}/law.cfg"
+    export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+    mkdir -p "${LAW_HOME}" "${TAGGERFLOW_DATA}"
+
+    # index the tasks (quietly; fast)
+    law index -q >/dev/null 2>&1 || law index
+    if [ -n "${ZSH_VERSION:-}" ] || [ -n "${BASH_VERSION:-}" ]; then
+        . "$(law completion)" 2>/dev/null || true
+    fi
+}
+_tf_setup
+_tf_status=$?
+unset -f _tf_setup
+return ${_tf_status} 2>/dev/null || exit ${_tf_status}

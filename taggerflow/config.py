@@ -1,0 +1,460 @@
+"""Configuration: load a YAML file, validate every key, and expose what the stages need.
+
+The schema lives here and only here. Errors name the file and the key path, e.g.
+``configs/default.yaml: features.candidate.pt.scaling: unknown scaling type 'norm'``.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taggerflow.utils import config_hash
+
+SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal")
+PRECISIONS = ("float16", "float32")
+COMPRESSIONS = (None, "gzip", "lzf")
+MODEL_TYPES = ("deepsets", "dense")
+ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
+# functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
+EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",
+                        "minimum", "maximum", "where")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# schema: for each section, the allowed keys -> (type(s), required)
+_ANY = object
+
+
+def _schema() -> dict:
+    num = (int, float)
+    return {
+        "name": (str, True),
+        "seed": (int, True),
+        "demo": (dict, False),
+        "inputs": (dict, True),
+        "classes": (dict, True),
+        "spectrum": (dict, True),
+        "resampling": (dict, True),
+        "features": (dict, True),
+        "train_sample": (dict, True),
+        "records": (dict, True),
+        "training": (dict, True),
+        "export": (dict, True),
+        "_sub": {
+            "demo": {"tree": (str, False), "datasets": (dict, True)},
+            "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
+                                "pt_scale": (num, True), "eta_width": (num, True),
+                                "class_fractions": (dict, True)},
+            "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
+                       "chunk_size": (int, False)},
+            "inputs.datasets.*": {"files": (list, True)},
+            "classes": {"truth_branch": (str, True), "labels": (dict, True)},
+            "spectrum": {"pt_fine": (dict, True), "abs_eta_fine": (dict, True)},
+            "spectrum.pt_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
+            "spectrum.abs_eta_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
+            "resampling": {"n_jobs": (int, True), "pt_bins": (list, True), "eta_bins": (list, True),
+                           "class_ratio": (dict, True), "enable_emptybin": (bool, False),
+                           "mix_buffer": (int, False)},
+            "features": {"candidate": (dict, True), "collections": (dict, False)},
+            "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
+                                     "limits": (list, False), "default": (num, False)},
+            "features.collections.*": {"n_max": (int, True), "sort_by": (str, False),
+                                       "variables": (dict, True)},
+            "features.collections.*.variables.*": {"expression": (str, False), "scaling": (str, True),
+                                                   "limits": (list, False), "default": (num, False)},
+            "train_sample": {"split": (dict, True), "precision": (str, False),
+                             "compression": ((str, type(None)), False)},
+            "train_sample.split": {"train": (num, True), "validation": (num, True), "test": (num, True)},
+            "records": {"chunk_size": (int, True)},
+            "training": {"batch_size": (int, True), "epochs": (int, True), "learning_rate": (num, True),
+                         "model": (dict, True), "variants": (list, False),
+                         "early_stopping_patience": (int, False), "shuffle_buffer": (int, False)},
+            "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
+                               "activation": (str, False), "batch_norm": (bool, False),
+                               "dropout": (num, False), "alpha": (num, False)},
+            "export": {"n_check": (int, True), "tolerance": (num, True),
+                       "sequence_names": (dict, False)},
+        },
+    }
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
+            bool: "true/false", type(None): "null"}.get(t, t.__name__)
+
+
+def _check_section(data: Any, spec: dict, where: str, path: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in spec:
+            allowed = ", ".join(sorted(spec))
+            raise ConfigError(f"{path}: {_join(where, key)}: unknown key (allowed: {allowed})")
+    for key, (types, required) in spec.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{path}: {_join(where, key)}: missing required key")
+            continue
+        value = data[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int, float)))
+        if not ok:
+            raise ConfigError(f"{path}: {_join(where, key)}: expected {_type_name(types)}, "
+                              f"got {value!r}")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _validate_structure(raw: dict, path: str) -> None:
+    schema = _schema()
+    sub = schema.pop("_sub")
+    _check_section(raw, schema, "", path)
+    # walk the nested sections; '*' matches every key of a mapping
+    for pattern, spec in sub.items():
+        for where, value in _expand(raw, pattern.split(".")):
+            _check_section(value, spec, where, path)
+
+
+def _expand(data: Any, parts: list[str], where: str = ""):
+    if not parts:
+        yield where, data
+        return
+    if not isinstance(data, dict):
+        return
+    head, rest = parts[0], parts[1:]
+    keys = list(data) if head == "*" else ([head] if head in data else [])
+    for key in keys:
+        yield from _expand(data[key], rest, _join(where, key))
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variable:
+    """One input variable: its name, the expression computing it, and how it is scaled."""
+
+    name: str
+    expression: str
+    scaling: str
+    limits: tuple[float, float] | None
+    default: float
+    names_used: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str
+    n_max: int
+    sort_by: str | None
+    variables: tuple[Variable, ...]
+
+    @property
+    def variable_names(self) -> list[str]:
+        return [v.name for v in self.variables]
+
+
+@dataclass
+class Config:
+    """A validated configuration. ``raw`` is the YAML content; the properties are derived views."""
+
+    raw: dict
+    path: str
+    base_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base_dir = Path(self.path).resolve().parent
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.raw["seed"])
+
+    def section(self, key: str) -> Any:
+        return self.raw.get(key)
+
+    def sections_hash(self, sections: tuple[str, ...]) -> str:
+        """Hash of the sections a task depends on: a changed section gives a new output path."""
+        return config_hash({s: self.raw.get(s) for s in sorted(set(sections))})
+
+    # -- inputs ----------------------------------------------------------------------------
+    @property
+    def is_demo(self) -> bool:
+        return "demo" in self.raw
+
+    @property
+    def tree(self) -> str:
+        return self.raw["inputs"].get("tree", "candidates")
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.raw["inputs"].get("chunk_size", 100_000))
+
+    @property
+    def dataset_names(self) -> list[str]:
+        src = self.raw["demo"]["datasets"] if self.is_demo else self.raw["inputs"]["datasets"]
+        return list(src)
+
+    def dataset_files(self) -> dict[str, list[str]]:
+        """Input files per dataset (non-demo configs), globs expanded relative to the config."""
+        out = {}
+        for name, spec in self.raw["inputs"]["datasets"].items():
+            files: list[str] = []
+            for pattern in spec["files"]:
+                pattern = os.path.expandvars(os.path.expanduser(str(pattern)))
+                if "://" in pattern:
+                    files.append(pattern)
+                    continue
+                if not os.path.isabs(pattern):
+                    pattern = str(self.base_dir / pattern)
+                matched = sorted(glob.glob(pattern))
+                if not matched:
+                    raise ConfigError(f"{self.path}: inputs.datasets.{name}.files: "
+                                      f"no file matches '{pattern}'")
+                files.extend(matched)
+            out[name] = files
+        return out
+
+    # -- classes ---------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.raw["classes"]["labels"])
+
+    @property
+    def truth_branch(self) -> str:
+        return self.raw["classes"]["truth_branch"]
+
+    @property
+    def truth_codes(self) -> dict[str, list[int]]:
+        return {k: [int(x) for x in v] for k, v in self.raw["classes"]["labels"].items()}
+
+    # -- features --------------------------------------------------------------------------
+    @property
+    def candidate_variables(self) -> tuple[Variable, ...]:
+        return tuple(_variable(n, s) for n, s in self.raw["features"]["candidate"].items())
+
+    @property
+    def collections(self) -> tuple[Collection, ...]:
+        out = []
+        for name, spec in (self.raw["features"].get("collections") or {}).items():
+            variables = tuple(_variable(n, s) for n, s in spec["variables"].items())
+            out.append(Collection(name, int(spec["n_max"]), spec.get("sort_by"), variables))
+        return tuple(out)
+
+    def required_branches(self) -> dict[str, str]:
+        """Input branch -> the config key that needs it (for error messages)."""
+        need: dict[str, str] = {"pt": "spectrum", "eta": "spectrum", "event": "train_sample.split",
+                                self.truth_branch: "classes.truth_branch"}
+        for var in self.candidate_variables:
+            for n in var.names_used:
+                need.setdefault(n, f"features.candidate.{var.name}")
+        for coll in self.collections:
+            for var in coll.variables:
+                for n in var.names_used:
+                    branch = n[len("cand_"):] if n.startswith("cand_") else f"{coll.name}_{n}"
+                    need.setdefault(branch, f"features.collections.{coll.name}.variables.{var.name}")
+            if coll.sort_by:
+                need.setdefault(f"{coll.name}_{coll.sort_by}", f"features.collections.{coll.name}.sort_by")
+        return need
+
+    # -- training --------------------------------------------------------------------------
+    def training_variants(self) -> list[dict]:
+        """The resolved training configurations (base `training` with each variant's overrides)."""
+        base = {k: v for k, v in self.raw["training"].items() if k != "variants"}
+        variants = self.raw["training"].get("variants") or [{"name": "default"}]
+        out = []
+        for i, var in enumerate(variants):
+            if not isinstance(var, dict) or "name" not in var:
+                raise ConfigError(f"{self.path}: training.variants[{i}]: needs a 'name'")
+            merged = _deep_merge(copy.deepcopy(base), {k: v for k, v in var.items() if k != "name"})
+            merged["name"] = var["name"]
+            out.append(merged)
+        return out
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _variable(name: str, spec: dict) -> Variable:
+    expr = spec.get("expression", name)
+    limits = spec.get("limits")
+    return Variable(name=name, expression=expr, scaling=spec["scaling"],
+                    limits=tuple(float(x) for x in limits) if limits is not None else None,
+                    default=float(spec.get("default", 0.0)), names_used=expression_names(expr))
+
+
+def expression_names(expr: str) -> tuple[str, ...]:
+    """The variable names an expression reads (functions excluded); raises SyntaxError."""
+    tree = ast.parse(expr, mode="eval")
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
+                                               and node.func.id in EXPRESSION_FUNCTIONS):
+            raise ValueError(f"only the functions {', '.join(EXPRESSION_FUNCTIONS)} may be called")
+        if isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda)):
+            raise ValueError("attributes, subscripts and lambdas are not allowed")
+        if isinstance(node, ast.Name) and node.id not in EXPRESSION_FUNCTIONS:
+            names.append(node.id)
+    return tuple(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------------------------------
+def _validate_semantics(cfg: Config) -> None:
+    p, raw = cfg.path, cfg.raw
+
+    def err(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{p}: {key}: {msg}")
+
+    if not cfg.is_demo and not raw["inputs"].get("datasets"):
+        raise err("inputs.datasets", "needed when there is no 'demo' section")
+    if raw["inputs"]["format"] != "candidate_tree":
+        raise err("inputs.format", f"unknown format '{raw['inputs']['format']}' (supported: candidate_tree)")
+
+    classes = cfg.class_names
+    if len(classes) < 2:
+        raise err("classes.labels", "at least two classes are needed")
+    seen: dict[int, str] = {}
+    for name, codes in raw["classes"]["labels"].items():
+        if not isinstance(codes, list) or not codes or not all(isinstance(c, int) for c in codes):
+            raise err(f"classes.labels.{name}", "expected a non-empty list of integer truth values")
+        for c in codes:
+            if c in seen:
+                raise err(f"classes.labels.{name}", f"truth value {c} is also used by class '{seen[c]}'")
+            seen[c] = name
+
+    if cfg.is_demo:
+        for ds, spec in raw["demo"]["datasets"].items():
+            for cls in spec["class_fractions"]:
+                if cls not in classes:
+                    raise err(f"demo.datasets.{ds}.class_fractions.{cls}", "class without a label in classes.labels")
+            if spec["n_files"] < 1 or spec["entries_per_file"] < 1:
+                raise err(f"demo.datasets.{ds}", "n_files and entries_per_file must be >= 1")
+
+    for axis in ("pt_fine", "abs_eta_fine"):
+        a = raw["spectrum"][axis]
+        if a["n_bins"] < 1 or a["stop"] <= a["start"]:
+            raise err(f"spectrum.{axis}", "needs n_bins >= 1 and stop > start")
+
+    rs = raw["resampling"]
+    if rs["n_jobs"] < 1:
+        raise err("resampling.n_jobs", "must be >= 1")
+    for key, fine in (("pt_bins", "pt_fine"), ("eta_bins", "abs_eta_fine")):
+        edges = rs[key]
+        if len(edges) < 2 or any(not isinstance(e, (int, float)) for e in edges) or \
+                any(b <= a for a, b in zip(edges, edges[1:])):
+            raise err(f"resampling.{key}", "expected at least two increasing numbers")
+        f = raw["spectrum"][fine]
+        width = (f["stop"] - f["start"]) / f["n_bins"]
+        for e in edges:
+            k = (e - f["start"]) / width
+            if abs(k - round(k)) > 1e-6 or not (-1e-9 <= k <= f["n_bins"] + 1e-9):
+                raise err(f"resampling.{key}", f"edge {e} does not lie on an edge of spectrum.{fine}")
+    for cls, r in rs["class_ratio"].items():
+        if cls not in classes:
+            raise err(f"resampling.class_ratio.{cls}", "class without a label in classes.labels")
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or (r < 0 and r != -1):
+            raise err(f"resampling.class_ratio.{cls}", "expected a number >= 0, or -1 (take all)")
+
+    def check_var(key: str, spec: dict, name: str) -> None:
+        if spec["scaling"] not in SCALING_TYPES:
+            raise err(f"{key}.scaling", f"unknown scaling type '{spec['scaling']}' "
+                                        f"(allowed: {', '.join(SCALING_TYPES)})")
+        lim = spec.get("limits")
+        if lim is not None:
+            if spec["scaling"] not in ("linear", "normal"):
+                raise err(f"{key}.limits", f"limits make no sense for scaling '{spec['scaling']}'")
+            if len(lim) != 2 or not all(isinstance(x, (int, float)) for x in lim) or lim[1] <= lim[0]:
+                raise err(f"{key}.limits", "expected [low, high] with low < high")
+        elif spec["scaling"] == "linear":
+            raise err(f"{key}.limits", "linear scaling needs limits [a, b]")
+        try:
+            expression_names(spec.get("expression", name))
+        except (SyntaxError, ValueError) as e:
+            raise err(f"{key}.expression", f"invalid expression: {e}") from None
+
+    for name, spec in raw["features"]["candidate"].items():
+        check_var(f"features.candidate.{name}", spec, name)
+    for cname, cspec in (raw["features"].get("collections") or {}).items():
+        if cspec["n_max"] < 1:
+            raise err(f"features.collections.{cname}.n_max", "must be >= 1")
+        for name, spec in cspec["variables"].items():
+            check_var(f"features.collections.{cname}.variables.{name}", spec, name)
+
+    ts = raw["train_sample"]
+    split = ts["split"]
+    if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1) > 1e-9 or split["train"] <= 0:
+        raise err("train_sample.split", "fractions must be >= 0, sum to 1, with train > 0")
+    if ts.get("precision", "float32") not in PRECISIONS:
+        raise err("train_sample.precision", f"expected one of {PRECISIONS}")
+    if ts.get("compression", "gzip") not in COMPRESSIONS:
+        raise err("train_sample.compression", "expected null, gzip or lzf")
+    if raw["records"]["chunk_size"] < 1:
+        raise err("records.chunk_size", "must be >= 1")
+
+    for i, variant in enumerate(cfg.training_variants()):
+        where = "training" if i == 0 and not raw["training"].get("variants") else f"training.variants[{i}]"
+        model = variant["model"]
+        if model.get("type") not in MODEL_TYPES:
+            raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")
+        if model.get("activation", "relu") not in ACTIVATIONS:
+            raise err(f"{where}.model.activation", f"'{model.get('activation')}' cannot be evaluated by lwtnn")
+        if model["type"] == "deepsets" and not cfg.collections:
+            raise err(f"{where}.model.type", "deepsets needs at least one collection in features.collections")
+        if variant["epochs"] < 1 or variant["batch_size"] < 1:
+            raise err(where, "epochs and batch_size must be >= 1")
+    names = [v["name"] for v in cfg.training_variants()]
+    if len(set(names)) != len(names):
+        raise err("training.variants", "variant names must be unique")
+    for coll in (raw["export"].get("sequence_names") or {}):
+        if coll not in [c.name for c in cfg.collections]:
+            raise err(f"export.sequence_names.{coll}", "not a collection in features.collections")
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a configuration file; raises ConfigError naming file and key."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    _validate_structure(raw, path)
+    cfg = Config(raw=raw, path=path)
+    _validate_semantics(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict, path: str = "<dict>") -> Config:
+    """Validate an in-memory configuration (tests, programmatic use)."""
+    raw = copy.deepcopy(raw)
+    _validate_structure(raw, path)
+    cfg = Config(raw=raw, path=path)
+    _validate_semantics(cfg)
+    return cfg

@@ -1,0 +1,144 @@
+"""ConvertLwtnn glue: lwtnn input variables from the merged scaling, and the agreement check.
+
+lwtnn computes x' = (x + offset) * scale, so offset = -mean and scale = 1/std, and C++ feeds raw
+values. lwtnn cannot clamp: the raw-value clamp bounds go into ``miscellaneous`` and the C++ side
+(and the check here) clamps raw inputs before evaluating. Constituents are passed as lwtnn expects:
+only the real ones, in the training order, at most n_max.
+"""
+
+from __future__ import annotations
+
+import json
+
+import awkward as ak
+import numpy as np
+
+from taggerflow.config import Config
+from taggerflow.io import candidate_features, collection_features, open_tree, read_range
+from taggerflow.scaling import scaling_arrays
+from taggerflow.trainsample import CANDIDATE_GROUP, order_and_pad, prepare, split_index
+
+THRESHOLDS = (1e-7, 5e-7, 1e-6, 5e-6, 1e-5)
+
+
+def lwtnn_variables(scaling: dict, type_name: str, names: list[str]) -> tuple[list[dict], dict]:
+    """lwtnn variable entries (name, offset, scale, default) and raw clamp bounds for one input."""
+    mean, std, lo, hi, default = scaling_arrays(scaling, type_name, names)
+    variables, clamp = [], {}
+    for i, name in enumerate(names):
+        variables.append({"name": name, "offset": float(-mean[i]), "scale": float(1.0 / std[i]),
+                          "default": float(mean[i] + default[i] * std[i])})
+        raw_lo = mean[i] + lo[i] * std[i] if np.isfinite(lo[i]) else None
+        raw_hi = mean[i] + hi[i] * std[i] if np.isfinite(hi[i]) else None
+        clamp[name] = [None if raw_lo is None else float(raw_lo), None if raw_hi is None else float(raw_hi)]
+    return variables, clamp
+
+
+def raw_clamp(x: np.ndarray, bounds: list[list[float | None]]) -> np.ndarray:
+    """Clamp raw values per column to the bounds written in the lwtnn file (what C++ must do)."""
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+    return np.clip(x, lo, hi)
+
+
+def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candidates: int) -> dict:
+    """Test-split candidates from the shards: scaled padded inputs (Keras) and raw real
+    constituents (lwtnn)."""
+    fractions = cfg.raw["train_sample"]["split"]
+    keras_parts: dict[str, list[np.ndarray]] = {}
+    raw_parts: dict[str, list] = {"candidate": []}
+    for coll in cfg.collections:
+        raw_parts[coll.name] = []
+    n = 0
+    for path in shard_paths:
+        t = open_tree(path, cfg.tree)
+        branches = sorted(set(cfg.required_branches()) | {"class_label", "dataset_id"})
+        for chunk in read_range(path, cfg.tree, branches, 0, t.num_entries, cfg.chunk_size):
+            split = split_index(ak.to_numpy(chunk["event"]), ak.to_numpy(chunk["dataset_id"]), fractions)
+            chunk = chunk[split == 2][: n_max_candidates - n]
+            if len(chunk) == 0:
+                continue
+            for k, v in prepare(cfg, chunk, scaling).items():
+                keras_parts.setdefault(k, []).append(v)
+            raw_parts["candidate"].append(candidate_features(chunk, cfg.candidate_variables))
+            for coll in cfg.collections:
+                flat, counts = collection_features(chunk, coll)
+                key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_by}"], axis=1)).astype(np.float64) \
+                    if coll.sort_by else None
+                padded, valid = order_and_pad(flat, counts, key, coll.n_max)
+                raw_parts[coll.name].append((padded[valid], valid.sum(axis=1)))
+            n += len(chunk)
+            if n >= n_max_candidates:
+                break
+        if n >= n_max_candidates:
+            break
+    if n == 0:
+        raise ValueError("no test-split candidates found in the shards for the lwtnn check")
+    keras_inputs = {k: np.concatenate(v) for k, v in keras_parts.items()}
+    raw = {"candidate": np.concatenate(raw_parts["candidate"])}
+    for coll in cfg.collections:
+        raw[coll.name] = (np.concatenate([p[0] for p in raw_parts[coll.name]]),
+                          np.concatenate([p[1] for p in raw_parts[coll.name]]))
+    return {"keras": keras_inputs, "raw": raw, "n": n}
+
+
+def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | None = None,
+            output_name: str = "tagger") -> tuple[dict, dict]:
+    """The lwtnn graph JSON of a trained model, and the raw clamp bounds per lwtnn node."""
+    from taggerflow.lwtnn import keras_to_lwtnn
+
+    sequence_names = dict(sequence_names or {})
+    cand_vars, cand_clamp = lwtnn_variables(scaling, "candidate", [v.name for v in cfg.candidate_variables])
+    seq_vars, clamps = {}, {"candidate": cand_clamp}
+    input_names = {getattr(i, "name", None) for i in model.inputs}
+    for coll in cfg.collections:
+        if coll.name not in input_names:
+            continue
+        seq_vars[coll.name], clamps[sequence_names.get(coll.name, coll.name)] = \
+            lwtnn_variables(scaling, coll.name, coll.variable_names)
+    misc = {"clamp_raw_inputs": json.dumps(clamps, sort_keys=True),
+            "note": "clamp raw inputs to clamp_raw_inputs [min, max] (null = unbounded) before evaluating; "
+                    "pass only real constituents, ordered and truncated as in training"}
+    config = keras_to_lwtnn(model, cand_vars, seq_vars, cfg.class_names, sequence_names=sequence_names,
+                            output_name=output_name, miscellaneous=misc)
+    return config, clamps
+
+
+def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: list[str],
+          sequence_names: dict[str, str] | None = None, tolerance: float = 1e-5) -> dict:
+    """Scores of the independent numpy lwtnn evaluator (raw, clamped inputs, real constituents)
+    against Keras (scaled, padded inputs); the table of fractions above each threshold."""
+    from taggerflow.lwtnn_eval import LwtnnGraph
+    from taggerflow.records import h5_model_inputs
+
+    sequence_names = dict(sequence_names or {})
+    keras_in = {f"{CANDIDATE_GROUP}/inputs": inputs["keras"][CANDIDATE_GROUP]}
+    for c in collections:
+        keras_in[f"{c}/inputs"] = inputs["keras"][c]
+        keras_in[f"{c}/valid"] = inputs["keras"][f"{c}_valid"]
+    model_inputs = h5_model_inputs(keras_in, [c for c in collections if c in {i.name for i in model.inputs}])
+    model_inputs = {k: v for k, v in model_inputs.items() if k in {i.name for i in model.inputs}}
+    keras_scores = np.asarray(model.predict(model_inputs, batch_size=4096, verbose=0), dtype=np.float64)
+
+    graph = LwtnnGraph(lwtnn_config)
+    node_in = {"candidate": raw_clamp(inputs["raw"]["candidate"], [clamps["candidate"][v["name"]] for v in
+                                                                     lwtnn_config["inputs"][0]["variables"]])}
+    seqs = {}
+    for seq in lwtnn_config["input_sequences"]:
+        coll = next(c for c in collections if sequence_names.get(c, c) == seq["name"])
+        flat, counts = inputs["raw"][coll]
+        seqs[seq["name"]] = (raw_clamp(flat, [clamps[seq["name"]][v["name"]] for v in seq["variables"]]), counts)
+    lwtnn_scores = graph.compute_batch(node_in, seqs)
+    diff = np.abs(lwtnn_scores - keras_scores).max(axis=1)
+    table = {f"{t:g}": float(np.mean(diff > t)) for t in THRESHOLDS}
+    return {"n_candidates": int(len(diff)), "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()), "fraction_above": table, "tolerance": tolerance,
+            "passed": bool(diff.max() <= tolerance)}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"lwtnn vs Keras on {result['n_candidates']} test candidates "
+             f"(max |diff| = {result['max_abs_diff']:.3g})", "  threshold   fraction above"]
+    for t, frac in result["fraction_above"].items():
+        lines.append(f"  {float(t):>9.0e}   {frac:.6f}")
+    return "\n".join(lines)

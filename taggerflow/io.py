@@ -1,0 +1,235 @@
+"""Reading and writing candidate trees.
+
+Readers hand every stage the same thing: chunks of candidates as awkward arrays whose fields are
+the input branches (flat candidate branches, jagged constituent branches ``<coll>_<field>``).
+Every read streams in bounded chunks. Errors name the file, tree and branch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+import uproot
+
+# numpy functions usable in variable expressions (see taggerflow.config.EXPRESSION_FUNCTIONS)
+_EXPR_FUNCS = {"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p, "exp": np.exp,
+               "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "arctan2": np.arctan2, "hypot": np.hypot,
+               "minimum": np.minimum, "maximum": np.maximum, "where": np.where}
+
+
+class InputError(RuntimeError):
+    """An input file that cannot be used; the message names the file (and branch)."""
+
+
+def open_tree(path: str, tree: str):
+    """Open ``path`` and return its TTree ``tree``, with errors that name both."""
+    if "://" not in path and not os.path.exists(path):
+        raise InputError(f"{path}: input file does not exist")
+    try:
+        f = uproot.open(path)
+    except Exception as e:  # uproot raises many types for corrupt/truncated files
+        raise InputError(f"{path}: cannot be read as a ROOT file ({type(e).__name__}: {e})") from None
+    try:
+        return f[tree]
+    except Exception:
+        keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
+        raise InputError(f"{path}: no tree '{tree}' (keys: {keys})") from None
+
+
+def check_branches(t, path: str, required: dict[str, str]) -> None:
+    """Raise if a branch that the config needs is missing; names the branch and the config key."""
+    present = set(t.keys())
+    for branch, key in required.items():
+        if branch not in present:
+            raise InputError(f"{path}: branch '{branch}' (needed by config key {key}) not found in "
+                             f"tree '{t.name}'")
+
+
+def num_entries(path: str, tree: str) -> int:
+    return int(open_tree(path, tree).num_entries)
+
+
+def input_branches(t) -> list[str]:
+    """All data branches of a tree, without counter branches (uproot writes those itself)."""
+    counters = {b.count_branch.name for b in t.values() if getattr(b, "count_branch", None) is not None}
+    return [k for k in t.keys() if k not in counters and "/" not in k and "." not in k]
+
+
+def collection_fields(t, branches: Sequence[str]) -> dict[str, list[str]]:
+    """Group jagged branches by their counter: {'pfcand': ['pt', 'eta', ...]} for npfcand."""
+    groups: dict[str, list[str]] = {}
+    for name in branches:
+        count = getattr(t[name], "count_branch", None)
+        if count is None:
+            continue
+        coll = count.name[1:] if count.name.startswith("n") else count.name
+        if name.startswith(coll + "_"):
+            groups.setdefault(coll, []).append(name[len(coll) + 1:])
+    return groups
+
+
+def read_range(path: str, tree: str, branches: Sequence[str], entry_start: int, entry_stop: int,
+               step: int) -> Iterator[ak.Array]:
+    """Iterate over entries [entry_start, entry_stop) of one file in chunks of ``step``."""
+    t = open_tree(path, tree)
+    n = int(t.num_entries)
+    if entry_stop > n:
+        raise InputError(f"{path}: has {n} entries, expected at least {entry_stop} "
+                         f"(file changed since the spectrum was made?)")
+    start = entry_start
+    while start < entry_stop:
+        stop = min(start + step, entry_stop)
+        try:
+            yield t.arrays(list(branches), entry_start=start, entry_stop=stop, library="ak")
+        except Exception as e:
+            raise InputError(f"{path}: failed to read entries {start}-{stop} "
+                             f"({type(e).__name__}: {e})") from None
+        start = stop
+
+
+@dataclass
+class Segment:
+    """Entries [start, stop) of one input file."""
+
+    path: str
+    start: int
+    stop: int
+
+
+class SegmentReader:
+    """Serves consecutive candidates from a list of file segments, ``take(k)`` at a time.
+
+    Reads blocks of ``block`` entries and serves slices of them, so that small takes do not
+    decompress the same baskets again; at most one block is held in memory.
+    """
+
+    def __init__(self, segments: Sequence[Segment], tree: str, branches: Sequence[str], block: int):
+        self.segments = [s for s in segments if s.stop > s.start]
+        self.tree, self.branches, self.block = tree, list(branches), max(1, int(block))
+        self._seg, self._pos = 0, self.segments[0].start if self.segments else 0
+        self._buffer: ak.Array | None = None
+        self._buffer_offset = 0
+        self._buffer_path = ""
+        self._tree_obj = None
+
+    @property
+    def remaining(self) -> int:
+        if self._seg >= len(self.segments):
+            return 0
+        buffered = 0 if self._buffer is None else len(self._buffer) - self._buffer_offset
+        return buffered + (self.segments[self._seg].stop - self._pos) + \
+            sum(s.stop - s.start for s in self.segments[self._seg + 1:])
+
+    def take(self, k: int) -> list[tuple[str, ak.Array]]:
+        """The next ``k`` candidates (fewer at the end), as (file path, array) pieces."""
+        pieces: list[tuple[str, ak.Array]] = []
+        while k > 0:
+            if self._buffer is None or self._buffer_offset >= len(self._buffer):
+                if not self._fill():
+                    break
+            n = min(k, len(self._buffer) - self._buffer_offset)
+            pieces.append((self._buffer_path, self._buffer[self._buffer_offset:self._buffer_offset + n]))
+            self._buffer_offset += n
+            k -= n
+        return pieces
+
+    def _fill(self) -> bool:
+        while self._seg < len(self.segments) and self._pos >= self.segments[self._seg].stop:
+            self._seg += 1
+            self._tree_obj = None
+            if self._seg < len(self.segments):
+                self._pos = self.segments[self._seg].start
+        if self._seg >= len(self.segments):
+            self._buffer = None
+            return False
+        seg = self.segments[self._seg]
+        if self._tree_obj is None:
+            self._tree_obj = open_tree(seg.path, self.tree)
+            if self._tree_obj.num_entries < seg.stop:
+                raise InputError(f"{seg.path}: has {self._tree_obj.num_entries} entries, expected at "
+                                 f"least {seg.stop} (file changed since the spectrum was made?)")
+        stop = min(seg.stop, self._pos + self.block)
+        try:
+            self._buffer = self._tree_obj.arrays(self.branches, entry_start=self._pos, entry_stop=stop,
+                                                 library="ak")
+        except Exception as e:
+            raise InputError(f"{seg.path}: failed to read entries {self._pos}-{stop} "
+                             f"({type(e).__name__}: {e})") from None
+        self._buffer_path, self._buffer_offset, self._pos = seg.path, 0, stop
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+def evaluate(expression: str, namespace: dict) -> ak.Array | np.ndarray:
+    """Evaluate a validated variable expression (see config.expression_names) on arrays."""
+    return eval(compile(expression, "<expression>", "eval"), {"__builtins__": {}}, {**_EXPR_FUNCS, **namespace})
+
+
+def candidate_features(chunk: ak.Array, variables) -> np.ndarray:
+    """(n, n_vars) float64 raw candidate features."""
+    n = len(chunk)
+    out = np.empty((n, len(variables)), dtype=np.float64)
+    for i, var in enumerate(variables):
+        ns = {name: chunk[name] for name in var.names_used}
+        out[:, i] = np.broadcast_to(ak.to_numpy(evaluate(var.expression, ns)).astype(np.float64), (n,))
+    return out
+
+
+def collection_features(chunk: ak.Array, coll) -> tuple[np.ndarray, np.ndarray]:
+    """Raw constituent features of one collection, flattened: (sum n_i, n_vars) float64, counts (n,)."""
+    first = None
+    columns = []
+    for var in coll.variables:
+        ns = {}
+        for name in var.names_used:
+            ns[name] = chunk[name[len("cand_"):]] if name.startswith("cand_") else chunk[f"{coll.name}_{name}"]
+        value = evaluate(var.expression, ns)
+        if first is None:
+            first = chunk[f"{coll.name}_{_first_field(coll)}"]
+        value = ak.broadcast_arrays(value, first)[0]
+        columns.append(ak.to_numpy(ak.flatten(value, axis=1)).astype(np.float64))
+    counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
+    flat = np.stack(columns, axis=1) if columns else np.zeros((int(counts.sum()), 0))
+    return flat, counts
+
+
+def _first_field(coll) -> str:
+    for var in coll.variables:
+        for name in var.names_used:
+            if not name.startswith("cand_"):
+                return name
+    if coll.sort_by:
+        return coll.sort_by
+    raise ValueError(f"collection '{coll.name}': no variable reads a constituent branch")
+
+
+def labels_from_truth(truth: np.ndarray, truth_codes: dict[str, list[int]]) -> np.ndarray:
+    """Class index per candidate (order of truth_codes), -1 where the truth value has no class."""
+    labels = np.full(len(truth), -1, dtype=np.int32)
+    for i, codes in enumerate(truth_codes.values()):
+        labels[np.isin(truth, codes)] = i
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+def to_writable(chunk: ak.Array, collections: dict[str, list[str]]) -> dict:
+    """Turn a chunk with flat '<coll>_<field>' jagged fields into uproot's writable form, so that the
+    written tree has the same branch names (and one counter 'n<coll>' per collection)."""
+    out: dict = {}
+    grouped = {f"{c}_{f}" for c, fields in collections.items() for f in fields}
+    for name in chunk.fields:
+        if name not in grouped:
+            out[name] = chunk[name]
+    for coll, fields in collections.items():
+        out[coll] = ak.zip({f: chunk[f"{coll}_{f}"] for f in fields})
+    return out
+
+
+def writable_types(data: dict) -> dict:
+    """Branch types for uproot's mktree from a to_writable() dict."""
+    return {k: (v.type.content if isinstance(v, ak.Array) else np.asarray(v).dtype) for k, v in data.items()}

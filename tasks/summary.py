@@ -1,0 +1,68 @@
+"""A markdown summary of what every stage produced, written at the end of the chain."""
+
+from __future__ import annotations
+
+import h5py
+
+from taggerflow.utils import read_json
+
+
+def pipeline_summary(task, variant: str) -> str:
+    """Collect the counts of each stage from its outputs (``task`` is a ConvertLwtnn branch)."""
+    from tasks.scaling import MergeScaling
+    from tasks.shuffle import ShuffleMergeSpectral
+    from tasks.spectrum import Spectrum
+    from tasks.trainsample import ToRecords, WriteTrainSample
+    from tasks.training import Training
+
+    def branches(cls):
+        wf = cls.req_different_branching(task, branch=-1)
+        return {b: wf.req(wf, branch=b).output() for b in sorted(wf.get_branch_map())}
+
+    lines = [f"# taggerflow pipeline summary: config '{task.cfg.name}', version '{task.version}'", ""]
+    spectra = branches(Spectrum)
+    entries = 0
+    for out in spectra.values():
+        import numpy as np
+        with np.load(out["npz"].path) as d:
+            entries += int(d["entries"])
+    lines.append(f"- Spectrum: {len(spectra)} input files, {entries} candidates")
+
+    shards = branches(ShuffleMergeSpectral)
+    written, per_class = 0, {}
+    for out in shards.values():
+        m = read_json(out["manifest"].path)
+        written += m["entries_written"]
+        for c, n in m["written_per_class"].items():
+            per_class[c] = per_class.get(c, 0) + n
+    lines.append(f"- ShuffleMergeSpectral: {len(shards)} shards, {written} candidates kept "
+                 f"({100 * written / max(entries, 1):.1f} %), per class {per_class}")
+
+    scaling_path = MergeScaling.req(task).output().path
+    scaling = read_json(scaling_path)
+    nvars = {t: len(v) for t, v in scaling.items()}
+    lines.append(f"- MergeScaling: {scaling_path} ({nvars} variables)")
+
+    samples = branches(WriteTrainSample)
+    counts = {}
+    for out in samples.values():
+        for split, target in out.items():
+            with h5py.File(target.path, "r") as f:
+                counts[split] = counts.get(split, 0) + int(f.attrs["n_candidates"])
+    lines.append(f"- WriteTrainSample: {len(samples)} x 3 HDF5 files, candidates per split {counts}")
+    records = branches(ToRecords)
+    lines.append(f"- ToRecords: {2 * len(records)} TFRecord files")
+
+    train_wf = Training.req_different_branching(task, branch=-1)
+    b = next(k for k, v in train_wf.get_branch_map().items() if v == variant)
+    tout = train_wf.req(train_wf, branch=b).output()
+    summ = read_json(tout["summary"].path)
+    auc = summ["test"]["auc"]
+    lines.append(f"- Training '{variant}': {tout['model'].path}; test accuracy {summ['test']['accuracy']:.4f}, "
+                 f"AUC tau vs jet {auc.get('tau_vs_jet', float('nan')):.4f}, "
+                 f"on {summ['device']['device']} ({summ['device']['host']})")
+    out = task.output()
+    chk = read_json(out["check"].path)
+    lines.append(f"- ConvertLwtnn: {out['lwtnn'].path}; max |lwtnn - Keras| = {chk['max_abs_diff']:.3g} "
+                 f"on {chk['n_candidates']} test candidates")
+    return "\n".join(lines) + "\n"
