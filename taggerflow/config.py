@@ -415,7 +415,10 @@ def _validate_semantics(cfg: Config) -> None:
         raise err("records.chunk_size", "must be >= 1")
 
     for i, variant in enumerate(cfg.training_variants()):
-        where = "training" if i == 0 and not raw["training"].get("variants") else f"training.variants[{i}]"
+        # name the key where the value comes from: the variant's override or the base section
+        overrides = (raw["training"].get("variants") or [{}])[i]
+        where = f"training.variants[{i}]" if "model" in overrides or "epochs" in overrides or \
+            "batch_size" in overrides else "training"
         model = variant["model"]
         if model.get("type") not in MODEL_TYPES:
             raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")

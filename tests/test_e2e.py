@@ -1,0 +1,141 @@
+"""End to end: the whole DAG with `law run ... --workflow local` on a tiny configuration, as a user
+runs it, asserting on the values each stage produced."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_raw, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _law_env(tmp_path) -> dict:
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": REPO, "LAW_CONFIG_FILE": os.path.join(REPO, "law.cfg"),
+                "LAW_HOME": str(tmp_path / "law_home"), "TAGGERFLOW_DATA": str(tmp_path / "data"),
+                "TF_CPP_MIN_LOG_LEVEL": "2"})
+    return env
+
+
+def _law(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    law_bin = shutil.which("law", path=os.path.dirname(sys.executable)) or shutil.which("law")
+    proc = subprocess.run([law_bin, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"law {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = _law_env(tmp)
+    raw = tiny_raw()
+    raw["training"]["epochs"] = 4
+    config = write_config(raw, tmp)
+    _law(["index", "-q"], env)
+    proc = _law(["run", "ConvertLwtnn", "--version", "e2e", "--config", config, "--workflow", "local"], env)
+    return {"tmp": tmp, "env": env, "config": config, "raw": raw, "log": proc.stdout + proc.stderr,
+            "data": tmp / "data"}
+
+
+def _one(pattern: str) -> str:
+    found = glob.glob(pattern, recursive=True)
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+def test_resampling_balances_classes(e2e):
+    manifests = sorted(glob.glob(str(e2e["data"] / "ShuffleMergeSpectral/e2e/*/manifest_*.json")))
+    assert len(manifests) == e2e["raw"]["resampling"]["n_jobs"]
+    per_class = np.zeros(4)
+    read = 0
+    for m in manifests:
+        d = json.load(open(m))
+        per_class += [d["written_per_class"][c] for c in ("tau", "e", "mu", "jet")]
+        read += sum(f["read"] for f in d["files"].values())
+    n_in = sum(s["entries_per_file"] * s["n_files"] for s in e2e["raw"]["demo"]["datasets"].values())
+    assert read == n_in  # every input candidate was read exactly once
+    np.testing.assert_allclose(per_class / per_class.sum(), 0.25, atol=0.05)
+
+
+def test_train_file_is_scaled(e2e):
+    train = sorted(glob.glob(str(e2e["data"] / "WriteTrainSample/e2e/*/train_*.h5")))
+    x = np.concatenate([h5py.File(p, "r")["jets/inputs"][:] for p in train])
+    names = list(h5py.File(train[0], "r")["jets/inputs"].attrs["variables"])
+    for name, spec in e2e["raw"]["features"]["candidate"].items():
+        col = x[:, names.index(name)]
+        if spec["scaling"] == "normal":
+            lo, hi = spec["limits"]
+            assert col.min() >= lo and col.max() <= hi, name  # clamped
+            clamped = np.mean((col <= lo) | (col >= hi))
+            assert abs(col.mean()) < 0.1, name
+            # clamping heavy tails at the limits can only shrink the spread
+            if clamped < 0.002:
+                assert 0.85 < col.std() < 1.15, name
+            else:
+                assert 0.5 < col.std() < 1.0, name
+
+
+def test_model_learned_and_lwtnn_agrees(e2e):
+    summary = json.load(open(_one(str(e2e["data"] / "Training/e2e/*/deepsets/summary.json"))))
+    assert summary["test"]["accuracy"] > 0.6  # chance is 0.25
+    assert summary["test"]["auc"]["tau_vs_jet"] > 0.85
+    check = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/lwtnn_check.json"))))
+    assert check["passed"] and check["max_abs_diff"] <= 1e-5 and check["n_candidates"] > 100
+    lw = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/lwtnn.json"))))
+    scaling = json.load(open(_one(str(e2e["data"] / "MergeScaling/e2e/*/scaling.json"))))
+    cand = {v["name"]: v for v in lw["inputs"][0]["variables"]}
+    assert set(cand) == set(e2e["raw"]["features"]["candidate"])
+    mass = scaling["candidate"]["mass"]["global"]
+    assert cand["mass"]["offset"] == pytest.approx(-mass["mean"])
+    assert cand["mass"]["scale"] == pytest.approx(1 / mass["std"])
+    assert lw["input_sequences"][0]["name"] == "pfcand"
+    assert lw["outputs"]["tagger"]["labels"] == ["tau", "e", "mu", "jet"]
+    summary_md = open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/pipeline_summary.md"))).read()
+    assert "ShuffleMergeSpectral" in summary_md and "max |lwtnn - Keras|" in summary_md
+
+
+def test_rerun_recomputes_nothing_and_new_config_never_overwrites(e2e):
+    outputs = [p for p in glob.glob(str(e2e["data"] / "**/*"), recursive=True) if os.path.isfile(p)]
+    before = {p: os.stat(p).st_mtime_ns for p in outputs}
+    proc = _law(["run", "ConvertLwtnn", "--version", "e2e", "--config", e2e["config"]], e2e["env"])
+    after = {p: os.stat(p).st_mtime_ns for p in outputs}
+    assert before == after
+    assert "Did not run any tasks" in proc.stdout + proc.stderr
+
+    # a changed training section: upstream outputs are reused, Training gets a new directory
+    raw = dict(e2e["raw"])
+    raw["training"] = dict(raw["training"], epochs=1)
+    raw["name"] = "tiny"
+    cfg2 = write_config(raw, e2e["tmp"] / "cfg2") if os.path.isdir(e2e["tmp"] / "cfg2") else None
+    if cfg2 is None:
+        os.makedirs(e2e["tmp"] / "cfg2")
+        cfg2 = write_config(raw, e2e["tmp"] / "cfg2")
+    _law(["run", "Training", "--version", "e2e", "--config", cfg2], e2e["env"])
+    assert len(glob.glob(str(e2e["data"] / "Training/e2e/*/deepsets/model.keras"))) == 2
+    assert len(glob.glob(str(e2e["data"] / "WriteTrainSample/e2e/*"))) == 1
+    after2 = {p: os.stat(p).st_mtime_ns for p in outputs}
+    assert before == after2
+
+
+def test_bad_config_fails_before_anything_runs(tmp_path):
+    env = _law_env(tmp_path)
+    raw = tiny_raw()
+    raw["features"]["candidate"]["pt"]["scaling"] = "gaussian"
+    config = write_config(raw, tmp_path)
+    _law(["index", "-q"], env)
+    proc = _law(["run", "Spectrum", "--version", "bad", "--config", config], env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"{config}: features.candidate.pt.scaling: unknown scaling type 'gaussian'" in out
+    assert not (tmp_path / "data" / "GenerateDemoSamples").exists()
