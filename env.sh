@@ -45,8 +45,10 @@ _tf_setup() {
         . "${TAGGERFLOW_VENV}/bin/activate" || return 1
     fi
 
-    export PYTHONPATH="${base}${PYTHONPATH:+:${PYTHONPATH}}"
-    case ":${PYTHONPATH}:" in *":${base}:"*":${base}:"*) export PYTHONPATH="${base}:$(echo "${PYTHONPATH}" | sed "s#${base}:##g")";; esac
+    case ":${PYTHONPATH:-}:" in
+        *":${base}:"*) ;;
+        *) export PYTHONPATH="${base}${PYTHONPATH:+:${PYTHONPATH}}" ;;
+    esac
     export LAW_HOME="${base}/.law"
     export LAW_CONFIG_FILE="${base}/law.cfg"
     export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -1,0 +1,251 @@
+"""Keras 3 models of taggerflow: a DIPS-like deep-sets tagger and a DL1-like dense tagger.
+
+Inputs, in this order (the contract with the loaders and the lwtnn converter):
+
+* ``candidate``: ``(n_candidate_vars,)`` scaled candidate variables;
+* for each collection ``coll`` of ``sequences`` (in the dict's order):
+  ``coll``: ``(n_max, n_vars)`` scaled, padded constituents, then
+  ``coll_valid``: ``(n_max,)`` float 0/1, 1 for a real constituent.
+
+The deep-sets model applies the per-constituent network phi (Dense layers on the 3-D tensor act per
+constituent), sums phi over the real constituents with :class:`MaskedSum` (padded slots contribute
+exactly zero whatever they hold, even inf/NaN), concatenates the pooled vectors of all collections
+with the candidate input and applies the dense network F and a softmax output layer named ``output``.
+The dense model uses the candidate input only.
+
+Every layer is one lwtnn can evaluate (see :mod:`taggerflow.lwtnn`): Dense, BatchNormalization,
+activation layers, Dropout, Concatenate and :class:`MaskedSum`.
+
+Model configuration keys (``model_cfg``):
+
+``type``
+    ``"deepsets"`` or ``"dense"`` (required).
+``phi_layers``
+    widths of the per-constituent Dense layers (default ``[64, 64]``; ignored by ``dense``).
+``f_layers``
+    widths of the Dense layers after pooling / on the candidate (default ``[64, 32]``).
+``activation``
+    ``relu`` (default), ``linear``, ``sigmoid``, ``tanh``, ``elu``, ``leaky_relu``, ``swish``/``silu``.
+``alpha``
+    parameter of ``leaky_relu`` (negative slope, default 0.2) or ``elu`` (default 1.0); only for those.
+``batch_norm``
+    bool (default False): Dense (linear, no bias) -> BatchNormalization -> activation for every hidden layer.
+    In the phi network the BatchNormalization statistics are computed over real constituents only.
+``dropout``
+    float in [0, 1) (default 0): Dropout after every hidden activation (dropped by the lwtnn export).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+MODEL_TYPES = ("deepsets", "dense")
+ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
+MODEL_KEYS = ("type", "phi_layers", "f_layers", "activation", "alpha", "batch_norm", "dropout")
+_DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+CANDIDATE_INPUT = "candidate"
+VALID_SUFFIX = "_valid"
+OUTPUT_LAYER = "output"
+
+
+@keras.saving.register_keras_serializable(package="taggerflow")
+class MaskedSum(keras.layers.Layer):
+    """Sum over the constituent axis of ``values`` keeping only the slots with ``valid > 0.5``.
+
+    Called as ``MaskedSum()([values, valid])`` with ``values`` of shape ``(batch, n_max, n)`` and
+    ``valid`` of shape ``(batch, n_max)`` (float 0/1); returns ``(batch, n)``. Padded slots are
+    removed with a select, not a product, so they contribute exactly nothing even if they hold
+    inf or NaN. The lwtnn export turns this layer into a ``sum`` node (lwtnn receives only the real
+    constituents).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # A Keras mask arriving with ``values`` (e.g. from a masked BatchNormalization) is consumed
+        # here: the pooled output has no constituent axis left to mask.
+        self.supports_masking = True
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def build(self, input_shape: Any) -> None:
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(f"{self.name}: MaskedSum expects [values, valid], got input shape {input_shape}")
+        values_shape, valid_shape = input_shape
+        if len(values_shape) != 3 or len(valid_shape) != 2:
+            raise ValueError(f"{self.name}: MaskedSum expects values (batch, n_max, n) and valid (batch, n_max), "
+                             f"got {values_shape} and {valid_shape}")
+        if (values_shape[1] is not None and valid_shape[1] is not None
+                and values_shape[1] != valid_shape[1]):
+            raise ValueError(f"{self.name}: values have {values_shape[1]} slots but valid has {valid_shape[1]}")
+        self.built = True
+
+    def call(self, inputs: Any) -> Any:
+        values, valid = inputs
+        keep = ops.expand_dims(ops.greater(valid, 0.5), axis=-1)
+        return ops.sum(ops.where(keep, values, ops.zeros_like(values)), axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        values_shape = input_shape[0]
+        return (values_shape[0], values_shape[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def _widths(cfg: Mapping[str, Any], key: str, default: list[int]) -> list[int]:
+    value = cfg.get(key, default)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"model config key {key!r}: expected a list of positive integers, got {value!r}")
+    out = []
+    for w in value:
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+            raise ValueError(f"model config key {key!r}: expected a list of positive integers, got {value!r}")
+        out.append(int(w))
+    return out
+
+
+def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``model_cfg`` and return it with every default filled in (raises ValueError)."""
+    if not isinstance(model_cfg, Mapping):
+        raise ValueError(f"model config: expected a mapping, got {type(model_cfg).__name__}")
+    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {list(MODEL_KEYS)}")
+    mtype = model_cfg.get("type")
+    if mtype not in MODEL_TYPES:
+        raise ValueError(f"model config key 'type': unknown model type {mtype!r}; expected one of {list(MODEL_TYPES)}")
+    activation = model_cfg.get("activation", "relu")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"model config key 'activation': unknown activation {activation!r}; "
+                         f"expected one of {list(ACTIVATIONS)}")
+    if activation == "swish":
+        activation = "silu"
+    alpha = model_cfg.get("alpha")
+    if alpha is not None:
+        if activation not in _DEFAULT_ALPHA:
+            raise ValueError(f"model config key 'alpha': only used by {sorted(_DEFAULT_ALPHA)}, "
+                             f"not by activation {activation!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"model config key 'alpha': expected a finite number >= 0, got {alpha!r}")
+        alpha = float(alpha)
+    elif activation in _DEFAULT_ALPHA:
+        alpha = _DEFAULT_ALPHA[activation]
+    batch_norm = model_cfg.get("batch_norm", False)
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"model config key 'batch_norm': expected true/false, got {batch_norm!r}")
+    dropout = model_cfg.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model config key 'dropout': expected a rate in [0, 1), got {dropout!r}")
+    phi_layers = _widths(model_cfg, "phi_layers", [64, 64])  # validated for both types, used by deepsets
+    return {
+        "type": mtype,
+        "phi_layers": phi_layers if mtype == "deepsets" else [],
+        "f_layers": _widths(model_cfg, "f_layers", [64, 32]),
+        "activation": activation,
+        "alpha": alpha,
+        "batch_norm": batch_norm,
+        "dropout": float(dropout),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+
+
+class _Seeds:
+    """Distinct, reproducible integer seeds for the initialisers and dropouts of one model."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = int(seed) & 0xFFFFFFFF
+        self._n = 0
+
+    def next(self) -> int:
+        self._n += 1
+        return int(np.random.SeedSequence([self._seed, self._n]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _activation_layer(activation: str, alpha: float | None, name: str) -> keras.layers.Layer:
+    if activation == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=alpha, name=name)
+    if activation == "elu":
+        return keras.layers.ELU(alpha=alpha, name=name)
+    return keras.layers.Activation(activation, name=name)
+
+
+def _inline_activation(activation: str, alpha: float | None) -> str | None:
+    """The activation string a Dense layer can carry itself, or None if it needs its own layer."""
+    if activation in ("leaky_relu", "elu") and alpha != _DEFAULT_ALPHA[activation]:
+        return None
+    return activation
+
+
+def _hidden(x: Any, width: int, cfg: dict[str, Any], seeds: _Seeds, name: str, bn_mask: Any = None) -> Any:
+    """One hidden layer: Dense + activation (or Dense -> BatchNorm -> activation) [-> Dropout]."""
+    act, alpha = cfg["activation"], cfg["alpha"]
+    init = keras.initializers.GlorotUniform(seed=seeds.next())
+    if cfg["batch_norm"]:
+        x = keras.layers.Dense(width, use_bias=False, kernel_initializer=init, name=name)(x)
+        bn = keras.layers.BatchNormalization(name=f"{name}_bn")
+        x = bn(x, mask=bn_mask) if bn_mask is not None else bn(x)
+        x = _activation_layer(act, alpha, f"{name}_act")(x)
+    else:
+        inline = _inline_activation(act, alpha)
+        x = keras.layers.Dense(width, activation=inline or "linear", kernel_initializer=init, name=name)(x)
+        if inline is None:
+            x = _activation_layer(act, alpha, f"{name}_act")(x)
+    if cfg["dropout"] > 0.0:
+        x = keras.layers.Dropout(cfg["dropout"], seed=seeds.next(), name=f"{name}_dropout")(x)
+    return x
+
+
+def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tuple[int, int]], n_classes: int,
+                seed: int = 0) -> keras.Model:
+    """Build (not compile) a tagger model; see the module docstring for the inputs and config keys.
+
+    ``sequences`` maps a collection name to ``(n_max, n_vars)``; it is used (in its order) by the
+    deep-sets model and ignored by the dense model. Initialisers and dropouts are seeded from ``seed``.
+    """
+    cfg = parse_model_config(model_cfg)
+    if (isinstance(n_candidate_vars, bool) or not isinstance(n_candidate_vars, (int, np.integer))
+            or n_candidate_vars < 1):
+        raise ValueError(f"n_candidate_vars: expected a positive integer, got {n_candidate_vars!r}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise ValueError(f"n_classes: expected an integer >= 2, got {n_classes!r}")
+    seeds = _Seeds(seed)
+
+    candidate = keras.Input((int(n_candidate_vars),), name=CANDIDATE_INPUT)
+    inputs = [candidate]
+    if cfg["type"] == "deepsets":
+        if not sequences:
+            raise ValueError("sequences: the deepsets model needs at least one constituent collection")
+        pooled = []
+        for coll, shape in sequences.items():
+            if not isinstance(coll, str) or not coll or "/" in coll or coll == CANDIDATE_INPUT \
+                    or coll.endswith(VALID_SUFFIX):
+                raise ValueError(f"sequences: invalid collection name {coll!r}")
+            n_max, n_vars = (int(s) for s in shape)
+            if n_max < 1 or n_vars < 1:
+                raise ValueError(f"sequences[{coll!r}]: expected (n_max >= 1, n_vars >= 1), got {shape!r}")
+            seq = keras.Input((n_max, n_vars), name=coll)
+            valid = keras.Input((n_max,), name=f"{coll}{VALID_SUFFIX}")
+            inputs += [seq, valid]
+            x = seq
+            for i, width in enumerate(cfg["phi_layers"]):
+                x = _hidden(x, width, cfg, seeds, f"{coll}_phi{i}", bn_mask=valid)
+            pooled.append(MaskedSum(name=f"{coll}_sum")([x, valid]))
+        x = keras.layers.Concatenate(axis=-1, name="concatenate")(pooled + [candidate])
+    else:
+        x = candidate
+    for i, width in enumerate(cfg["f_layers"]):
+        x = _hidden(x, width, cfg, seeds, f"f{i}")
+    out = keras.layers.Dense(int(n_classes), activation="softmax", name=OUTPUT_LAYER,
+                             kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()))(x)
+    return keras.Model(inputs=inputs, outputs=out, name=f"taggerflow_{cfg['type']}")
