@@ -52,6 +52,7 @@ def _schema() -> dict:
         "records": (dict, True),
         "training": (dict, True),
         "export": (dict, True),
+        "scaling": (dict, False),
         "_sub": {
             "demo": {"tree": (str, False), "datasets": (dict, True)},
             "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
@@ -71,9 +72,13 @@ def _schema() -> dict:
             "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
                                      "limits": (list, False), "default": (num, False)},
             "features.collections.*": {"n_max": (int, True), "sort_by": (str, False),
-                                       "variables": (dict, True)},
+                                       "variables": (dict, True), "cone": (dict, False)},
+            "features.collections.*.cone": {"coef": (num, True), "min_pt": (num, True),
+                                            "min_radius": (num, True), "outer_dR": (num, True),
+                                            "deta": (str, False), "dphi": (str, False)},
             "features.collections.*.variables.*": {"expression": (str, False), "scaling": (str, True),
-                                                   "limits": (list, False), "default": (num, False)},
+                                                   "limits": ((list, dict), False), "default": (num, False)},
+            "scaling": {"log_step": (int, False)},
             "train_sample": {"split": (dict, True), "precision": (str, False),
                              "compression": ((str, type(None)), False)},
             "train_sample.split": {"train": (num, True), "validation": (num, True), "test": (num, True)},
@@ -143,16 +148,40 @@ def _expand(data: Any, parts: list[str], where: str = ""):
 
 
 # ---------------------------------------------------------------------------------------------
+GLOBAL_CONE = "global"
+CONES = ("inner", "outer")
+
+
 @dataclass(frozen=True)
 class Variable:
-    """One input variable: its name, the expression computing it, and how it is scaled."""
+    """One input variable: its name, the expression computing it, and how it is scaled.
+    ``limits`` maps a cone name ('global', or 'inner'/'outer' for a collection with a cone) to
+    (low, high) or None (unbounded)."""
 
     name: str
     expression: str
     scaling: str
-    limits: tuple[float, float] | None
+    limits: dict
     default: float
     names_used: tuple[str, ...]
+
+    def limits_for(self, cone: str = GLOBAL_CONE) -> tuple[float, float] | None:
+        if cone in self.limits:
+            return self.limits[cone]
+        return self.limits.get(GLOBAL_CONE)
+
+
+@dataclass(frozen=True)
+class Cone:
+    """Signal cone r = max(coef / max(pt, min_pt), min_radius); inner: dR <= r; outer:
+    r < dR < outer_dR. dR from the constituent variables ``deta``/``dphi`` (relative to the candidate)."""
+
+    coef: float
+    min_pt: float
+    min_radius: float
+    outer_dR: float
+    deta: str = "deta"
+    dphi: str = "dphi"
 
 
 @dataclass(frozen=True)
@@ -161,10 +190,19 @@ class Collection:
     n_max: int
     sort_by: str | None
     variables: tuple[Variable, ...]
+    cone: Cone | None = None
 
     @property
     def variable_names(self) -> list[str]:
         return [v.name for v in self.variables]
+
+    @property
+    def cones(self) -> tuple[str, ...]:
+        return CONES if self.cone is not None else (GLOBAL_CONE,)
+
+    def sequence_name(self, cone: str) -> str:
+        """Name of the model input (and training-file group) of this collection in one cone."""
+        return self.name if cone == GLOBAL_CONE else f"{self.name}_{cone}"
 
 
 @dataclass
@@ -255,8 +293,15 @@ class Config:
         out = []
         for name, spec in (self.raw["features"].get("collections") or {}).items():
             variables = tuple(_variable(n, s) for n, s in spec["variables"].items())
-            out.append(Collection(name, int(spec["n_max"]), spec.get("sort_by"), variables))
+            cone = Cone(**{k: (float(v) if k not in ("deta", "dphi") else v) for k, v in spec["cone"].items()}) \
+                if spec.get("cone") else None
+            out.append(Collection(name, int(spec["n_max"]), spec.get("sort_by"), variables, cone))
         return tuple(out)
+
+    def sequences(self) -> list[tuple[str, Collection, str]]:
+        """The constituent inputs of the model: (input name, collection, cone). A collection with a
+        cone gives two inputs, '<name>_inner' and '<name>_outer', each scaled with its cone's values."""
+        return [(c.sequence_name(cone), c, cone) for c in self.collections for cone in c.cones]
 
     def required_branches(self) -> dict[str, str]:
         """Input branch -> the config key that needs it (for error messages)."""
@@ -272,6 +317,9 @@ class Config:
                     need.setdefault(branch, f"features.collections.{coll.name}.variables.{var.name}")
             if coll.sort_by:
                 need.setdefault(f"{coll.name}_{coll.sort_by}", f"features.collections.{coll.name}.sort_by")
+            if coll.cone is not None:
+                for field in (coll.cone.deta, coll.cone.dphi):
+                    need.setdefault(f"{coll.name}_{field}", f"features.collections.{coll.name}.cone")
         return need
 
     # -- training --------------------------------------------------------------------------
@@ -300,9 +348,12 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 def _variable(name: str, spec: dict) -> Variable:
     expr = spec.get("expression", name)
-    limits = spec.get("limits")
-    return Variable(name=name, expression=expr, scaling=spec["scaling"],
-                    limits=tuple(float(x) for x in limits) if limits is not None else None,
+    raw = spec.get("limits")
+    if isinstance(raw, dict):
+        limits = {cone: (tuple(float(x) for x in lim) if lim is not None else None) for cone, lim in raw.items()}
+    else:
+        limits = {GLOBAL_CONE: tuple(float(x) for x in raw) if raw is not None else None}
+    return Variable(name=name, expression=expr, scaling=spec["scaling"], limits=limits,
                     default=float(spec.get("default", 0.0)), names_used=expression_names(expr))
 
 
@@ -378,18 +429,32 @@ def _validate_semantics(cfg: Config) -> None:
         if not isinstance(r, (int, float)) or isinstance(r, bool) or (r < 0 and r != -1):
             raise err(f"resampling.class_ratio.{cls}", "expected a number >= 0, or -1 (take all)")
 
-    def check_var(key: str, spec: dict, name: str) -> None:
+    def check_var(key: str, spec: dict, name: str, cones: tuple[str, ...] = (GLOBAL_CONE,)) -> None:
         if spec["scaling"] not in SCALING_TYPES:
             raise err(f"{key}.scaling", f"unknown scaling type '{spec['scaling']}' "
                                         f"(allowed: {', '.join(SCALING_TYPES)})")
         lim = spec.get("limits")
-        if lim is not None:
-            if spec["scaling"] not in ("linear", "normal"):
-                raise err(f"{key}.limits", f"limits make no sense for scaling '{spec['scaling']}'")
-            if len(lim) != 2 or not all(isinstance(x, (int, float)) for x in lim) or lim[1] <= lim[0]:
-                raise err(f"{key}.limits", "expected [low, high] with low < high")
-        elif spec["scaling"] == "linear":
-            raise err(f"{key}.limits", "linear scaling needs limits [a, b]")
+        if isinstance(lim, dict):
+            if cones == (GLOBAL_CONE,):
+                raise err(f"{key}.limits", "limits per cone need a 'cone' in the collection")
+            for cone in lim:
+                if cone not in cones:
+                    raise err(f"{key}.limits.{cone}", f"unknown cone (allowed: {', '.join(cones)})")
+            missing = [c for c in cones if c not in lim]
+            if missing:
+                raise err(f"{key}.limits", f"no limits for cone(s) {', '.join(missing)}")
+            per_cone = {f"{key}.limits.{c}": v for c, v in lim.items()}
+        else:
+            per_cone = {f"{key}.limits": lim}
+        for where, lim in per_cone.items():
+            if lim is not None:
+                if spec["scaling"] not in ("linear", "normal"):
+                    raise err(where, f"limits make no sense for scaling '{spec['scaling']}'")
+                if not isinstance(lim, list) or len(lim) != 2 or \
+                        not all(isinstance(x, (int, float)) for x in lim) or lim[1] <= lim[0]:
+                    raise err(where, "expected [low, high] with low < high")
+            elif spec["scaling"] == "linear":
+                raise err(where, "linear scaling needs limits [a, b]")
         try:
             expression_names(spec.get("expression", name))
         except (SyntaxError, ValueError) as e:
@@ -400,8 +465,17 @@ def _validate_semantics(cfg: Config) -> None:
     for cname, cspec in (raw["features"].get("collections") or {}).items():
         if cspec["n_max"] < 1:
             raise err(f"features.collections.{cname}.n_max", "must be >= 1")
+        cone = cspec.get("cone")
+        if cone is not None:
+            if not (cone["outer_dR"] > 0 and cone["min_radius"] >= 0 and cone["min_pt"] > 0
+                    and cone["min_radius"] < cone["outer_dR"]):
+                raise err(f"features.collections.{cname}.cone",
+                          "needs min_pt > 0 and 0 <= min_radius < outer_dR")
         for name, spec in cspec["variables"].items():
-            check_var(f"features.collections.{cname}.variables.{name}", spec, name)
+            check_var(f"features.collections.{cname}.variables.{name}", spec, name,
+                      CONES if cone is not None else (GLOBAL_CONE,))
+    if "scaling" in raw and raw["scaling"].get("log_step", 1) < 1:
+        raise err("scaling.log_step", "must be >= 1")
 
     ts = raw["train_sample"]
     split = ts["split"]
@@ -431,9 +505,10 @@ def _validate_semantics(cfg: Config) -> None:
     names = [v["name"] for v in cfg.training_variants()]
     if len(set(names)) != len(names):
         raise err("training.variants", "variant names must be unique")
-    for coll in (raw["export"].get("sequence_names") or {}):
-        if coll not in [c.name for c in cfg.collections]:
-            raise err(f"export.sequence_names.{coll}", "not a collection in features.collections")
+    sequences = [n for n, _, _ in cfg.sequences()]
+    for seq in (raw["export"].get("sequence_names") or {}):
+        if seq not in sequences:
+            raise err(f"export.sequence_names.{seq}", f"not a constituent input (inputs: {', '.join(sequences)})")
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -14,16 +14,17 @@ import awkward as ak
 import numpy as np
 
 from taggerflow.config import Config
-from taggerflow.io import candidate_features, collection_features, open_tree, read_range
+from taggerflow.io import candidate_features, open_tree, read_range
 from taggerflow.scaling import scaling_arrays
-from taggerflow.trainsample import CANDIDATE_GROUP, order_and_pad, prepare, split_index
+from taggerflow.trainsample import CANDIDATE_GROUP, order_and_pad, prepare, sequence_constituents, split_index
 
 THRESHOLDS = (1e-7, 5e-7, 1e-6, 5e-6, 1e-5)
 
 
-def lwtnn_variables(scaling: dict, type_name: str, names: list[str]) -> tuple[list[dict], dict]:
+def lwtnn_variables(scaling: dict, type_name: str, names: list[str], cone: str = "global"
+                    ) -> tuple[list[dict], dict]:
     """lwtnn variable entries (name, offset, scale, default) and raw clamp bounds for one input."""
-    mean, std, lo, hi, default = scaling_arrays(scaling, type_name, names)
+    mean, std, lo, hi, default = scaling_arrays(scaling, type_name, names, cone)
     variables, clamp = [], {}
     for i, name in enumerate(names):
         variables.append({"name": name, "offset": float(-mean[i]), "scale": float(1.0 / std[i]),
@@ -47,8 +48,8 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
     fractions = cfg.raw["train_sample"]["split"]
     keras_parts: dict[str, list[np.ndarray]] = {}
     raw_parts: dict[str, list] = {"candidate": []}
-    for coll in cfg.collections:
-        raw_parts[coll.name] = []
+    for name, _, _ in cfg.sequences():
+        raw_parts[name] = []
     n = 0
     for path in shard_paths:
         t = open_tree(path, cfg.tree)
@@ -61,12 +62,10 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
             for k, v in prepare(cfg, chunk, scaling).items():
                 keras_parts.setdefault(k, []).append(v)
             raw_parts["candidate"].append(candidate_features(chunk, cfg.candidate_variables))
-            for coll in cfg.collections:
-                flat, counts = collection_features(chunk, coll)
-                key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_by}"], axis=1)).astype(np.float64) \
-                    if coll.sort_by else None
+            for name, (coll, _, flat, counts, key) in sequence_constituents(cfg, chunk).items():
+                # what C++ passes: the real constituents, ordered and truncated as in training
                 padded, valid = order_and_pad(flat, counts, key, coll.n_max)
-                raw_parts[coll.name].append((padded[valid], valid.sum(axis=1)))
+                raw_parts[name].append((padded[valid], valid.sum(axis=1)))
             n += len(chunk)
             if n >= n_max_candidates:
                 break
@@ -76,29 +75,32 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
         raise ValueError("no test-split candidates found in the shards for the lwtnn check")
     keras_inputs = {k: np.concatenate(v) for k, v in keras_parts.items()}
     raw = {"candidate": np.concatenate(raw_parts["candidate"])}
-    for coll in cfg.collections:
-        raw[coll.name] = (np.concatenate([p[0] for p in raw_parts[coll.name]]),
-                          np.concatenate([p[1] for p in raw_parts[coll.name]]))
+    for name, _, _ in cfg.sequences():
+        raw[name] = (np.concatenate([p[0] for p in raw_parts[name]]),
+                     np.concatenate([p[1] for p in raw_parts[name]]))
     return {"keras": keras_inputs, "raw": raw, "n": n}
 
 
 def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | None = None,
             output_name: str = "tagger") -> tuple[dict, dict]:
-    """The lwtnn graph JSON of a trained model, and the raw clamp bounds per lwtnn node."""
-    from taggerflow.lwtnn import keras_to_lwtnn
+    """The lwtnn JSON of a trained model (graph format; sequential format for a model reading only
+    the candidate variables), and the raw clamp bounds per lwtnn node."""
+    from taggerflow.lwtnn import keras_to_lwtnn, keras_to_lwtnn_sequential
 
     sequence_names = dict(sequence_names or {})
     cand_vars, cand_clamp = lwtnn_variables(scaling, "candidate", [v.name for v in cfg.candidate_variables])
     seq_vars, clamps = {}, {"candidate": cand_clamp}
     input_names = {getattr(i, "name", None) for i in model.inputs}
-    for coll in cfg.collections:
-        if coll.name not in input_names:
+    for name, coll, cone in cfg.sequences():
+        if name not in input_names:
             continue
-        seq_vars[coll.name], clamps[sequence_names.get(coll.name, coll.name)] = \
-            lwtnn_variables(scaling, coll.name, coll.variable_names)
+        seq_vars[name], clamps[sequence_names.get(name, name)] = \
+            lwtnn_variables(scaling, coll.name, coll.variable_names, cone)
     misc = {"clamp_raw_inputs": json.dumps(clamps, sort_keys=True),
             "note": "clamp raw inputs to clamp_raw_inputs [min, max] (null = unbounded) before evaluating; "
                     "pass only real constituents, ordered and truncated as in training"}
+    if len(model.inputs) == 1:
+        return keras_to_lwtnn_sequential(model, cand_vars, cfg.class_names, miscellaneous=misc), clamps
     config = keras_to_lwtnn(model, cand_vars, seq_vars, cfg.class_names, sequence_names=sequence_names,
                             output_name=output_name, miscellaneous=misc)
     return config, clamps
@@ -108,7 +110,7 @@ def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: li
           sequence_names: dict[str, str] | None = None, tolerance: float = 1e-5) -> dict:
     """Scores of the independent numpy lwtnn evaluator (raw, clamped inputs, real constituents)
     against Keras (scaled, padded inputs); the table of fractions above each threshold."""
-    from taggerflow.lwtnn_eval import LwtnnGraph
+    from taggerflow.lwtnn_eval import LwtnnGraph, LwtnnSequential
     from taggerflow.records import h5_model_inputs
 
     sequence_names = dict(sequence_names or {})
@@ -120,15 +122,21 @@ def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: li
     model_inputs = {k: v for k, v in model_inputs.items() if k in {i.name for i in model.inputs}}
     keras_scores = np.asarray(model.predict(model_inputs, batch_size=4096, verbose=0), dtype=np.float64)
 
-    graph = LwtnnGraph(lwtnn_config)
-    node_in = {"candidate": raw_clamp(inputs["raw"]["candidate"], [clamps["candidate"][v["name"]] for v in
-                                                                     lwtnn_config["inputs"][0]["variables"]])}
-    seqs = {}
-    for seq in lwtnn_config["input_sequences"]:
-        coll = next(c for c in collections if sequence_names.get(c, c) == seq["name"])
-        flat, counts = inputs["raw"][coll]
-        seqs[seq["name"]] = (raw_clamp(flat, [clamps[seq["name"]][v["name"]] for v in seq["variables"]]), counts)
-    lwtnn_scores = graph.compute_batch(node_in, seqs)
+    if "nodes" not in lwtnn_config:  # sequential format
+        names = [v["name"] for v in lwtnn_config["inputs"]]
+        x = raw_clamp(inputs["raw"]["candidate"], [clamps["candidate"][n] for n in names])
+        lwtnn_scores = LwtnnSequential(lwtnn_config).compute_batch(x)
+    else:
+        graph = LwtnnGraph(lwtnn_config)
+        node = lwtnn_config["inputs"][0]
+        node_in = {node["name"]: raw_clamp(inputs["raw"]["candidate"],
+                                           [clamps["candidate"][v["name"]] for v in node["variables"]])}
+        seqs = {}
+        for seq in lwtnn_config["input_sequences"]:
+            name = next(c for c in collections if sequence_names.get(c, c) == seq["name"])
+            flat, counts = inputs["raw"][name]
+            seqs[seq["name"]] = (raw_clamp(flat, [clamps[seq["name"]][v["name"]] for v in seq["variables"]]), counts)
+        lwtnn_scores = graph.compute_batch(node_in, seqs)
     diff = np.abs(lwtnn_scores - keras_scores).max(axis=1)
     table = {f"{t:g}": float(np.mean(diff > t)) for t in THRESHOLDS}
     return {"n_candidates": int(len(diff)), "max_abs_diff": float(diff.max()),

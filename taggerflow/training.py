@@ -65,7 +65,9 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     batch = int(variant["batch_size"])
-    coll_names = list(collections)
+    # only the sequences the model reads (a dense tagger reads none)
+    model_inputs = {i.name for i in model.inputs}
+    coll_names = [c for c in collections if c in model_inputs]
     train_ds = record_dataset(train_records, metadata, batch, shuffle_buffer=int(variant.get("shuffle_buffer", 20000)),
                               seed=seed, collections=coll_names)
     val_ds = record_dataset(val_records, metadata, batch, collections=coll_names) if val_records else None

@@ -16,6 +16,7 @@ import awkward as ak
 import h5py
 import numpy as np
 
+from taggerflow.cones import cone_masks
 from taggerflow.config import Config
 from taggerflow.io import candidate_features, collection_features, open_tree, read_range
 from taggerflow.scaling import apply_scaling, scaling_arrays
@@ -61,20 +62,40 @@ def order_and_pad(flat: np.ndarray, counts: np.ndarray, key: np.ndarray | None, 
     return padded, valid
 
 
+def sequence_constituents(cfg: Config, chunk: ak.Array) -> dict[str, tuple]:
+    """Raw constituents of every model sequence: {input name: (collection, cone, flat (m, n_vars),
+    counts (n,), sort key (m,) or None)}. A collection with a cone is split into its inner and outer
+    constituents (those beyond the outer cone are in neither)."""
+    out = {}
+    for coll in cfg.collections:
+        flat, counts = collection_features(chunk, coll)
+        key = None
+        if coll.sort_by:
+            key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_by}"], axis=1)).astype(np.float64)
+        if coll.cone is None:
+            out[coll.name] = (coll, "global", flat, counts, key)
+            continue
+        deta = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.cone.deta}"], axis=1))
+        dphi = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.cone.dphi}"], axis=1))
+        masks = cone_masks(ak.to_numpy(chunk["pt"]), deta, dphi, counts, coll.cone)
+        cand = np.repeat(np.arange(len(counts)), counts)
+        for cone in coll.cones:
+            m = masks[cone]
+            out[coll.sequence_name(cone)] = (coll, cone, flat[m], np.bincount(cand[m], minlength=len(counts)),
+                                             None if key is None else key[m])
+    return out
+
+
 def prepare(cfg: Config, chunk: ak.Array, scaling: dict) -> dict[str, np.ndarray]:
-    """Scaled model inputs of one chunk (float64): candidate inputs, per collection padded inputs
+    """Scaled model inputs of one chunk (float64): candidate inputs, per sequence padded inputs
     and valid masks, labels. The one function both the train-sample writer and checks use."""
     out: dict[str, np.ndarray] = {}
     cand_vars = [v.name for v in cfg.candidate_variables]
     x = candidate_features(chunk, cfg.candidate_variables)
     out[CANDIDATE_GROUP] = apply_scaling(x, *scaling_arrays(scaling, "candidate", cand_vars))
-    for coll in cfg.collections:
-        flat, counts = collection_features(chunk, coll)
-        scaled = apply_scaling(flat, *scaling_arrays(scaling, coll.name, coll.variable_names))
-        key = None
-        if coll.sort_by:
-            key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_by}"], axis=1)).astype(np.float64)
-        out[coll.name], out[f"{coll.name}_valid"] = order_and_pad(scaled, counts, key, coll.n_max)
+    for name, (coll, cone, flat, counts, key) in sequence_constituents(cfg, chunk).items():
+        scaled = apply_scaling(flat, *scaling_arrays(scaling, coll.name, coll.variable_names, cone))
+        out[name], out[f"{name}_valid"] = order_and_pad(scaled, counts, key, coll.n_max)
     out["labels"] = ak.to_numpy(chunk["class_label"]).astype(np.int32)
     return out
 
@@ -100,9 +121,11 @@ class H5Writer:
         self._make(g, "labels", (), np.int32, b).attrs["classes"] = classes
         self._make(g, "labels_one_hot", (len(classes),), np.int8, b).attrs["classes"] = classes
         self._make(g, "weights", (), np.float32, b)
-        for coll in cfg.collections:
-            gc = self.f.create_group(coll.name)
-            self._make(gc, "inputs", (coll.n_max, len(coll.variables)), self.dtype, b).attrs["variables"] = coll.variable_names
+        for name, coll, cone in cfg.sequences():
+            gc = self.f.create_group(name)
+            ds = self._make(gc, "inputs", (coll.n_max, len(coll.variables)), self.dtype, b)
+            ds.attrs["variables"] = coll.variable_names
+            ds.attrs["collection"], ds.attrs["cone"] = coll.name, cone
             self._make(gc, "valid", (coll.n_max,), bool, b)
         self.f.attrs["scaling"] = json.dumps(scaling, sort_keys=True)
         self.f.attrs["classes"] = classes
@@ -123,9 +146,9 @@ class H5Writer:
         items = {f"{CANDIDATE_GROUP}/inputs": batch[CANDIDATE_GROUP].astype(self.dtype),
                  f"{CANDIDATE_GROUP}/labels": labels, f"{CANDIDATE_GROUP}/labels_one_hot": one_hot,
                  f"{CANDIDATE_GROUP}/weights": batch.get("weights", np.ones(n, dtype=np.float32))}
-        for coll in self.cfg.collections:
-            items[f"{coll.name}/inputs"] = batch[coll.name].astype(self.dtype)
-            items[f"{coll.name}/valid"] = batch[f"{coll.name}_valid"]
+        for name, _, _ in self.cfg.sequences():
+            items[f"{name}/inputs"] = batch[name].astype(self.dtype)
+            items[f"{name}/valid"] = batch[f"{name}_valid"]
         for key, value in items.items():
             ds = self.f[key]
             ds.resize(self.n + n, axis=0)

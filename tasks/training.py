@@ -49,7 +49,7 @@ class Training(Workflow):
         seed = int(job_seed(cfg.seed, "training", self.branch_data).generate_state(1)[0] % (2**31))
         out = {k: t.path for k, t in self.output().items()}
         out["checkpoint_dir"] = self.local_path(self.branch_data, "checkpoint")
-        summary = train_model(variant, cfg.class_names, {c.name: (c.n_max, len(c.variables)) for c in cfg.collections},
+        summary = train_model(variant, cfg.class_names, {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()},
                               len(cfg.candidate_variables), train, val, meta, test, out, seed,
                               log=self.publish_message)
         self.publish_message(f"{self.branch_data}: test accuracy {summary['test']['accuracy']:.4f}, "
@@ -98,7 +98,7 @@ class ConvertLwtnn(Workflow):
         model = keras.models.load_model(self.input()["training"]["model"].path)
         config, clamps = convert(model, cfg, scaling, seq_names)
         inputs = check_inputs(cfg, shard_paths(self), scaling, int(ex["n_check"]))
-        result = check(model, config, clamps, inputs, [c.name for c in cfg.collections], seq_names,
+        result = check(model, config, clamps, inputs, [n for n, _, _ in cfg.sequences()], seq_names,
                        tolerance=float(ex["tolerance"]))
         self.publish_message(format_table(result))
         if not result["passed"]:
