@@ -18,7 +18,8 @@ import numpy as np
 from taggerflow.trainsample import CANDIDATE_GROUP
 from taggerflow.utils import atomic_path, write_json
 
-_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32, "int8": np.int8, "bool": np.bool_}
+_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32, "int8": np.int8, "bool": np.bool_,
+           "int64": np.int64, "uint64": np.uint64}
 
 
 def h5_layout(path: str) -> dict:
@@ -111,7 +112,10 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
         ex = tf.io.parse_single_example(record, spec)
         out = {}
         for k, a in arrays.items():
-            t = tf.io.decode_raw(ex[k], tf.as_dtype(_DTYPES[a["dtype"]]))
+            if a["dtype"] == "uint64":  # decode_raw has no uint64: same bytes as int64, then bitcast
+                t = tf.bitcast(tf.io.decode_raw(ex[k], tf.int64), tf.uint64)
+            else:
+                t = tf.io.decode_raw(ex[k], tf.as_dtype(_DTYPES[a["dtype"]]))
             t = tf.reshape(t, [-1, *a["shape"]])
             if t.dtype in (tf.float16, tf.bool, tf.int8) and not k.endswith("labels"):
                 t = tf.cast(t, tf.float32)

@@ -24,6 +24,8 @@ from taggerflow.utils import atomic_path
 
 SPLITS = ("train", "validation", "test")
 CANDIDATE_GROUP = "jets"
+# raw per-candidate values written beside the scaled inputs: jets/<name>
+KINEMATICS = {"pt": np.float32, "eta": np.float32, "event": np.uint64, "dataset_id": np.int64}
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -97,6 +99,10 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict) -> dict[str, np.ndarray
         scaled = apply_scaling(flat, *scaling_arrays(scaling, coll.name, coll.variable_names, cone))
         out[name], out[f"{name}_valid"] = order_and_pad(scaled, counts, key, coll.n_max)
     out["labels"] = ak.to_numpy(chunk["class_label"]).astype(np.int32)
+    # unscaled kinematics and ids: evaluation in pt/|eta| bins, tracing a candidate back to its event
+    for name, dtype in KINEMATICS.items():
+        if name in chunk.fields:
+            out[name] = ak.to_numpy(chunk[name]).astype(dtype)
     return out
 
 
@@ -121,6 +127,8 @@ class H5Writer:
         self._make(g, "labels", (), np.int32, b).attrs["classes"] = classes
         self._make(g, "labels_one_hot", (len(classes),), np.int8, b).attrs["classes"] = classes
         self._make(g, "weights", (), np.float32, b)
+        for name, dtype in KINEMATICS.items():
+            self._make(g, name, (), dtype, b).attrs["description"] = "raw (unscaled) value"
         for name, coll, cone in cfg.sequences():
             gc = self.f.create_group(name)
             ds = self._make(gc, "inputs", (coll.n_max, len(coll.variables)), self.dtype, b)
@@ -146,6 +154,8 @@ class H5Writer:
         items = {f"{CANDIDATE_GROUP}/inputs": batch[CANDIDATE_GROUP].astype(self.dtype),
                  f"{CANDIDATE_GROUP}/labels": labels, f"{CANDIDATE_GROUP}/labels_one_hot": one_hot,
                  f"{CANDIDATE_GROUP}/weights": batch.get("weights", np.ones(n, dtype=np.float32))}
+        for name in KINEMATICS:
+            items[f"{CANDIDATE_GROUP}/{name}"] = batch[name]
         for name, _, _ in self.cfg.sequences():
             items[f"{name}/inputs"] = batch[name].astype(self.dtype)
             items[f"{name}/valid"] = batch[f"{name}_valid"]

@@ -63,6 +63,12 @@ def test_write_train_sample_layout_and_scaling(files_config, shard_and_scaling):
         assert f["pfcand/valid"].dtype == bool
         assert json.loads(f.attrs["scaling"]) == json.loads(json.dumps(scaling))
         x = f["jets/inputs"][:]
+        # raw kinematics beside the scaled inputs: pt undoes the scaling of the 'pt' input
+        pt_col = cand_names.index("pt")
+        p = scaling["candidate"]["pt"]["global"]
+        unclamped = np.abs(x[:, pt_col]) < 4.9
+        np.testing.assert_allclose(f["jets/pt"][:][unclamped], x[unclamped, pt_col] * p["std"] + p["mean"], rtol=1e-4)
+        assert f["jets/pt"][:].min() >= 20 and f["jets/event"].dtype == np.uint64
         tracks, valid = f["pfcand/inputs"][:], f["pfcand/valid"][:]
     # normal-scaled candidate variables: mean ~0, std ~1 on the (train part of the) sample
     for i, v in enumerate(cfg.candidate_variables):
