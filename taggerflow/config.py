@@ -22,6 +22,7 @@ SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal")
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
 MODEL_TYPES = ("deepsets", "dense")
+LR_SCHEDULES = ("constant", "exponential", "cosine")
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
 # functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
 EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",
@@ -53,6 +54,7 @@ def _schema() -> dict:
         "training": (dict, True),
         "export": (dict, True),
         "scaling": (dict, False),
+        "evaluation": (dict, False),
         "_sub": {
             "demo": {"tree": (str, False), "datasets": (dict, True)},
             "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
@@ -80,12 +82,21 @@ def _schema() -> dict:
                                                    "limits": ((list, dict), False), "default": (num, False)},
             "scaling": {"log_step": (int, False)},
             "train_sample": {"split": (dict, True), "precision": (str, False),
-                             "compression": ((str, type(None)), False)},
+                             "compression": ((str, type(None)), False), "chunk_rows": (int, False),
+                             "concat_jet_tracks": ((bool, list), False),
+                             "additional_labels": ((list, dict), False),
+                             "constituent_labels": (dict, False), "weights": (bool, False)},
             "train_sample.split": {"train": (num, True), "validation": (num, True), "test": (num, True)},
-            "records": {"chunk_size": (int, True)},
+            "records": {"chunk_size": (int, True), "add_vars": (list, False)},
             "training": {"batch_size": (int, True), "epochs": (int, True), "learning_rate": (num, True),
                          "model": (dict, True), "variants": (list, False),
-                         "early_stopping_patience": (int, False), "shuffle_buffer": (int, False)},
+                         "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
+                         "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
+                         "tensorboard": (bool, False), "mlflow": (bool, False)},
+            "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
+                                     "decay_rate": (num, False), "alpha": (num, False)},
+            "evaluation": {"signals": (list, True), "working_points": (list, True),
+                           "pt_bins": (list, False), "eta_bins": (list, False)},
             "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
                                "activation": (str, False), "batch_norm": (bool, False),
                                "dropout": (num, False), "alpha": (num, False)},
@@ -485,8 +496,51 @@ def _validate_semantics(cfg: Config) -> None:
         raise err("train_sample.precision", f"expected one of {PRECISIONS}")
     if ts.get("compression", "gzip") not in COMPRESSIONS:
         raise err("train_sample.compression", "expected null, gzip or lzf")
+    if ts.get("chunk_rows", 1024) < 1:
+        raise err("train_sample.chunk_rows", "must be >= 1")
+    cand_names = list(raw["features"]["candidate"])
+    coll_specs = raw["features"].get("collections") or {}
+    concat = ts.get("concat_jet_tracks", False)
+    if isinstance(concat, list):
+        for v in concat:
+            if v not in cand_names:
+                raise err("train_sample.concat_jet_tracks", f"'{v}' is not a candidate variable "
+                                                            f"(features.candidate: {', '.join(cand_names)})")
+        if len(set(concat)) != len(concat):
+            raise err("train_sample.concat_jet_tracks", "variables must be unique")
+    if concat:
+        if not coll_specs:
+            raise err("train_sample.concat_jet_tracks", "needs at least one collection in features.collections")
+        for cname, cspec in coll_specs.items():
+            clash = [v for v in (cand_names if concat is True else concat) if v in cspec["variables"]]
+            if clash:
+                raise err("train_sample.concat_jet_tracks", f"candidate variable(s) {clash} have the name of "
+                                                            f"variables of collection '{cname}': rename one")
+    extra = ts.get("additional_labels") or []
+    pairs = list(extra.items()) if isinstance(extra, dict) else [(x, x) for x in extra]
+    for name, expr in pairs:
+        if not isinstance(name, str) or not isinstance(expr, str) or not name or not expr:
+            raise err("train_sample.additional_labels", f"expected branch names or expressions (strings), "
+                                                        f"got {name!r}: {expr!r}")
+        try:
+            expression_names(expr)
+        except (SyntaxError, ValueError) as e:
+            raise err(f"train_sample.additional_labels.{name}", f"invalid expression: {e}") from None
+    if len({n for n, _ in pairs}) != len(pairs):
+        raise err("train_sample.additional_labels", "names must be unique")
+    for cname, fields in (ts.get("constituent_labels") or {}).items():
+        if cname not in coll_specs:
+            raise err(f"train_sample.constituent_labels.{cname}", "not a collection in features.collections")
+        if not isinstance(fields, list) or not fields or \
+                not all(isinstance(x, str) and x.isidentifier() for x in fields) or len(set(fields)) != len(fields):
+            raise err(f"train_sample.constituent_labels.{cname}",
+                      "expected a non-empty list of distinct constituent branch names (fields of the collection)")
     if raw["records"]["chunk_size"] < 1:
         raise err("records.chunk_size", "must be >= 1")
+    for v in raw["records"].get("add_vars") or []:
+        if v not in cand_names:
+            raise err("records.add_vars", f"'{v}' is not a candidate variable (features.candidate: "
+                                          f"{', '.join(cand_names)})")
 
     for i, variant in enumerate(cfg.training_variants()):
         # name the key where the value comes from: the variant's override or the base section
@@ -502,9 +556,33 @@ def _validate_semantics(cfg: Config) -> None:
             raise err(f"{where}.model.type", "deepsets needs at least one collection in features.collections")
         if variant["epochs"] < 1 or variant["batch_size"] < 1:
             raise err(where, "epochs and batch_size must be >= 1")
+        cw = variant.get("class_weights")
+        if isinstance(cw, str) and cw != "balanced":
+            raise err(f"{where}.class_weights", "expected 'balanced', null or {class: weight}")
+        if isinstance(cw, dict):
+            for cls, w in cw.items():
+                if cls not in classes:
+                    raise err(f"{where}.class_weights.{cls}", "class without a label in classes.labels")
+                if not isinstance(w, (int, float)) or w < 0:
+                    raise err(f"{where}.class_weights.{cls}", "expected a number >= 0")
+        sched = variant.get("lr_schedule")
+        if sched is not None and sched["type"] not in LR_SCHEDULES:
+            raise err(f"{where}.lr_schedule.type", f"unknown schedule '{sched['type']}' (allowed: {LR_SCHEDULES})")
     names = [v["name"] for v in cfg.training_variants()]
     if len(set(names)) != len(names):
         raise err("training.variants", "variant names must be unique")
+    ev = raw.get("evaluation")
+    if ev is not None:
+        for i, sig in enumerate(ev["signals"]):
+            if sig not in classes:
+                raise err(f"evaluation.signals[{i}]", f"'{sig}' is not a class in classes.labels")
+        for i, wp in enumerate(ev["working_points"]):
+            if not isinstance(wp, (int, float)) or not 0 < wp <= 1:
+                raise err(f"evaluation.working_points[{i}]", "expected a signal efficiency in (0, 1]")
+        for key in ("pt_bins", "eta_bins"):
+            edges = ev.get(key)
+            if edges is not None and (len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:]))):
+                raise err(f"evaluation.{key}", "expected at least two increasing numbers")
     sequences = [n for n, _, _ in cfg.sequences()]
     for seq in (raw["export"].get("sequence_names") or {}):
         if seq not in sequences:

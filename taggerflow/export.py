@@ -9,6 +9,7 @@ only the real ones, in the training order, at most n_max.
 from __future__ import annotations
 
 import json
+import os
 
 import awkward as ak
 import numpy as np
@@ -150,3 +151,79 @@ def format_table(result: dict) -> str:
     for t, frac in result["fraction_above"].items():
         lines.append(f"  {float(t):>9.0e}   {frac:.6f}")
     return "\n".join(lines)
+
+
+def keras_inputs(inputs: dict, sequences: list[str]) -> dict[str, np.ndarray]:
+    """Model input dict (Keras/ONNX names, float32) from check_inputs()['keras']."""
+    x = {"candidate": inputs["keras"][CANDIDATE_GROUP].astype(np.float32)}
+    for name in sequences:
+        x[name] = inputs["keras"][name].astype(np.float32)
+        x[f"{name}_valid"] = inputs["keras"][f"{name}_valid"].astype(np.float32)
+    return x
+
+
+def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[str], out: dict[str, str],
+                 training_summary: dict | None = None, log=print) -> dict:
+    """Everything ConvertLwtnn produces for one trained model: the lwtnn JSON (checked against
+    Keras by the numpy evaluator), the ONNX file (checked with onnxruntime) and the model card.
+    Nothing is written unless both checks pass. out: 'lwtnn', 'check', 'onnx', 'card'."""
+    import keras
+
+    import taggerflow.models  # noqa: F401  (custom layers)
+    from taggerflow.lwtnn import write_lwtnn
+    from taggerflow.modelcard import card_inputs_from_config, model_card, write_model_card
+    from taggerflow.onnx_export import export_onnx, onnx_check
+    from taggerflow.utils import atomic_path, write_json
+
+    ex = cfg.raw["export"]
+    seq_names = ex.get("sequence_names") or {}
+    tolerance = float(ex["tolerance"])
+    model = keras.models.load_model(model_path)
+    lwtnn_config, clamps = convert(model, cfg, scaling, seq_names)
+    inputs = check_inputs(cfg, shard_paths, scaling, int(ex["n_check"]))
+    sequences = [n for n, _, _ in cfg.sequences()]
+    lwtnn_result = check(model, lwtnn_config, clamps, inputs, sequences, seq_names, tolerance=tolerance)
+    log(format_table(lwtnn_result))
+    if not lwtnn_result["passed"]:
+        raise RuntimeError(f"lwtnn check failed: max |diff| {lwtnn_result['max_abs_diff']:.3g} > {tolerance:g}; "
+                           f"no file written")
+    # ONNX to a temporary name first: nothing appears unless its check passes too
+    with atomic_path(out["onnx"], suffix=".onnx") as tmp:
+        info = export_onnx(model, tmp, check_tolerance=tolerance)
+        onnx_result = onnx_check(model, tmp, keras_inputs(inputs, [s for s in sequences
+                                                               if s in {i.name for i in model.inputs}]), tolerance)
+        log(format_table(onnx_result).replace("lwtnn vs Keras", "ONNX vs Keras"))
+        if not onnx_result["passed"]:
+            raise RuntimeError(f"ONNX check failed: max |diff| {onnx_result['max_abs_diff']:.3g} > {tolerance:g}")
+    write_lwtnn(lwtnn_config, out["lwtnn"])
+    write_json(out["check"], {"lwtnn": lwtnn_result, "onnx": onnx_result})
+    cand_vars, seqs = card_inputs_from_config(cfg, [i.name for i in model.inputs], seq_names)
+    summary = training_summary or {}
+    card = model_card(name=summary.get("name", os.path.basename(os.path.dirname(model_path))), classes=cfg.class_names,
+                      candidate_variables=cand_vars, sequences=seqs, scaling=scaling,
+                      training_config=summary.get("config", {}), metrics=summary.get("test", {}),
+                      lwtnn_check=lwtnn_result, onnx_info={**info, "check": onnx_result},
+                      files={k: os.path.basename(v) for k, v in out.items()})
+    write_model_card(card, out["card"])
+    return {"lwtnn": lwtnn_result, "onnx": onnx_result}
+
+
+def check_files(lwtnn_path: str, onnx_path: str, model_path: str, cfg: Config, scaling: dict,
+                shard_paths: list[str], n_check: int, tolerance: float) -> dict:
+    """Re-check written files as a deployment would read them: the lwtnn JSON from disk through the
+    numpy evaluator, the ONNX file through onnxruntime, both against Keras."""
+    import keras
+
+    import taggerflow.models  # noqa: F401
+    from taggerflow.onnx_export import onnx_check
+
+    with open(lwtnn_path) as f:
+        lwtnn_config = json.load(f)
+    clamps = json.loads(lwtnn_config["miscellaneous"]["clamp_raw_inputs"])
+    model = keras.models.load_model(model_path)
+    seq_names = cfg.raw["export"].get("sequence_names") or {}
+    inputs = check_inputs(cfg, shard_paths, scaling, n_check)
+    sequences = [n for n, _, _ in cfg.sequences()]
+    used = [s for s in sequences if s in {i.name for i in model.inputs}]
+    return {"lwtnn": check(model, lwtnn_config, clamps, inputs, sequences, seq_names, tolerance=tolerance),
+            "onnx": onnx_check(model, onnx_path, keras_inputs(inputs, used), tolerance)}

@@ -1,8 +1,15 @@
-"""ToRecords and the tf.data loaders.
+"""ToRecords and the tf.data loaders (from TFRecords and from the training HDF5 files).
 
 A TFRecord entry holds ``chunk_size`` candidates at once (batch-level serialisation: one
 tf.train.Example per chunk with each array as raw bytes), which is much faster to parse than one
-Example per candidate. A metadata JSON beside the shards gives names, shapes and dtypes.
+Example per candidate. Every array of the HDF5 file is stored, plus ``add_vars`` (candidate
+variables for conditional inputs) when asked. A metadata JSON beside the shards gives names,
+shapes and dtypes.
+
+Both loaders yield the same batches: ``(inputs, label)`` or ``(inputs, label, weight)`` with
+``inputs = {"candidate": (b, n_vars), <seq>: (b, n_max, n_vars), <seq>_valid: (b, n_max)[,
+"add_vars": (b, k)]}``, float32 inputs, int32 labels, float32 weights. Shuffling is across files and
+within a buffer, deterministic for a seed (and different every epoch).
 TensorFlow is imported inside the functions, so importing this module stays cheap.
 """
 
@@ -10,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 
 import h5py
@@ -18,20 +26,26 @@ import numpy as np
 from taggerflow.trainsample import CANDIDATE_GROUP
 from taggerflow.utils import atomic_path, write_json
 
-_DTYPES = {"float16": np.float16, "float32": np.float32, "int32": np.int32, "int8": np.int8, "bool": np.bool_,
-           "int64": np.int64, "uint64": np.uint64}
+_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int32": np.int32,
+           "int8": np.int8, "bool": np.bool_, "int64": np.int64, "uint64": np.uint64}
 
 
 def h5_layout(path: str) -> dict:
-    """Arrays of a training file as {key: {"shape": per-candidate shape, "dtype": str}} plus names."""
+    """Arrays of a training file as {key: {"shape": per-candidate shape, "dtype": str}}, the column
+    names of every dataset that has them, the classes and the file's config_hash."""
     with h5py.File(path, "r") as f:
-        arrays = {}
+        arrays, names = {}, {}
         for group in f:
             for name, ds in f[group].items():
                 arrays[f"{group}/{name}"] = {"shape": list(ds.shape[1:]), "dtype": str(ds.dtype)}
-        names = {f"{g}/inputs": list(f[g]["inputs"].attrs["variables"]) for g in f if "inputs" in f[g]}
-        classes = list(f.attrs["classes"])
-    return {"arrays": arrays, "variables": names, "classes": classes}
+                if "variables" in ds.attrs:
+                    names[f"{group}/{name}"] = [str(v) for v in ds.attrs["variables"]]
+        classes = [str(c) for c in f.attrs["classes"]]
+        config_hash = f.attrs.get("config_hash")
+    out = {"arrays": arrays, "variables": names, "classes": classes}
+    if config_hash is not None:
+        out["config_hash"] = config_hash.decode() if isinstance(config_hash, bytes) else str(config_hash)
+    return out
 
 
 def write_records(h5_path: str, out_path: str, chunk_size: int, add_vars: Sequence[str] = ()) -> dict:
@@ -49,21 +63,23 @@ def write_records(h5_path: str, out_path: str, chunk_size: int, add_vars: Sequen
         raise KeyError(f"{h5_path}: add_vars {missing} are not candidate variables ({cand_vars})")
     add_idx = [cand_vars.index(v) for v in add_vars]
     n_total = 0
+    # read blocks of many records at once (whole HDF5 chunks), serialise record by record
+    block = chunk_size * max(1, 16384 // chunk_size)
     with atomic_path(out_path, suffix=".tfrecord") as tmp, h5py.File(h5_path, "r") as f, \
             tf.io.TFRecordWriter(tmp) as writer:
         n = f[f"{CANDIDATE_GROUP}/labels"].shape[0]
-        for start in range(0, n, chunk_size):
-            stop = min(start + chunk_size, n)
-            feats = {}
-            for key in keys:
-                arr = f[key][start:stop]
-                feats[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr.tobytes()]))
+        for b0 in range(0, n, block):
+            b1 = min(b0 + block, n)
+            data = {key: f[key][b0:b1] for key in keys}
             if add_idx:
-                arr = f[f"{CANDIDATE_GROUP}/inputs"][start:stop][:, add_idx]
-                feats["add_vars"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr.tobytes()]))
-            feats["n"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[stop - start]))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-            n_total += stop - start
+                data["add_vars"] = data[f"{CANDIDATE_GROUP}/inputs"][:, add_idx]
+            for start in range(0, b1 - b0, chunk_size):
+                stop = min(start + chunk_size, b1 - b0)
+                feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(v[start:stop]).tobytes()]))
+                         for k, v in data.items()}
+                feats["n"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[stop - start]))
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+                n_total += stop - start
     meta = dict(layout)
     meta["n_candidates"] = n_total
     meta["chunk_size"] = chunk_size
@@ -71,6 +87,7 @@ def write_records(h5_path: str, out_path: str, chunk_size: int, add_vars: Sequen
     if add_idx:
         dtype = layout["arrays"][f"{CANDIDATE_GROUP}/inputs"]["dtype"]
         meta["arrays"]["add_vars"] = {"shape": [len(add_idx)], "dtype": dtype}
+        meta["variables"]["add_vars"] = list(add_vars)
     return meta
 
 
@@ -80,9 +97,12 @@ def write_metadata(path: str, per_file: dict[str, dict]) -> None:
     for name, m in per_file.items():
         if m["arrays"] != first["arrays"] or m["variables"] != first["variables"]:
             raise ValueError(f"{name}: layout differs from the other record files")
-    write_json(path, {"arrays": first["arrays"], "variables": first["variables"], "classes": first["classes"],
-                      "chunk_size": first["chunk_size"], "add_vars": first["add_vars"],
-                      "files": {os.path.basename(k): v["n_candidates"] for k, v in per_file.items()}})
+    out = {"arrays": first["arrays"], "variables": first["variables"], "classes": first["classes"],
+           "chunk_size": first["chunk_size"], "add_vars": first["add_vars"],
+           "files": {os.path.basename(k): v["n_candidates"] for k, v in per_file.items()}}
+    if "config_hash" in first:
+        out["config_hash"] = first["config_hash"]
+    write_json(path, out)
 
 
 def _model_inputs(sample: dict, collections: Sequence[str], with_add_vars: bool):
@@ -95,16 +115,11 @@ def _model_inputs(sample: dict, collections: Sequence[str], with_add_vars: bool)
     return inputs
 
 
-def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffle_buffer: int = 0,
-                   seed: int = 0, collections: Sequence[str] | None = None, with_weights: bool = False,
-                   with_add_vars: bool = False):
-    """tf.data pipeline over TFRecord files: ((inputs dict), label[, weight]) batches, float32 inputs.
-    Files are interleaved and candidates shuffled within a buffer, deterministically for a seed."""
+def _record_parser(arrays: dict, cast: bool):
+    """A function parsing one serialised record into {key: (n, *shape) tensor}; with ``cast``,
+    float16/bool/int8 arrays (except labels) become float32."""
     import tensorflow as tf
 
-    arrays = metadata["arrays"]
-    collections = list(collections) if collections is not None else \
-        [k.split("/")[0] for k in arrays if k.endswith("/valid")]
     spec = {k: tf.io.FixedLenFeature([], tf.string) for k in arrays}
     spec["n"] = tf.io.FixedLenFeature([], tf.int64)
 
@@ -117,17 +132,45 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
             else:
                 t = tf.io.decode_raw(ex[k], tf.as_dtype(_DTYPES[a["dtype"]]))
             t = tf.reshape(t, [-1, *a["shape"]])
-            if t.dtype in (tf.float16, tf.bool, tf.int8) and not k.endswith("labels"):
+            if cast and t.dtype in (tf.float16, tf.bool, tf.int8) and not k.endswith("labels"):
                 t = tf.cast(t, tf.float32)
             out[k] = t
         return out
 
+    return parse
+
+
+def _to_model(collections: Sequence[str], with_weights: bool, with_add_vars: bool):
     def to_model(sample):
         x = _model_inputs(sample, collections, with_add_vars)
         y = sample[f"{CANDIDATE_GROUP}/labels"]
         if with_weights:
             return x, y, sample[f"{CANDIDATE_GROUP}/weights"]
         return x, y
+    return to_model
+
+
+def _default_collections(arrays) -> list[str]:
+    return [k.split("/")[0] for k in arrays if k.endswith("/valid")]
+
+
+def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffle_buffer: int = 0,
+                   seed: int = 0, collections: Sequence[str] | None = None, with_weights: bool = False,
+                   with_add_vars: bool = False):
+    """tf.data pipeline over TFRecord files: ((inputs dict), label[, weight]) batches, float32 inputs.
+    Files are interleaved and candidates shuffled within a buffer, deterministically for a seed."""
+    import tensorflow as tf
+
+    arrays = metadata["arrays"]
+    if with_add_vars and "add_vars" not in arrays:
+        raise KeyError("with_add_vars: the records have no add_vars (records.add_vars was empty)")
+    collections = list(collections) if collections is not None else _default_collections(arrays)
+    # parse only what the model reads
+    need = {f"{CANDIDATE_GROUP}/inputs", f"{CANDIDATE_GROUP}/labels"}
+    need |= {f"{CANDIDATE_GROUP}/weights"} if with_weights else set()
+    need |= {"add_vars"} if with_add_vars else set()
+    need |= {f"{c}/{s}" for c in collections for s in ("inputs", "valid")}
+    parse = _record_parser({k: a for k, a in arrays.items() if k in need}, cast=True)
 
     files = sorted(files)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -138,7 +181,117 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).map(_to_model(collections, with_weights, with_add_vars),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def record_arrays(files: Sequence[str], metadata: dict) -> dict[str, np.ndarray]:
+    """Every array stored in TFRecord files (in file order, raw dtypes), concatenated: for checks
+    and tests (small samples)."""
+    import tensorflow as tf
+
+    parse = _record_parser(metadata["arrays"], cast=False)
+    parts: dict[str, list[np.ndarray]] = {}
+    for rec in tf.data.TFRecordDataset(list(files)).map(parse).as_numpy_iterator():
+        for k, v in rec.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, seed: int = 0,
+               collections: Sequence[str] | None = None, with_weights: bool = False,
+               with_add_vars: bool = False, add_vars: Sequence[str] = (), block_rows: int | None = None,
+               num_parallel_reads: int = 2):
+    """tf.data pipeline over training HDF5 files, yielding what record_dataset yields.
+
+    The files are cut into blocks of whole HDF5 chunks (``block_rows``, default about 4096
+    candidates); with ``shuffle_buffer`` the blocks of all files are shuffled (a new order every
+    epoch, deterministic for ``seed``) and the candidates then shuffled within the buffer. Blocks are
+    read by h5py slices, so memory stays at a few blocks plus the buffer. ``add_vars``: the candidate
+    variables given as ``add_vars`` when ``with_add_vars``.
+    """
+    import tensorflow as tf
+
+    files = sorted(str(f) for f in files)
+    if not files:
+        raise ValueError("h5_dataset: no files")
+    lay = h5_layout(files[0])
+    arrays = lay["arrays"]
+    for path in files[1:]:
+        other = h5_layout(path)
+        if other["arrays"] != arrays or other["variables"] != lay["variables"]:
+            raise ValueError(f"{path}: layout differs from {files[0]}")
+    collections = list(collections) if collections is not None else _default_collections(arrays)
+    for c in collections:
+        if f"{c}/inputs" not in arrays:
+            raise KeyError(f"{files[0]}: no sequence '{c}' (sequences: {_default_collections(arrays)})")
+    add_idx: list[int] = []
+    if with_add_vars:
+        names = lay["variables"][f"{CANDIDATE_GROUP}/inputs"]
+        if not add_vars:
+            raise ValueError("with_add_vars needs the add_vars names for HDF5 files")
+        missing = [v for v in add_vars if v not in names]
+        if missing:
+            raise KeyError(f"{files[0]}: add_vars {missing} are not candidate variables ({names})")
+        add_idx = [names.index(v) for v in add_vars]
+
+    # (key in the sample, HDF5 dataset, output dtype)
+    spec = [(f"{CANDIDATE_GROUP}/inputs", np.float32), (f"{CANDIDATE_GROUP}/labels", np.int32)]
+    if with_weights:
+        spec.append((f"{CANDIDATE_GROUP}/weights", np.float32))
+    for c in collections:
+        spec += [(f"{c}/inputs", np.float32), (f"{c}/valid", np.float32)]
+    out_keys = [k for k, _ in spec] + (["add_vars"] if add_idx else [])
+    out_dtypes = [d for _, d in spec] + ([np.float32] if add_idx else [])
+    shapes = {k: arrays[k]["shape"] for k, _ in spec}
+    shapes["add_vars"] = [len(add_idx)]
+
+    # blocks of whole chunks
+    starts, stops, file_idx = [], [], []
+    for i, path in enumerate(files):
+        with h5py.File(path, "r") as f:
+            ds = f[f"{CANDIDATE_GROUP}/inputs"]
+            n = ds.shape[0]
+            chunk = ds.chunks[0] if ds.chunks else 1024
+        block = block_rows or chunk * max(1, -(-4096 // chunk))
+        for s in range(0, n, block):
+            starts.append(s)
+            stops.append(min(s + block, n))
+            file_idx.append(i)
+    handles: dict[int, h5py.File] = {}
+    lock = threading.Lock()
+
+    def read(i, start, stop):
+        i, start, stop = int(i), int(start), int(stop)
+        with lock:
+            f = handles.get(i)
+            if f is None:
+                f = handles[i] = h5py.File(files[i], "r")
+            out = [np.asarray(f[k][start:stop]).astype(d, copy=False) for k, d in spec]
+        if add_idx:
+            out.append(out[0][:, add_idx])
+        return out
+
+    def read_block(i, start, stop):
+        tensors = tf.numpy_function(read, [i, start, stop], [tf.as_dtype(d) for d in out_dtypes])
+        sample = {}
+        for k, t in zip(out_keys, tensors):
+            t.set_shape([None, *shapes[k]])
+            sample[k] = t
+        return sample
+
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(file_idx, dtype=np.int64), np.asarray(starts, dtype=np.int64),
+                                             np.asarray(stops, dtype=np.int64)))
+    if shuffle_buffer:
+        ds = ds.shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(read_block, num_parallel_calls=num_parallel_reads, deterministic=True)
+    if shuffle_buffer:
+        ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    else:
+        ds = ds.rebatch(batch_size)
+    ds = ds.map(_to_model(collections, with_weights, bool(add_idx)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -4,20 +4,73 @@ Moments are kept in float64 as (count, mean, M2) and merged with Chan et al.'s p
 so the merged result equals a single pass over all data to rounding (the peers' sum/sum-of-squares
 merge of rounded means loses a std of 0.5 around a mean of 50 entirely). NaN and inf values are
 excluded from the moments and counted.
+
+Cones. A constituent collection with a ``cone`` has its moments computed per cone: 'inner'
+(dR <= r(pt)) and 'outer' (r < dR < outer_dR); constituents at dR >= outer_dR are in no cone and
+are excluded (their number is reported as ``outside_cones``). Without a cone: 'global'.
+
+One FeatureScaling job (:func:`feature_scaling_job`) streams its files chunk by chunk and returns
+a JSON-able dict with
+
+* ``moments``: {type: {var: {cone: {num, mean, m2, min, max, nan, inf}}}} over all its files;
+* ``per_file``: per input file its entries, its own moments and its quantiles (below);
+* ``snapshots``: the cumulative moments after every ``log_step`` files (and after the last one),
+  for convergence studies;
+* ``signature``: the variables, expressions, scaling types, limits and cones it was computed with
+  (:func:`merge_jobs` refuses to merge jobs whose signatures or keys differ).
+
+Per-file quantiles (median, min, max and the quantiles at the normal-CDF probabilities
+Phi(+-1), Phi(+-2), Phi(+-3), Phi(+-5)) are computed in bounded memory per input (candidate, or
+collection and cone) and file:
+
+* **exact** while the file's rows of that input fit ``quantile_cap`` (default 65536): all values are
+  kept and ``numpy.quantile`` (linear interpolation) is used;
+* beyond the cap: the ``tail_size`` (default 4096) smallest and largest finite values of every
+  variable are kept exactly, so every quantile whose interpolation ranks lie within the outermost
+  ``tail_size`` ranks is still exact (Phi(+-3) up to 3 million values per file, Phi(+-5) up to
+  10^10); the other quantiles come from a deterministic uniform sample without replacement of
+  ``quantile_cap`` rows (bottom-k of a 64-bit hash of the row's index within the file: the sample
+  does not depend on the chunk size, and the same file gives the same sample every time).
+  The rank of such an estimate has a standard deviation of sqrt(p (1 - p) / cap) in probability:
+  0.0020 at the median, 0.0014 at Phi(+-1), 0.00058 at Phi(+-2) for the default cap. Estimated
+  quantiles are listed per variable in ``approximate``; min and max are always exact.
+
+Memory per input and file is bounded by about (2 cap (n_vars + 1) + 4 tail_size n_vars) * 8 bytes
+(12 MB for 10 variables with the defaults), whatever the file size.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+import awkward as ak
 import numpy as np
 
+from taggerflow.cones import cone_masks
 from taggerflow.config import Config
-from taggerflow.io import candidate_features, collection_features, open_tree, read_range
+from taggerflow.io import check_branches, evaluate, open_tree, read_range
+from taggerflow.utils import stable_hash64
 
 GLOBAL_CONE = "global"
+CANDIDATE = "candidate"
+# name of the candidate inputs in the training files and in the exported umami / UPP dictionaries
+EXPORT_CANDIDATE_NAME = "jets"
+JOB_FORMAT = "taggerflow.feature_scaling/1"
+DEFAULT_QUANTILE_CAP = 65536
+DEFAULT_TAIL_SIZE = 4096
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF (erfc form: accurate in the far tails)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+#: quantile name -> probability: the median and the normal-CDF probabilities Phi(+-1, 2, 3, 5)
+QUANTILES: dict[str, float] = {"q_m5": _phi(-5), "q_m3": _phi(-3), "q_m2": _phi(-2), "q_m1": _phi(-1),
+                               "median": 0.5,
+                               "q_p1": _phi(1), "q_p2": _phi(2), "q_p3": _phi(3), "q_p5": _phi(5)}
 
 
 class ScalingError(ValueError):
@@ -81,31 +134,602 @@ class Moments:
 
 def variable_types(cfg: Config) -> dict[str, list]:
     """Variable type -> its variables: 'candidate' and one entry per constituent collection."""
-    out = {"candidate": list(cfg.candidate_variables)}
+    out = {CANDIDATE: list(cfg.candidate_variables)}
     for coll in cfg.collections:
         out[coll.name] = list(coll.variables)
     return out
 
 
+def type_cones(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """Variable type -> its cones: ('global',) for the candidate and collections without a cone."""
+    out = {CANDIDATE: (GLOBAL_CONE,)}
+    for coll in cfg.collections:
+        out[coll.name] = coll.cones
+    return out
+
+
+def input_name(type_name: str, cone: str) -> str:
+    """Unambiguous name of one (type, cone): 'candidate', 'pfcand' or 'pfcand_inner'."""
+    return type_name if cone == GLOBAL_CONE else f"{type_name}_{cone}"
+
+
+def export_name(type_name: str, cone: str) -> str:
+    """Name of one (type, cone) in the training files and exported dictionaries: 'jets' for the
+    candidate, the sequence name ('pfcand', 'pfcand_inner') for a collection."""
+    return EXPORT_CANDIDATE_NAME if type_name == CANDIDATE else input_name(type_name, cone)
+
+
+# ---------------------------------------------------------------------------------------------
+# vectorised moments of k variables at once
+class _MomentBlock:
+    """Moments of k variables (float64 arrays), updated with (k, m) blocks of values."""
+
+    __slots__ = ("num", "mean", "m2", "min", "max", "nan", "inf")
+
+    def __init__(self, k: int):
+        self.num = np.zeros(k, dtype=np.int64)
+        self.mean = np.zeros(k)
+        self.m2 = np.zeros(k)
+        self.min = np.full(k, np.inf)
+        self.max = np.full(k, -np.inf)
+        self.nan = np.zeros(k, dtype=np.int64)
+        self.inf = np.zeros(k, dtype=np.int64)
+
+    def add(self, x: np.ndarray) -> bool:
+        """Add a (k, m) C-contiguous block; returns whether all its values were finite."""
+        k, m = x.shape
+        if m == 0:
+            return True
+        total = x.sum(axis=1)  # rows are contiguous: pairwise summation
+        if np.isfinite(total).all():  # (a NaN or inf anywhere makes its row's sum non-finite)
+            n = np.full(k, m, dtype=np.int64)
+            mean = total / m
+            d = x - mean[:, None]
+            m2 = np.einsum("ij,ij->i", d, d)
+            self._merge(n, mean, m2, np.minimum.reduce(x, axis=1), np.maximum.reduce(x, axis=1), 0, 0)
+            return True
+        finite = np.isfinite(x)
+        n = np.zeros(k, dtype=np.int64)
+        mean, m2 = np.zeros(k), np.zeros(k)
+        mn, mx = np.full(k, np.inf), np.full(k, -np.inf)
+        nan, inf = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
+        for j in range(k):
+            xj, fj = x[j], finite[j]
+            bad = m - int(np.count_nonzero(fj))
+            if bad:
+                nan[j] = int(np.count_nonzero(np.isnan(xj)))
+                inf[j] = bad - nan[j]
+                xj = xj[fj]
+            if len(xj):
+                n[j] = len(xj)
+                mean[j] = xj.sum() / len(xj)
+                d = xj - mean[j]
+                m2[j] = np.einsum("i,i->", d, d)
+                mn[j], mx[j] = xj.min(), xj.max()
+        self._merge(n, mean, m2, mn, mx, nan, inf)
+        return False
+
+    def merge_block(self, other: "_MomentBlock") -> None:
+        self._merge(other.num, other.mean, other.m2, other.min, other.max, other.nan, other.inf)
+
+    def _merge(self, n, mean, m2, mn, mx, nan, inf) -> None:
+        # the same operations, in the same order, as Moments.merge (so both give identical bits)
+        a = self.num.astype(np.float64)
+        b = np.asarray(n).astype(np.float64)
+        tot = self.num + n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = mean - self.mean
+            new_mean = self.mean + delta * b / tot
+            new_m2 = self.m2 + m2 + delta * delta * a * b / tot
+        new_mean = np.where(b == 0, self.mean, np.where(a == 0, mean, new_mean))
+        new_m2 = np.where(b == 0, self.m2, np.where(a == 0, m2, new_m2))
+        self.num, self.mean, self.m2 = tot, new_mean, new_m2
+        self.min = np.minimum(self.min, mn)
+        self.max = np.maximum(self.max, mx)
+        self.nan = self.nan + nan
+        self.inf = self.inf + inf
+
+    def copy(self) -> "_MomentBlock":
+        c = _MomentBlock(0)
+        for s in self.__slots__:
+            setattr(c, s, getattr(self, s).copy())
+        return c
+
+    def moments(self, j: int) -> Moments:
+        return Moments(int(self.num[j]), float(self.mean[j]), float(self.m2[j]), float(self.min[j]),
+                       float(self.max[j]), int(self.nan[j]), int(self.inf[j]))
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded-memory per-file quantiles
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _row_priority(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A 64-bit hash (splitmix64 finaliser) of row indices: i.i.d.-uniform-like sampling priorities."""
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64) + np.uint64(seed)
+        z ^= z >> np.uint64(30)
+        z *= _M1
+        z ^= z >> np.uint64(27)
+        z *= _M2
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy.quantile's interpolation (its 'linear' method), for bit-identical exact results."""
+    d = b - a
+    return b - d * (1 - t) if t >= 0.5 else a + d * t
+
+
+class _QuantileSketch:
+    """Per-file quantiles of k variables in bounded memory (see the module docstring).
+
+    Exact mode: every row is kept until more than ``cap`` rows were seen. Then sampling mode:
+    a bottom-``cap`` sample by row-index hash (amortised: compacted when ``cap`` new rows are
+    pending), and per variable the smallest/largest finite values: ``lo[j]`` holds every value below
+    ``lo_thr[j]`` (the tail-th smallest at the last compaction, compacted back to ``tail`` values
+    when it reaches 2 tail), so its sorted content is exactly the file's lowest ranks; ``hi`` alike.
+    """
+
+    def __init__(self, k: int, cap: int, tail: int, seed: int):
+        self.k, self.cap, self.tail, self.seed = k, max(1, int(cap)), max(2, int(tail)), seed & 0x7FFFFFFFFFFFFFFF
+        self.blocks: list[np.ndarray] = []  # exact mode: every value
+        self.ids: list[np.ndarray] = []
+        self.buffered = 0
+        self.sampling = False
+        self.sample = np.empty((k, 0))
+        self.priority = np.empty(0, dtype=np.uint64)
+        self.threshold = np.uint64(0xFFFFFFFFFFFFFFFF)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.n_pending = 0
+        self.lo: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self.hi: list[list[np.ndarray]] = [[] for _ in range(k)]
+        self.lo_size = [0] * k
+        self.hi_size = [0] * k
+        self.lo_thr = np.full(k, np.inf)
+        self.hi_thr = np.full(k, -np.inf)
+
+    def add(self, x: np.ndarray, ids: np.ndarray, all_finite: bool) -> None:
+        """x: (k, m) values; ids: (m,) row indices within the file (int64)."""
+        if x.shape[1] == 0:
+            return
+        if not self.sampling:
+            self.blocks.append(x)
+            self.ids.append(ids)
+            self.buffered += x.shape[1]
+            if self.buffered > self.cap:
+                self._start_sampling()
+            return
+        pri = _row_priority(ids, self.seed)
+        idx = np.flatnonzero(pri < self.threshold)
+        if len(idx):
+            self.pending.append((_take_columns(x, idx), pri[idx]))
+            self.n_pending += len(idx)
+            if self.n_pending >= self.cap:
+                self._compact()
+        self._update_tails(x, all_finite)
+
+    def _start_sampling(self) -> None:
+        x = np.concatenate(self.blocks, axis=1) if len(self.blocks) > 1 else self.blocks[0]
+        ids = np.concatenate(self.ids) if len(self.ids) > 1 else self.ids[0]
+        self.blocks, self.ids, self.sampling = [], [], True
+        self.pending, self.n_pending = [(x, _row_priority(ids, self.seed))], x.shape[1]
+        self._compact()
+        self._init_tails(x)
+
+    def _init_tails(self, x: np.ndarray) -> None:
+        """Exact tails of the buffered block. A cheap threshold from a strided subsample selects a
+        superset of the tail values, which is then partitioned (checked: falls back to the full set)."""
+        t, m = self.tail, x.shape[1]
+        step = 8
+        for j in range(self.k):
+            xj = x[j]
+            if not np.isfinite(xj).all():
+                xj = xj[np.isfinite(xj)]
+            n = len(xj)
+            if n <= 2 * t:
+                self.lo[j], self.lo_size[j] = [xj.copy()], n
+                self.hi[j], self.hi_size[j] = [xj.copy()], n
+                if n >= t:
+                    part = np.partition(xj, (t - 1, n - t))
+                    self.lo[j], self.hi[j] = [part[:t].copy()], [part[n - t:].copy()]
+                    self.lo_size[j] = self.hi_size[j] = t
+                    self.lo_thr[j], self.hi_thr[j] = part[t - 1], part[n - t]
+                continue
+            sub = xj[::step]
+            r = min(len(sub) - 1, int(t / step + 4 * math.sqrt(t / step)) + 1)
+            part = np.partition(sub, (r, len(sub) - 1 - r))
+            for side, thr in ((0, part[r]), (1, part[len(sub) - 1 - r])):
+                cand = xj[xj <= thr] if side == 0 else xj[xj >= thr]
+                if len(cand) < t:  # the subsample was not representative: use everything
+                    cand = xj
+                if side == 0:
+                    sel = np.partition(cand, t - 1)[:t]
+                    self.lo[j], self.lo_size[j], self.lo_thr[j] = [sel], t, sel.max()
+                else:
+                    sel = np.partition(cand, len(cand) - t)[len(cand) - t:]
+                    self.hi[j], self.hi_size[j], self.hi_thr[j] = [sel], t, sel.min()
+
+    def _compact(self) -> None:
+        xs = [self.sample] + [p[0] for p in self.pending]
+        ps = [self.priority] + [p[1] for p in self.pending]
+        x, pri = np.concatenate(xs, axis=1), np.concatenate(ps)
+        self.pending, self.n_pending = [], 0
+        if len(pri) > self.cap:
+            keep = np.argpartition(pri, self.cap - 1)[:self.cap]
+            x, pri = _take_columns(x, keep), pri[keep]
+            self.threshold = pri.max()
+        self.sample, self.priority = x, pri
+
+    def _update_tails(self, x: np.ndarray, all_finite: bool) -> None:
+        t = self.tail
+        for j in range(self.k):
+            xj = x[j]
+            for side in (0, 1):
+                thr = self.lo_thr if side == 0 else self.hi_thr
+                cand = xj[xj < thr[j]] if side == 0 else xj[xj > thr[j]]
+                if not len(cand):
+                    continue
+                if not all_finite:
+                    cand = cand[np.isfinite(cand)]
+                parts, sizes = (self.lo, self.lo_size) if side == 0 else (self.hi, self.hi_size)
+                parts[j].append(cand)
+                sizes[j] += len(cand)
+                if sizes[j] >= 2 * t or (sizes[j] >= t and np.isinf(thr[j])):
+                    merged = np.concatenate(parts[j])
+                    if side == 0:
+                        merged = np.partition(merged, t - 1)[:t]
+                        thr[j] = merged.max()
+                    else:
+                        merged = np.partition(merged, len(merged) - t)[len(merged) - t:]
+                        thr[j] = merged.min()
+                    parts[j], sizes[j] = [merged], t
+
+    def result(self, j: int, m: Moments) -> dict:
+        """Quantiles of variable j over the file (m: its moments in this file)."""
+        out: dict = {"n": m.num, "nan": m.nan, "inf": m.inf,
+                     "min": None if m.num == 0 else m.min, "max": None if m.num == 0 else m.max}
+        if m.num == 0:
+            out.update({name: None for name in QUANTILES})
+            out.update(exact=True, approximate=[], sample_size=0)
+            return out
+        if not self.sampling:
+            v = np.concatenate([b[j] for b in self.blocks]) if self.blocks else np.empty(0)
+            v = v[np.isfinite(v)]
+            q = np.quantile(v, np.array(list(QUANTILES.values())))
+            out.update({name: float(x) for name, x in zip(QUANTILES, q)})
+            out.update(exact=True, approximate=[], sample_size=len(v))
+            return out
+        if self.pending:
+            self._compact()
+        n = m.num
+        lo = np.sort(np.concatenate(self.lo[j])) if self.lo[j] else np.empty(0)
+        hi = np.sort(np.concatenate(self.hi[j])) if self.hi[j] else np.empty(0)
+
+        def at_rank(r: int) -> float | None:
+            if r < len(lo):
+                return float(lo[r])
+            if r >= n - len(hi):
+                return float(hi[r - (n - len(hi))])
+            return None
+
+        approx = []
+        for name, p in QUANTILES.items():
+            h = (n - 1) * p
+            i = int(math.floor(h))
+            f = h - i
+            a = at_rank(i)
+            b = at_rank(min(i + 1, n - 1)) if f > 0 else a
+            if a is not None and b is not None:
+                out[name] = _lerp(a, b, f)
+            else:
+                approx.append(name)
+        sample = self.sample[j]
+        sample = sample[np.isfinite(sample)]
+        if approx:
+            q = np.quantile(sample, np.array([QUANTILES[a] for a in approx])) if len(sample) else [None] * len(approx)
+            out.update({name: None if x is None else float(x) for name, x in zip(approx, q)})
+        out.update(exact=not approx, approximate=approx, sample_size=len(sample))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# one chunk: the raw values of every input
+@dataclass(frozen=True)
+class _Input:
+    type_name: str
+    cone: str
+    names: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return input_name(self.type_name, self.cone)
+
+
+def _inputs(cfg: Config) -> list[_Input]:
+    out = [_Input(CANDIDATE, GLOBAL_CONE, tuple(v.name for v in cfg.candidate_variables))]
+    for coll in cfg.collections:
+        for cone in coll.cones:
+            out.append(_Input(coll.name, cone, tuple(coll.variable_names)))
+    return out
+
+
+def scaling_branches(cfg: Config) -> dict[str, str]:
+    """The input branches a FeatureScaling job reads -> the config key that needs them."""
+    need: dict[str, str] = {}
+    for var in cfg.candidate_variables:
+        for n in var.names_used:
+            need.setdefault(n, f"features.candidate.{var.name}")
+    for coll in cfg.collections:
+        key = f"features.collections.{coll.name}"
+        for var in coll.variables:
+            for n in var.names_used:
+                branch = n[len("cand_"):] if n.startswith("cand_") else f"{coll.name}_{n}"
+                need.setdefault(branch, f"{key}.variables.{var.name}")
+        need.setdefault(f"{coll.name}_{_count_field(coll)}", key)
+        if coll.cone is not None:
+            need.setdefault("pt", f"{key}.cone")
+            need.setdefault(f"{coll.name}_{coll.cone.deta}", f"{key}.cone")
+            need.setdefault(f"{coll.name}_{coll.cone.dphi}", f"{key}.cone")
+    return need
+
+
+def _count_field(coll) -> str:
+    """A constituent field of the collection whose list lengths give the constituent counts."""
+    for var in coll.variables:
+        for name in var.names_used:
+            if not name.startswith("cand_"):
+                return name
+    if coll.sort_by:
+        return coll.sort_by
+    if coll.cone is not None:
+        return coll.cone.deta
+    raise ScalingError(f"collection '{coll.name}': no variable reads a constituent branch")
+
+
+class _ChunkArrays:
+    """numpy views of one chunk's branches, each converted once (through the layout: the
+    high-level awkward field access costs more than the arithmetic on small chunks)."""
+
+    def __init__(self, chunk: ak.Array):
+        self.chunk = chunk
+        layout = chunk.layout
+        self.record = layout if isinstance(layout, ak.contents.RecordArray) else None
+        self._flat: dict[str, np.ndarray] = {}
+        self._jagged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._repeated: dict[str, np.ndarray] = {}
+
+    def _field(self, branch: str):
+        if self.record is not None and branch in self.record.fields:
+            return self.record.content(branch)
+        return None
+
+    def flat(self, branch: str) -> np.ndarray:
+        a = self._flat.get(branch)
+        if a is None:
+            lay = self._field(branch)
+            if isinstance(lay, ak.contents.NumpyArray) and lay.data.ndim == 1:
+                a = np.asarray(lay.data)
+            else:
+                a = ak.to_numpy(self.chunk[branch])
+            self._flat[branch] = a
+        return a
+
+    def jagged(self, branch: str) -> tuple[np.ndarray, np.ndarray]:
+        """(content of all lists, concatenated; list lengths)."""
+        r = self._jagged.get(branch)
+        if r is None:
+            lay = self._field(branch)
+            if isinstance(lay, ak.contents.ListOffsetArray) and isinstance(lay.content, ak.contents.NumpyArray) \
+                    and lay.content.data.ndim == 1:
+                off = np.asarray(lay.offsets)
+                r = (np.asarray(lay.content.data)[off[0]:off[-1]], np.diff(off))
+            else:
+                arr = self.chunk[branch]
+                r = (ak.to_numpy(ak.flatten(arr, axis=1)), ak.to_numpy(ak.num(arr, axis=1)))
+            self._jagged[branch] = r
+        return r
+
+    def repeated(self, branch: str, counts: np.ndarray) -> np.ndarray:
+        a = self._repeated.get(branch)
+        if a is None:
+            a = self._repeated[branch] = np.repeat(self.flat(branch), counts)
+        return a
+
+
+def _take_columns(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """x[:, idx] as a C-contiguous array (row by row: faster than a 2-d take)."""
+    out = np.empty((x.shape[0], len(idx)), dtype=x.dtype)
+    for j in range(x.shape[0]):
+        np.take(x[j], idx, out=out[j])
+    return out
+
+
+def _evaluate_into(out: np.ndarray, var, ns: dict) -> None:
+    if len(var.names_used) == 1 and var.expression.strip() == var.names_used[0]:
+        out[:] = ns[var.names_used[0]]
+    else:
+        out[:] = np.asarray(evaluate(var.expression, ns))
+
+
+def _candidate_block(variables, arrs: _ChunkArrays, n: int) -> np.ndarray:
+    x = np.empty((len(variables), n))
+    for i, var in enumerate(variables):
+        _evaluate_into(x[i], var, {name: arrs.flat(name) for name in var.names_used})
+    return x
+
+
+def _collection_block(coll, arrs: _ChunkArrays) -> tuple[np.ndarray, np.ndarray]:
+    """(k, sum counts) raw values of one collection's variables and the counts per candidate."""
+    _, counts = arrs.jagged(f"{coll.name}_{_count_field(coll)}")
+    m = int(counts.sum())
+    x = np.empty((len(coll.variables), m))
+    for i, var in enumerate(coll.variables):
+        ns = {}
+        for name in var.names_used:
+            if name.startswith("cand_"):
+                ns[name] = arrs.repeated(name[len("cand_"):], counts)
+            else:
+                data, c = arrs.jagged(f"{coll.name}_{name}")
+                if len(data) != m:
+                    raise ScalingError(f"collection '{coll.name}': branch {coll.name}_{name} has "
+                                       f"{len(data)} values, expected {m} (not the same counter?)")
+                ns[name] = data
+        _evaluate_into(x[i], var, ns)
+    return x, counts
+
+
+# ---------------------------------------------------------------------------------------------
+# the FeatureScaling job
+def job_signature(cfg: Config) -> dict:
+    """What a job's moments depend on and what the merge needs to agree: per type and variable its
+    expression, scaling type and limits per cone; per collection its cone (or null)."""
+    cones = type_cones(cfg)
+    variables: dict = {}
+    for t, vs in variable_types(cfg).items():
+        variables[t] = {}
+        for v in vs:
+            lims = {}
+            for c in cones[t]:
+                lim = v.limits_for(c)
+                lims[c] = None if lim is None else [float(lim[0]), float(lim[1])]
+            variables[t][v.name] = {"expression": v.expression, "scaling": v.scaling, "limits": lims}
+    coll_cones = {c.name: (None if c.cone is None else asdict(c.cone)) for c in cfg.collections}
+    return {"variables": variables, "cones": coll_cones}
+
+
+def _log_step(cfg: Config, log_step: int | None) -> int:
+    if log_step is None:
+        log_step = int((cfg.section("scaling") or {}).get("log_step", 1))
+    if log_step < 1:
+        raise ScalingError(f"log_step must be >= 1, got {log_step}")
+    return int(log_step)
+
+
+def _stats_json(inputs: list[_Input], blocks: list[_MomentBlock]) -> dict:
+    out: dict = {}
+    for inp, blk in zip(inputs, blocks):
+        tv = out.setdefault(inp.type_name, {})
+        for j, name in enumerate(inp.names):
+            tv.setdefault(name, {})[inp.cone] = blk.moments(j).to_dict()
+    return out
+
+
+def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: int,
+          quantile_cap: int, tail_size: int) -> dict:
+    inputs = _inputs(cfg)
+    index = {(i.type_name, i.cone): n for n, i in enumerate(inputs)}
+    colls = cfg.collections
+    cand_vars = cfg.candidate_variables
+    need = scaling_branches(cfg)
+    branches = sorted(need)
+    total = [_MomentBlock(len(i.names)) for i in inputs]
+    per_file, snapshots, files = [], [], []
+    outside_total = {c.name: 0 for c in colls if c.cone is not None}
+    for n_file, path in enumerate(shard_paths, 1):
+        files.append(path)
+        tree = open_tree(path, cfg.tree)
+        check_branches(tree, path, need)
+        entries = int(tree.num_entries)
+        blocks = [_MomentBlock(len(i.names)) for i in inputs]
+        sketches = [_QuantileSketch(len(i.names), quantile_cap, tail_size,
+                                    stable_hash64(f"quantile-sample:{cfg.seed}:{i.name}")) for i in inputs] \
+            if quantiles else None
+        outside = {c: 0 for c in outside_total}
+        cand_offset = 0
+        coll_offset = {c.name: 0 for c in colls}
+        for chunk in read_range(path, cfg.tree, branches, 0, entries, cfg.chunk_size):
+            arrs = _ChunkArrays(chunk)
+            n = len(chunk)
+            x = _candidate_block(cand_vars, arrs, n)
+            k = index[(CANDIDATE, GLOBAL_CONE)]
+            finite = blocks[k].add(x)
+            if sketches is not None:
+                sketches[k].add(x, np.arange(cand_offset, cand_offset + n, dtype=np.int64), finite)
+            cand_offset += n
+            for coll in colls:
+                x, counts = _collection_block(coll, arrs)
+                m = x.shape[1]
+                if coll.cone is None:
+                    k = index[(coll.name, GLOBAL_CONE)]
+                    finite = blocks[k].add(x)
+                    if sketches is not None:
+                        off = coll_offset[coll.name]
+                        sketches[k].add(x, np.arange(off, off + m, dtype=np.int64), finite)
+                else:
+                    deta = arrs.jagged(f"{coll.name}_{coll.cone.deta}")[0]
+                    dphi = arrs.jagged(f"{coll.name}_{coll.cone.dphi}")[0]
+                    masks = cone_masks(cand_pt=arrs.flat("pt"), deta=deta, dphi=dphi, counts=counts,
+                                       cone=coll.cone)
+                    in_cones = 0
+                    for cone in coll.cones:
+                        idx = np.flatnonzero(masks[cone])
+                        in_cones += len(idx)
+                        xc = _take_columns(x, idx)
+                        k = index[(coll.name, cone)]
+                        finite = blocks[k].add(xc)
+                        if sketches is not None:
+                            sketches[k].add(xc, idx + coll_offset[coll.name], finite)
+                    outside[coll.name] += m - in_cones
+                coll_offset[coll.name] += m
+        for blk, tot in zip(blocks, total):
+            tot.merge_block(blk)
+        for c, v in outside.items():
+            outside_total[c] += v
+        if quantiles:
+            q: dict = {}
+            for inp, blk, sk in zip(inputs, blocks, sketches):
+                tv = q.setdefault(inp.type_name, {})
+                for j, name in enumerate(inp.names):
+                    tv.setdefault(name, {})[inp.cone] = sk.result(j, blk.moments(j))
+            per_file.append({"file": path, "entries": entries, "outside_cones": outside,
+                             "moments": _stats_json(inputs, blocks), "quantiles": q})
+            del sketches
+        if n_file % log_step == 0:
+            snapshots.append({"n_files": n_file, "file": path, "moments": _stats_json(inputs, total)})
+    if files and (not snapshots or snapshots[-1]["n_files"] != len(files)):
+        snapshots.append({"n_files": len(files), "file": files[-1], "moments": _stats_json(inputs, total)})
+    return {"inputs": inputs, "total": total, "files": files, "per_file": per_file, "snapshots": snapshots,
+            "outside_cones": outside_total}
+
+
+def feature_scaling_job(cfg: Config, shard_paths: Sequence[str], log_step: int | None = None,
+                        quantile_cap: int = DEFAULT_QUANTILE_CAP, tail_size: int = DEFAULT_TAIL_SIZE) -> dict:
+    """One FeatureScaling job over ``shard_paths``, streamed in chunks of ``cfg.chunk_size``:
+    moments, per-file quantiles and cumulative snapshots (every ``log_step`` files; default
+    ``scaling.log_step`` of the config, else 1). Returns a JSON-able dict (module docstring)."""
+    step = _log_step(cfg, log_step)
+    r = _scan(cfg, list(shard_paths), True, step, quantile_cap, tail_size)
+    return {
+        "format": JOB_FORMAT,
+        "files": r["files"],
+        "signature": job_signature(cfg),
+        "moments": _stats_json(r["inputs"], r["total"]),
+        "outside_cones": r["outside_cones"],
+        "per_file": r["per_file"],
+        "snapshots": r["snapshots"],
+        "log_step": step,
+        "quantile_method": {"cap": int(quantile_cap), "tail_size": int(tail_size),
+                            "probabilities": dict(QUANTILES), "interpolation": "linear (numpy default)"},
+    }
+
+
 def accumulate(cfg: Config, shard_paths: Iterable[str]) -> dict:
-    """Moments of every variable over the given shards: {type: {var: {cone: Moments}}}."""
-    acc = {t: {v.name: {GLOBAL_CONE: Moments()} for v in vs} for t, vs in variable_types(cfg).items()}
-    for path in shard_paths:
-        t = open_tree(path, cfg.tree)
-        branches = sorted({b for b in cfg.required_branches() if b in t.keys()})
-        for chunk in read_range(path, cfg.tree, branches, 0, t.num_entries, cfg.chunk_size):
-            x = candidate_features(chunk, cfg.candidate_variables)
-            for i, var in enumerate(cfg.candidate_variables):
-                m = acc["candidate"][var.name]
-                m[GLOBAL_CONE] = m[GLOBAL_CONE].merge(Moments.of(x[:, i]))
-            for coll in cfg.collections:
-                flat, _ = collection_features(chunk, coll)
-                for i, var in enumerate(coll.variables):
-                    m = acc[coll.name][var.name]
-                    m[GLOBAL_CONE] = m[GLOBAL_CONE].merge(Moments.of(flat[:, i]))
-    return acc
+    """Moments of every variable over the given shards: {type: {var: {cone: Moments}}} (per cone
+    for collections with a cone). No quantiles, no snapshots."""
+    r = _scan(cfg, list(shard_paths), False, 1, DEFAULT_QUANTILE_CAP, DEFAULT_TAIL_SIZE)
+    out: dict = {t: {v.name: {} for v in vs} for t, vs in variable_types(cfg).items()}
+    for inp, blk in zip(r["inputs"], r["total"]):
+        for j, name in enumerate(inp.names):
+            out[inp.type_name][name][inp.cone] = blk.moments(j)
+    return out
 
 
+# ---------------------------------------------------------------------------------------------
+# merging
 def statistics_to_json(stats: dict) -> dict:
     return {t: {v: {c: m.to_dict() for c, m in cones.items()} for v, cones in vs.items()} for t, vs in stats.items()}
 
@@ -141,9 +765,135 @@ def _keys(stats: dict) -> set[str]:
     return {f"{t}.{v}.{c}" for t, vs in stats.items() for v, cones in vs.items() for c in cones}
 
 
+def _signature_diff(a: dict, b: dict) -> list[str]:
+    """Human-readable differences between two job signatures (first few)."""
+    out = []
+    va, vb = a.get("variables", {}), b.get("variables", {})
+    for t in sorted(set(va) | set(vb)):
+        for v in sorted(set(va.get(t, {})) | set(vb.get(t, {}))):
+            ea, eb = va.get(t, {}).get(v), vb.get(t, {}).get(v)
+            if ea is None or eb is None:
+                out.append(f"{t}.{v}: {'missing' if eb is None else 'extra'}")
+                continue
+            for key in ("expression", "scaling", "limits"):
+                if ea.get(key) != eb.get(key):
+                    out.append(f"{t}.{v}.{key}: {ea.get(key)!r} vs {eb.get(key)!r}")
+    ca, cb = a.get("cones", {}), b.get("cones", {})
+    for c in sorted(set(ca) | set(cb)):
+        if ca.get(c) != cb.get(c):
+            out.append(f"cone of {c}: {ca.get(c)!r} vs {cb.get(c)!r}")
+    return out or ["(signatures differ)"]
+
+
+def merge_jobs(cfg: Config, job_results: Sequence[dict], sources: Sequence[str] | None = None,
+               log_step: int | None = None) -> dict:
+    """Merge FeatureScaling job results exactly (Chan). Checks that every job has the same variable
+    keys and was computed with the same expressions, scaling types, limits and cones (each other's
+    and the configuration's); errors name the job. Returns {'scaling': the scaling file content,
+    'umami': umami scale dict, 'norm_dict': UPP norm dict, 'report': {flags, ...}, 'snapshots':
+    cumulative moments every log_step files over all jobs (in job order), 'quantiles': per file}."""
+    names = list(sources) if sources is not None else [f"job {i}" for i in range(len(job_results))]
+    if not job_results:
+        raise ScalingError("no job results to merge")
+    step = _log_step(cfg, log_step)
+    sigs = []
+    for job, name in zip(job_results, names):
+        sig = job.get("signature")
+        if sig is None:
+            raise ScalingError(f"{name}: no signature (variables, scaling types, limits) recorded; "
+                               "not a FeatureScaling job result, or an old one: rerun FeatureScaling")
+        sigs.append(sig)
+    for sig, name in zip(sigs[1:], names[1:]):
+        if sig != sigs[0]:
+            raise ScalingError(f"{name}: computed with other variables, scaling types or limits than "
+                               f"{names[0]}: {'; '.join(_signature_diff(sigs[0], sig)[:5])}")
+    expected = job_signature(cfg)
+    if sigs[0] != expected:
+        raise ScalingError(f"{names[0]}: computed with other variables, scaling types or limits than the "
+                           f"configuration {cfg.path}: {'; '.join(_signature_diff(expected, sigs[0])[:5])}")
+    stats_list = [statistics_from_json(j["moments"]) for j in job_results]
+    expected_keys = {f"{t}.{v}.{c}" for t, vs in variable_types(cfg).items() for v in (x.name for x in vs)
+                     for c in type_cones(cfg)[t]}
+    for s, name in zip(stats_list, names):
+        if _keys(s) != expected_keys:
+            diff = sorted(expected_keys ^ _keys(s))
+            raise ScalingError(f"{name}: variables differ from the configuration's: {diff[:5]}")
+    merged = merge_statistics(stats_list, names)
+    scaling = scaling_parameters(cfg, merged)
+
+    # convergence: cumulative moments over the files of all jobs, in order
+    snapshots, quantiles = [], []
+    running: dict | None = None
+    n_files = 0
+    files_seen: list[str] = []
+    for job in job_results:
+        for pf in job.get("per_file", []):
+            n_files += 1
+            files_seen.append(pf["file"])
+            fm = statistics_from_json(pf["moments"])
+            running = fm if running is None else merge_statistics([running, fm])
+            if n_files % step == 0:
+                snapshots.append({"n_files": n_files, "file": pf["file"], "moments": statistics_to_json(running)})
+            quantiles.append({"file": pf["file"], "entries": pf.get("entries"), "quantiles": pf["quantiles"]})
+    if running is None:  # jobs without per-file results: one point per job
+        for job in job_results:
+            fm = statistics_from_json(job["moments"])
+            running = fm if running is None else merge_statistics([running, fm])
+            n_files += len(job.get("files", [])) or 1
+            snapshots.append({"n_files": n_files, "file": None, "moments": statistics_to_json(running)})
+    elif not snapshots or snapshots[-1]["n_files"] != n_files:
+        snapshots.append({"n_files": n_files, "file": files_seen[-1], "moments": statistics_to_json(running)})
+    outside: dict = {}
+    for job in job_results:
+        for c, v in (job.get("outside_cones") or {}).items():
+            outside[c] = outside.get(c, 0) + int(v)
+    flags = suspicious_variables(cfg, scaling, quantiles)
+    report = {"flags": flags, "n_jobs": len(job_results), "n_files": n_files, "sources": names,
+              "outside_cones": outside, "log_step": step,
+              "quantile_method": job_results[0].get("quantile_method")}
+    return {"scaling": scaling, "umami": umami_scale_dict(cfg, scaling), "norm_dict": norm_dict(cfg, scaling),
+            "report": report, "snapshots": snapshots, "quantiles": quantiles}
+
+
+def write_scaling_outputs(cfg: Config, job_paths: Sequence[str], out_dir: str, plots: bool = True) -> dict:
+    """MergeScaling's core: read the job JSON files, merge them (:func:`merge_jobs`) and write into
+    ``out_dir``: ``scaling_umami.json``, ``norm_dict.yaml``, ``scaling_report.json`` (flags,
+    convergence snapshots, per-file quantiles), ``plots/*.png`` and, last, ``scaling.json``; every
+    file is written atomically, so an existing scaling.json means a complete set. Returns the
+    merge result with 'paths' added."""
+    import os
+
+    import yaml
+
+    from taggerflow.utils import atomic_path, read_json, write_json
+
+    jobs = [read_json(p) for p in job_paths]
+    merged = merge_jobs(cfg, jobs, list(job_paths))
+    paths = {"umami": os.path.join(out_dir, "scaling_umami.json"),
+             "norm_dict": os.path.join(out_dir, "norm_dict.yaml"),
+             "report": os.path.join(out_dir, "scaling_report.json"),
+             "scaling": os.path.join(out_dir, "scaling.json")}
+    write_json(paths["umami"], merged["umami"])
+    with atomic_path(paths["norm_dict"], suffix=".yaml") as tmp:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(merged["norm_dict"], f, sort_keys=False)
+    write_json(paths["report"], {**merged["report"], "snapshots": merged["snapshots"],
+                                 "quantiles": merged["quantiles"]})
+    if plots:
+        from taggerflow.scaling_plots import plot_all
+
+        paths["plots"] = plot_all(cfg, merged, os.path.join(out_dir, "plots"))
+    write_json(paths["scaling"], merged["scaling"])
+    return {**merged, "paths": paths}
+
+
+# ---------------------------------------------------------------------------------------------
+# the scaling file and its exports
 def scaling_parameters(cfg: Config, stats: dict) -> dict:
-    """The scaling file content: {type: {var: {cone: {mean, std, lim_min, lim_max, num, nan, inf}}}}.
-    lim_min/lim_max are in scaled units; null means unbounded."""
+    """The scaling file content: {type: {var: {cone: {mean, std, lim_min, lim_max, num, nan, inf,
+    min, max, raw_mean, raw_std, scaling, default}}}}. lim_min/lim_max are in scaled units; null
+    means unbounded; min, max, raw_mean and raw_std describe the raw finite values (null when there
+    is none; for 'normal' scaling raw_mean/raw_std equal mean/std)."""
     out: dict = {}
     for t, variables in variable_types(cfg).items():
         out[t] = {}
@@ -154,24 +904,135 @@ def scaling_parameters(cfg: Config, stats: dict) -> dict:
                 if var.scaling in ("no_scaling", "categorical"):
                     mean, std, lo, hi = 0.0, 1.0, None, None
                 elif var.scaling == "linear":
-                    a, b = var.limits
+                    a, b = var.limits_for(cone)
                     mean, std, lo, hi = (a + b) / 2, (b - a) / 2, -1.0, 1.0
                 else:  # normal
                     if m.num < 2:
                         raise ScalingError(f"{key}: 'normal' scaling needs at least 2 finite values, "
                                            f"found {m.num} (nan: {m.nan}, inf: {m.inf})")
                     std = m.std
-                    if not std > 0:
+                    if not std > 0 or not math.isfinite(std) or not math.isfinite(m.mean):
                         raise ScalingError(f"{key}: 'normal' scaling of a constant variable (std = 0, "
                                            f"value {m.mean}); use no_scaling or categorical")
                     mean = m.mean
-                    lo, hi = var.limits if var.limits is not None else (None, None)
+                    lim = var.limits_for(cone)
+                    lo, hi = lim if lim is not None else (None, None)
                 out[t][var.name][cone] = {"mean": mean, "std": std, "lim_min": lo, "lim_max": hi,
                                           "num": m.num, "nan": m.nan, "inf": m.inf,
+                                          "min": None if m.num == 0 else m.min,
+                                          "max": None if m.num == 0 else m.max,
+                                          "raw_mean": None if m.num == 0 else m.mean,
+                                          "raw_std": None if m.num == 0 else m.std,
                                           "scaling": var.scaling, "default": var.default}
     return out
 
 
+def umami_scale_dict(cfg: Config, scaling: dict) -> dict:
+    """umami's scale dict: {input: [{name, shift, scale, default}, ...]} in variable order, with
+    'jets' for the candidate and the sequence names ('pfcand', 'pfcand_inner', ...) for the
+    collections. umami fills NaN with ``default`` *before* shifting, so default is given in raw
+    units (mean + default * std); umami cannot clamp: the bounds stay in scaling.json."""
+    out: dict = {}
+    cones = type_cones(cfg)
+    for t, variables in variable_types(cfg).items():
+        for cone in cones[t]:
+            name = export_name(t, cone)
+            if name in out:
+                raise ScalingError(f"export name '{name}' is used twice (rename the collection)")
+            entries = []
+            for var in variables:
+                e = scaling[t][var.name][cone]
+                entries.append({"name": var.name, "shift": float(e["mean"]), "scale": float(e["std"]),
+                                "default": float(e["mean"] + e["default"] * e["std"])})
+            out[name] = entries
+    return out
+
+
+def norm_dict(cfg: Config, scaling: dict) -> dict:
+    """umami-preprocessing's norm dict (norm_dict.yaml): {input: {var: {mean, std}}}, with the same
+    input names as :func:`umami_scale_dict`."""
+    cones = type_cones(cfg)
+    out: dict = {}
+    for t, variables in variable_types(cfg).items():
+        for cone in cones[t]:
+            out[export_name(t, cone)] = {v.name: {"mean": float(scaling[t][v.name][cone]["mean"]),
+                                                  "std": float(scaling[t][v.name][cone]["std"])}
+                                         for v in variables}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# suspicious variables
+TINY_STD_RATIO = 1e-4      # std / |mean| below this: float32 inputs resolve the spread poorly
+OUTLIER_SIGMAS = 20.0      # unbounded 'normal' variable with values this many sigmas away
+
+
+def suspicious_variables(cfg: Config, scaling: dict, quantiles: Sequence[dict] = ()) -> list[dict]:
+    """Flags: [{input, type, variable, cone, code, message}]. Codes:
+
+    - ``nan_inf``: NaN or inf values were found (excluded from the moments, replaced by the default);
+    - ``empty``: no finite value at all; ``constant``: a single distinct value (std 0);
+    - ``tiny_std``: std < 1e-4 |mean| (the raw values' spread is lost in float32 precision);
+    - ``clamp_low`` / ``clamp_high``: in some file the clamp bound lies inside the Phi(-3) / Phi(+3)
+      quantile, i.e. the clamp cuts away more than Phi(-3) = 0.135 % of the data on that side;
+    - ``outliers``: 'normal' scaling without limits and values beyond 20 sigma.
+    """
+    flags: list[dict] = []
+    cones = type_cones(cfg)
+
+    def flag(t, v, c, code, msg):
+        flags.append({"input": input_name(t, c), "type": t, "variable": v, "cone": c, "code": code,
+                      "message": f"{input_name(t, c)}.{v}: {msg}"})
+
+    for t, variables in variable_types(cfg).items():
+        for var in variables:
+            for c in cones[t]:
+                e = scaling[t][var.name][c]
+                if e["nan"] or e["inf"]:
+                    flag(t, var.name, c, "nan_inf", f"{e['nan']} NaN and {e['inf']} inf values (excluded "
+                         f"from the moments, set to the default {e['default']} when scaled)")
+                if e["num"] == 0:
+                    flag(t, var.name, c, "empty", "no finite value")
+                    continue
+                lo_raw, hi_raw = e.get("min"), e.get("max")
+                if lo_raw is not None and lo_raw == hi_raw:
+                    flag(t, var.name, c, "constant", f"all {e['num']} values equal {lo_raw}")
+                    continue
+                raw_mean, raw_std = e.get("raw_mean"), e.get("raw_std")
+                if var.scaling != "categorical" and raw_std is not None and raw_mean is not None and \
+                        raw_std < TINY_STD_RATIO * abs(raw_mean):
+                    flag(t, var.name, c, "tiny_std", f"std {raw_std:.3g} is tiny relative to |mean| "
+                         f"{abs(raw_mean):.6g} (ratio {raw_std / abs(raw_mean):.2g} < {TINY_STD_RATIO:g})")
+                mean, std = e["mean"], e["std"]
+                for side, lim, qname, code in (("low", e["lim_min"], "q_m3", "clamp_low"),
+                                               ("high", e["lim_max"], "q_p3", "clamp_high")):
+                    if lim is None:
+                        continue
+                    bound = mean + lim * std
+                    bad = []
+                    for pf in quantiles:
+                        q = pf["quantiles"].get(t, {}).get(var.name, {}).get(c, {}).get(qname)
+                        if q is None:
+                            continue
+                        if (side == "low" and q < bound) or (side == "high" and q > bound):
+                            bad.append((pf["file"], (q - mean) / std))
+                    if bad:
+                        worst = min(z for _, z in bad) if side == "low" else max(z for _, z in bad)
+                        flag(t, var.name, c, code, f"the clamp at {lim:g} (raw {bound:.6g}) cuts away more "
+                             f"than Phi({'-' if side == 'low' else '+'}3) of the data in {len(bad)} of "
+                             f"{len(quantiles)} files (Phi({'-' if side == 'low' else '+'}3) quantile at "
+                             f"{worst:.3g} in scaled units)")
+                if var.scaling == "normal" and e["lim_min"] is None and lo_raw is not None and \
+                        (mean - lo_raw) / std > OUTLIER_SIGMAS:
+                    flag(t, var.name, c, "outliers", f"unbounded, minimum at {(lo_raw - mean) / std:.3g} sigma")
+                if var.scaling == "normal" and e["lim_max"] is None and hi_raw is not None and \
+                        (hi_raw - mean) / std > OUTLIER_SIGMAS:
+                    flag(t, var.name, c, "outliers", f"unbounded, maximum at {(hi_raw - mean) / std:.3g} sigma")
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------
+# applying the scaling
 def scaling_arrays(scaling: dict, type_name: str, variables: list[str], cone: str = GLOBAL_CONE
                    ) -> tuple[np.ndarray, ...]:
     """mean, std, lim_min, lim_max, default arrays in the given variable order (±inf = unbounded)."""

@@ -1,6 +1,8 @@
-"""FeatureScaling (moments per group of shards) and MergeScaling (one scaling file)."""
+"""FeatureScaling (moments and quantiles per group of shards) and MergeScaling (the scaling files)."""
 
 from __future__ import annotations
+
+import os
 
 import luigi
 
@@ -9,10 +11,11 @@ from workflows import Task, Workflow
 
 
 class FeatureScaling(Workflow):
-    """Moments (count, mean, M2, min, max, NaN/inf counts) of every input variable, per branch."""
+    """Per branch: moments per variable and cone (count, mean, M2, min, max, NaN/inf counts), per-file
+    quantiles and cumulative snapshots every ``scaling.log_step`` files (``moments_<b>.json``)."""
 
     files_per_job = luigi.IntParameter(default=1, description="shards per branch; default: 1")
-    config_sections = ShuffleMergeSpectral.config_sections + ("features",)
+    config_sections = ShuffleMergeSpectral.config_sections + ("features", "scaling")
 
     def create_branch_map(self):
         paths = shard_paths(self)
@@ -34,15 +37,16 @@ class FeatureScaling(Workflow):
         return self.local_target(f"moments_{self.branch}.json")
 
     def run(self):
-        from taggerflow.scaling import accumulate, statistics_to_json
+        from taggerflow.scaling import feature_scaling_job
         from taggerflow.utils import write_json
 
-        stats = accumulate(self.cfg, self.branch_data)
-        write_json(self.output().path, {"files": list(self.branch_data), "moments": statistics_to_json(stats)})
+        write_json(self.output().path, feature_scaling_job(self.cfg, list(self.branch_data)))
 
 
 class MergeScaling(Task):
-    """Merge the FeatureScaling branches into ``scaling.json`` ({type: {var: {cone: {...}}}})."""
+    """Merge the FeatureScaling branches into ``scaling.json`` ({type: {var: {cone: {...}}}}), with
+    ``scaling_umami.json``, ``norm_dict.yaml``, ``scaling_report.json`` and ``plots/`` beside it
+    (scaling.json is written last: it exists only when the others do)."""
 
     files_per_job = FeatureScaling.files_per_job
     config_sections = FeatureScaling.config_sections
@@ -54,13 +58,8 @@ class MergeScaling(Task):
         return self.local_target("scaling.json")
 
     def run(self):
-        from taggerflow.scaling import merge_statistics, scaling_parameters, statistics_from_json
-        from taggerflow.utils import read_json, write_json
+        from taggerflow.scaling import write_scaling_outputs
 
         targets = self.input()["collection"].targets
-        jobs, names = [], []
-        for b in sorted(targets):
-            jobs.append(statistics_from_json(read_json(targets[b].path)["moments"]))
-            names.append(targets[b].path)
-        merged = merge_statistics(jobs, names)
-        write_json(self.output().path, scaling_parameters(self.cfg, merged))
+        write_scaling_outputs(self.cfg, [targets[b].path for b in sorted(targets)],
+                              os.path.dirname(self.output().path))

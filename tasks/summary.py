@@ -63,6 +63,8 @@ def pipeline_summary(task, variant: str) -> str:
                  f"on {summ['device']['device']} ({summ['device']['host']})")
     out = task.output()
     chk = read_json(out["check"].path)
-    lines.append(f"- ConvertLwtnn: {out['lwtnn'].path}; max |lwtnn - Keras| = {chk['max_abs_diff']:.3g} "
-                 f"on {chk['n_candidates']} test candidates")
+    lines.append(f"- ConvertLwtnn: {out['lwtnn'].path}; max |lwtnn - Keras| = {chk['lwtnn']['max_abs_diff']:.3g} "
+                 f"on {chk['lwtnn']['n_candidates']} test candidates")
+    lines.append(f"- ONNX: {out['onnx'].path}; max |ONNX - Keras| = {chk['onnx']['max_abs_diff']:.3g}; "
+                 f"model card: {out['card'].path}")
     return "\n".join(lines) + "\n"

@@ -1,10 +1,35 @@
-"""WriteTrainSample (umami-layout HDF5 per split) and ToRecords (TFRecord shards)."""
+"""WriteTrainSample (umami-layout HDF5 per split), WeightHistogram (what train_sample.weights
+flattens) and ToRecords (TFRecord shards)."""
 
 from __future__ import annotations
 
 from tasks.scaling import MergeScaling
 from tasks.shuffle import ShuffleMergeSpectral, shard_paths
-from workflows import Workflow
+from workflows import Task, Workflow
+
+
+class WeightHistogram(Task):
+    """Candidates per (class, pt bin, |eta| bin) of all shards (resampling bins): the spectra the
+    ``train_sample.weights`` option flattens, computed once for every WriteTrainSample branch."""
+
+    config_sections = ShuffleMergeSpectral.config_sections
+
+    def requires(self):
+        return ShuffleMergeSpectral.req(self)
+
+    def output(self):
+        return self.local_target("weight_histogram.json")
+
+    def run(self):
+        from taggerflow.trainsample import class_weight_table, weight_histogram
+        from taggerflow.utils import write_json
+
+        cfg = self.cfg
+        counts = weight_histogram(cfg, shard_paths(self))
+        rs = cfg.raw["resampling"]
+        write_json(self.output().path, {"classes": cfg.class_names, "pt_bins": rs["pt_bins"],
+                                        "eta_bins": rs["eta_bins"], "counts": counts.tolist(),
+                                        "weights": class_weight_table(counts).tolist()})
 
 
 class WriteTrainSample(Workflow):
@@ -15,33 +40,49 @@ class WriteTrainSample(Workflow):
     def create_branch_map(self):
         return shard_paths(self)
 
+    def _weights(self) -> bool:
+        from taggerflow.trainsample import options
+
+        return options(self.cfg).weights
+
     def workflow_requires(self):
         reqs = super().workflow_requires()
         reqs["shards"] = ShuffleMergeSpectral.req_different_branching(self, branch=-1)
         reqs["scaling"] = MergeScaling.req(self)
+        if self._weights():
+            reqs["weights"] = WeightHistogram.req(self)
         return reqs
 
     def requires(self):
-        return {"shards": ShuffleMergeSpectral.req_different_branching(self, branch=-1),
+        reqs = {"shards": ShuffleMergeSpectral.req_different_branching(self, branch=-1),
                 "scaling": MergeScaling.req(self)}
+        if self._weights():
+            reqs["weights"] = WeightHistogram.req(self)
+        return reqs
 
     def output(self):
         return {s: self.local_target(f"{s}_{self.branch}.h5") for s in ("train", "validation", "test")}
 
     def run(self):
+        import numpy as np
+
         from taggerflow.trainsample import write_train_sample
         from taggerflow.utils import read_json
 
-        scaling = read_json(self.input()["scaling"].path)
+        inputs = self.input()
+        scaling = read_json(inputs["scaling"].path)
+        counts = np.asarray(read_json(inputs["weights"].path)["counts"]) if "weights" in inputs else None
         outputs = {s: t.path for s, t in self.output().items()}
         counts = write_train_sample(self.cfg, [self.branch_data], scaling, outputs,
-                                    meta={"source": self.branch_data, "config": self.cfg.path})
+                                    meta={"source": self.branch_data, "config": self.cfg.path},
+                                    weight_counts=counts,
+                                    config_hash=self.cfg.sections_hash(("name", "seed") + self.config_sections))
         self.publish_message(f"branch {self.branch}: {counts}")
 
 
 class ToRecords(Workflow):
     """One branch per WriteTrainSample branch: TFRecords of its train and validation files,
-    ``records.chunk_size`` candidates per record, with a metadata JSON each."""
+    ``records.chunk_size`` candidates per record (plus ``records.add_vars``), with a metadata JSON each."""
 
     config_sections = WriteTrainSample.config_sections + ("records",)
 
@@ -63,7 +104,9 @@ class ToRecords(Workflow):
     def run(self):
         from taggerflow.records import write_metadata, write_records
 
-        chunk = int(self.cfg.raw["records"]["chunk_size"])
+        rec = self.cfg.raw["records"]
+        chunk = int(rec["chunk_size"])
+        add_vars = list(rec.get("add_vars") or [])
         for split, out in self.output().items():
-            meta = write_records(self.input()[split].path, out["records"].path, chunk)
+            meta = write_records(self.input()[split].path, out["records"].path, chunk, add_vars=add_vars)
             write_metadata(out["meta"].path, {out["records"].path: meta})

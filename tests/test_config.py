@@ -17,7 +17,8 @@ def test_default_config_is_valid():
     assert cfg.collections[0].n_max == 16
     assert cfg.required_branches()["pfcand_pt"].startswith("features.collections.pfcand")
     assert cfg.required_branches()["pt"] == "spectrum"
-    assert [v["name"] for v in cfg.training_variants()] == ["deepsets"]
+    assert [v["name"] for v in cfg.training_variants()] == ["deepsets", "dense"]
+    assert cfg.training_variants()[1]["model"]["type"] == "dense"
 
 
 def _error(raw, tmp_path) -> str:

@@ -44,7 +44,9 @@ def e2e(tmp_path_factory):
     config = write_config(raw, tmp)
     _law(["index", "-q"], env)
     proc = _law(["run", "ConvertLwtnn", "--version", "e2e", "--config", config, "--workflow", "local"], env)
-    return {"tmp": tmp, "env": env, "config": config, "raw": raw, "log": proc.stdout + proc.stderr,
+    # the wrapper adds the evaluation of every training and the report
+    proc2 = _law(["run", "Pipeline", "--version", "e2e", "--config", config], env)
+    return {"tmp": tmp, "env": env, "config": config, "raw": raw, "log": proc.stdout + proc.stderr + proc2.stderr,
             "data": tmp / "data"}
 
 
@@ -90,8 +92,14 @@ def test_model_learned_and_lwtnn_agrees(e2e):
     summary = json.load(open(_one(str(e2e["data"] / "Training/e2e/*/deepsets/summary.json"))))
     assert summary["test"]["accuracy"] > 0.6  # chance is 0.25
     assert summary["test"]["auc"]["tau_vs_jet"] > 0.85
-    check = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/lwtnn_check.json"))))
+    both = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/export_check.json"))))
+    check = both["lwtnn"]
     assert check["passed"] and check["max_abs_diff"] <= 1e-5 and check["n_candidates"] > 100
+    assert both["onnx"]["passed"] and both["onnx"]["max_abs_diff"] <= 1e-5
+    card = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/model_card.json"))))
+    assert card["outputs"][0]["labels"] == ["tau", "e", "mu", "jet"]
+    mass_card = next(v for v in card["inputs"][0]["variables"] if v["name"] == "mass")
+    assert mass_card["mean"] == pytest.approx(scaling_mass_mean(e2e))
     lw = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/lwtnn.json"))))
     scaling = json.load(open(_one(str(e2e["data"] / "MergeScaling/e2e/*/scaling.json"))))
     cand = {v["name"]: v for v in lw["inputs"][0]["variables"]}
@@ -103,12 +111,42 @@ def test_model_learned_and_lwtnn_agrees(e2e):
     assert lw["outputs"]["tagger"]["labels"] == ["tau", "e", "mu", "jet"]
     summary_md = open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/pipeline_summary.md"))).read()
     assert "ShuffleMergeSpectral" in summary_md and "max |lwtnn - Keras|" in summary_md
+    # the dense variant (a branch of the same workflows) is exported in lwtnn's sequential format
+    dense = json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/dense/lwtnn.json"))))
+    assert "nodes" not in dense and dense["outputs"] == ["tau", "e", "mu", "jet"]
+    assert json.load(open(_one(str(e2e["data"] / "ConvertLwtnn/e2e/*/dense/export_check.json"))))["lwtnn"]["passed"]
+
+
+def scaling_mass_mean(e2e) -> float:
+    return json.load(open(_one(str(e2e["data"] / "MergeScaling/e2e/*/scaling.json"))))["candidate"]["mass"]["global"]["mean"]
+
+
+def test_check_export_task(e2e):
+    proc = _law(["run", "CheckExport", "--version", "e2e", "--config", e2e["config"], "--n-check", "200",
+                 "--branch", "0"], e2e["env"])
+    result = json.load(open(_one(str(e2e["data"] / "CheckExport/e2e/*/deepsets/check_200.json"))))
+    assert result["lwtnn"]["n_candidates"] == 200 and result["lwtnn"]["passed"] and result["onnx"]["passed"]
+    assert "fraction above" in proc.stdout + proc.stderr
+
+
+def test_evaluation_report(e2e):
+    report = open(_one(str(e2e["data"] / "EvaluationReport/e2e/*/report.md"))).read()
+    assert "| deepsets |" in report and "| dense |" in report
+    summary = json.load(open(_one(str(e2e["data"] / "EvaluationReport/e2e/*/summary.json"))))
+    assert summary["deepsets"]["auc"]["tau_vs_jet"] > 0.85
+    wps = json.load(open(_one(str(e2e["data"] / "Evaluation/e2e/*/deepsets/working_points.json"))))
+    assert set(wps["tau_vs_jet"]) == {"0.5", "0.7", "0.9"}
+    pred = _one(str(e2e["data"] / "Evaluation/e2e/*/deepsets/predictions_test.h5"))
+    with h5py.File(pred, "r") as f:
+        scores = f["jets/scores"][:]
+        np.testing.assert_allclose(scores.sum(1), 1, atol=1e-5)
+        assert len(scores) == len(f["jets/pt"])
 
 
 def test_rerun_recomputes_nothing_and_new_config_never_overwrites(e2e):
     outputs = [p for p in glob.glob(str(e2e["data"] / "**/*"), recursive=True) if os.path.isfile(p)]
     before = {p: os.stat(p).st_mtime_ns for p in outputs}
-    proc = _law(["run", "ConvertLwtnn", "--version", "e2e", "--config", e2e["config"]], e2e["env"])
+    proc = _law(["run", "Pipeline", "--version", "e2e", "--config", e2e["config"]], e2e["env"])
     after = {p: os.stat(p).st_mtime_ns for p in outputs}
     assert before == after
     assert "Did not run any tasks" in proc.stdout + proc.stderr
@@ -123,6 +161,7 @@ def test_rerun_recomputes_nothing_and_new_config_never_overwrites(e2e):
         cfg2 = write_config(raw, e2e["tmp"] / "cfg2")
     _law(["run", "Training", "--version", "e2e", "--config", cfg2], e2e["env"])
     assert len(glob.glob(str(e2e["data"] / "Training/e2e/*/deepsets/model.keras"))) == 2
+    assert len(glob.glob(str(e2e["data"] / "Training/e2e/*/dense/model.keras"))) == 2
     assert len(glob.glob(str(e2e["data"] / "WriteTrainSample/e2e/*"))) == 1
     after2 = {p: os.stat(p).st_mtime_ns for p in outputs}
     assert before == after2

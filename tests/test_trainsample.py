@@ -109,3 +109,221 @@ def test_missing_scaling_variable_is_an_error(files_config, shard_and_scaling, t
         write_train_sample(files_config, [shard], broken, outputs)
     assert not any((tmp_path / f"{s}.h5").exists() for s in outputs)  # nothing half-written
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# train_sample options, bad input, interrupts
+from taggerflow.config import ConfigError, config_from_dict  # noqa: E402
+from taggerflow.io import InputError  # noqa: E402
+from taggerflow.scaling import ScalingError  # noqa: E402
+from taggerflow.trainsample import (TrainSampleError, class_weight_table, train_sample_hash,  # noqa: E402
+                                    weight_histogram)
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def _cfg(base, **train_sample):
+    raw = json.loads(json.dumps(base.raw))
+    raw["train_sample"].update(train_sample)
+    return config_from_dict(raw, base.path)
+
+
+def _outputs(d, tag=""):
+    return {s: str(d / f"{tag}{s}.h5") for s in SPLIT_NAMES}
+
+
+def _all(outputs, key):
+    parts = []
+    for s in SPLIT_NAMES:
+        with h5py.File(outputs[s], "r") as f:
+            parts.append(f[key][:])
+    return np.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def full_options(files_config, shard_and_scaling, tmp_path_factory):
+    """Every option on: float16, lzf, small chunks, concatenated candidate variables, additional and
+    constituent labels, weights."""
+    shard, scaling, _ = shard_and_scaling
+    cfg = _cfg(files_config, precision="float16", compression="lzf", chunk_rows=256,
+               concat_jet_tracks=["pt", "abs_eta"], additional_labels={"pt": "pt", "sqrt_eta": "sqrt(eta)"},
+               constituent_labels={"pfcand": ["ptype", "charge"]}, weights=True)
+    outputs = _outputs(tmp_path_factory.mktemp("full"))
+    with np.errstate(invalid="ignore"):
+        counts = write_train_sample(cfg, [shard], scaling, outputs)
+    return cfg, outputs, counts
+
+
+def test_options_layout(full_options, shard_and_scaling):
+    cfg, outputs, counts = full_options
+    shard = shard_and_scaling[0]
+    coll = cfg.collections[0]
+    with h5py.File(outputs["train"], "r") as f:  # plain h5py reads lzf
+        n = counts["train"]
+        x = f["jets/inputs"][:]
+        assert x.dtype == np.float16 and f["jets/inputs"].compression == "lzf"
+        assert f["jets/inputs"].chunks == (256, len(cfg.candidate_variables))
+        assert f["pfcand/inputs"].chunks == (256, 16, 11)
+        trk, valid = f["pfcand/inputs"][:], f["pfcand/valid"][:]
+        assert trk.shape == (n, 16, 11) and trk.dtype == np.float16
+        assert list(f["pfcand/inputs"].attrs["variables"]) == coll.variable_names + ["pt", "abs_eta"]
+        names = list(f["jets/inputs"].attrs["variables"])
+        for j, v in enumerate(["pt", "abs_eta"]):
+            col = trk[..., 9 + j]
+            np.testing.assert_array_equal(col[valid], np.broadcast_to(x[:, names.index(v)][:, None], valid.shape)[valid])
+            assert np.all(col[~valid] == 0)
+        lab = f["pfcand/labels"][:]
+        assert lab.shape == (n, 16, 2) and lab.dtype == np.int32
+        assert list(f["pfcand/labels"].attrs["variables"]) == ["ptype", "charge"]
+        assert np.all(lab[~valid] == -1)
+        # ptype is also an unscaled input: the labels are ordered like the inputs
+        np.testing.assert_array_equal(lab[..., 0][valid], trk[..., coll.variable_names.index("ptype")][valid])
+        assert set(np.unique(lab[..., 1][valid])) <= {-1, 0, 1}
+        add = f["jets/additional_labels"][:]
+        assert add.shape == (n, 2) and list(f["jets/additional_labels"].attrs["variables"]) == ["pt", "sqrt_eta"]
+        eta = f["jets/eta"][:]
+        np.testing.assert_array_equal(add[:, 0], f["jets/pt"][:])
+        np.testing.assert_allclose(add[eta >= 0, 1], np.sqrt(eta[eta >= 0]), rtol=1e-6)
+        assert np.all(add[eta < 0, 1] == 0) and (eta < 0).any()  # NaN -> 0
+        assert f.attrs["config_hash"] == train_sample_hash(cfg)
+        assert json.loads(f.attrs["train_sample"])["weights"] is True
+    # the writer does not depend on the training section
+    raw = json.loads(json.dumps(cfg.raw))
+    raw["training"]["batch_size"] = 7
+    assert train_sample_hash(config_from_dict(raw, cfg.path)) == train_sample_hash(cfg)
+    assert sum(counts.values()) == uproot.open(shard)["candidates"].num_entries
+
+
+def test_weights_flatten_each_class(full_options):
+    cfg, outputs, _ = full_options
+    w, y = _all(outputs, "jets/weights"), _all(outputs, "jets/labels")
+    pt, eta = _all(outputs, "jets/pt"), np.abs(_all(outputs, "jets/eta"))
+    rs = cfg.raw["resampling"]
+    for t in range(len(cfg.class_names)):
+        sel = y == t
+        assert w[sel].mean() == pytest.approx(1.0, rel=1e-5)
+        h, _, _ = np.histogram2d(pt[sel], eta[sel], bins=[rs["pt_bins"], rs["eta_bins"]], weights=w[sel])
+        full = h[h > 0]
+        np.testing.assert_allclose(full, full.mean(), rtol=1e-4)  # every populated bin weighs the same
+    assert not np.allclose(w, 1.0)
+
+
+def test_class_weight_table():
+    counts = np.array([[[1, 3], [0, 4]], [[5, 5], [5, 5]]])
+    table = class_weight_table(counts)
+    # class 0: 8 candidates in 3 populated bins -> 8 / (3 N)
+    np.testing.assert_allclose(table[0], [[8 / 3, 8 / 9], [0, 8 / 12]])
+    np.testing.assert_allclose(table[1], 1.0)
+    assert (counts * table).sum(axis=(1, 2)) == pytest.approx(counts.sum(axis=(1, 2)))
+
+
+def test_weight_histogram_counts_the_shard(files_config, shard_and_scaling):
+    shard = shard_and_scaling[0]
+    h = weight_histogram(files_config, [shard])
+    t = uproot.open(shard)["candidates"]
+    assert h.sum() == t.num_entries
+    np.testing.assert_array_equal(h.sum(axis=(1, 2)), np.bincount(t["class_label"].array(library="np"), minlength=4))
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "lzf"])
+def test_compressions_readable(files_config, shard_and_scaling, tmp_path, compression):
+    shard, scaling, _ = shard_and_scaling
+    cfg = _cfg(files_config, compression=compression, chunk_rows=512)
+    outputs = _outputs(tmp_path)
+    counts = write_train_sample(cfg, [shard], scaling, outputs)
+    with h5py.File(outputs["validation"], "r") as f:
+        assert f["pfcand/inputs"].compression == compression
+        assert f["pfcand/inputs"].shape[0] == counts["validation"] == f.attrs["n_candidates"]
+        assert f["pfcand/inputs"][:].any()
+        assert np.all(f["jets/weights"][:] == 1)  # weights off: ones
+        assert "jets/additional_labels" not in f and "pfcand/labels" not in f
+
+
+def test_interrupt_leaves_nothing(files_config, shard_and_scaling, tmp_path, monkeypatch):
+    import taggerflow.trainsample as ts
+
+    shard, scaling, _ = shard_and_scaling
+    real = ts.prepare
+    calls = []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # after some chunks were written to the temporary files
+            tmp = list(tmp_path.iterdir())
+            assert len(tmp) == 3 and all(p.name.startswith(".") and p.stat().st_size > 10_000 for p in tmp)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ts, "prepare", interrupted)
+    monkeypatch.setattr(ts.H5Writer, "FLUSH_BYTES", 1)  # write every whole chunk at once
+    cfg = _cfg(files_config, chunk_rows=64)
+    with pytest.raises(KeyboardInterrupt):
+        ts.write_train_sample(cfg, [shard], scaling, _outputs(tmp_path))
+    assert len(calls) == 3
+    assert not list(tmp_path.iterdir())  # no output, no temporary file
+
+
+def test_refuses_to_overwrite_another_config(files_config, shard_and_scaling, tmp_path):
+    shard, scaling, _ = shard_and_scaling
+    outputs = _outputs(tmp_path)
+    write_train_sample(files_config, [shard], scaling, outputs)
+    before = {s: open(p, "rb").read() for s, p in outputs.items()}
+    write_train_sample(files_config, [shard], scaling, outputs)  # same configuration: rewritten, same content
+    assert {s: open(p, "rb").read() for s, p in outputs.items()} == before
+    with h5py.File(outputs["train"], "r") as f:
+        assert f.attrs["config_hash"] == train_sample_hash(files_config)
+    other = _cfg(files_config, precision="float16")
+    with pytest.raises(TrainSampleError, match="another configuration"):
+        write_train_sample(other, [shard], scaling, outputs)
+    assert {s: open(p, "rb").read() for s, p in outputs.items()} == before
+    with pytest.raises(TrainSampleError, match="another configuration"):
+        write_train_sample(files_config, [shard], scaling, outputs, config_hash="abc")
+    (tmp_path / "x").mkdir()
+    junk = {s: str(tmp_path / "x" / f"{s}.h5") for s in SPLIT_NAMES}
+    open(junk["test"], "w").write("not hdf5")
+    with pytest.raises(TrainSampleError, match="not a training file"):
+        write_train_sample(files_config, [shard], scaling, junk)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["test.h5"]
+
+
+def test_scaling_from_another_config_is_an_error(files_config, shard_and_scaling, tmp_path):
+    shard, scaling, _ = shard_and_scaling
+    outputs = _outputs(tmp_path)
+    extra = json.loads(json.dumps(scaling))
+    extra["candidate"]["n_tracks"] = extra["candidate"]["pt"]
+    with pytest.raises(ScalingError, match=r"candidate.n_tracks.*another configuration"):
+        write_train_sample(files_config, [shard], extra, outputs)
+    retyped = json.loads(json.dumps(scaling))
+    retyped["candidate"]["mass"]["global"]["scaling"] = "linear"
+    with pytest.raises(ScalingError, match=r"candidate.mass.global was computed as 'linear'"):
+        write_train_sample(files_config, [shard], retyped, outputs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_shard_without_a_needed_branch(files_config, shard_and_scaling, tmp_path):
+    shard, scaling, _ = shard_and_scaling
+    cfg = _cfg(files_config, additional_labels=["nope"], constituent_labels={"pfcand": ["ptype"]})
+    with pytest.raises(InputError, match=r"branch 'nope' \(needed by config key train_sample.additional_labels.nope\)"):
+        write_train_sample(cfg, [shard], scaling, _outputs(tmp_path))
+    cfg = _cfg(files_config, constituent_labels={"pfcand": ["truth"]})
+    with pytest.raises(InputError, match=r"pfcand_truth.*train_sample.constituent_labels.pfcand"):
+        write_train_sample(cfg, [shard], scaling, _outputs(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("section, update, key, words", [
+    ("train_sample", {"concat_jet_tracks": ["pt", "nope"]}, "train_sample.concat_jet_tracks", "not a candidate variable"),
+    ("train_sample", {"constituent_labels": {"tracks": ["x"]}}, "train_sample.constituent_labels.tracks", "not a collection"),
+    ("train_sample", {"constituent_labels": {"pfcand": []}}, "train_sample.constituent_labels.pfcand", "non-empty list"),
+    ("train_sample", {"additional_labels": ["os.system('x')"]}, "train_sample.additional_labels.os.system('x')", "invalid expression"),
+    ("train_sample", {"chunk_rows": 0}, "train_sample.chunk_rows", "must be >= 1"),
+    ("train_sample", {"weights": "yes"}, "train_sample.weights", "expected true/false"),
+    ("train_sample", {"compression": "lz4"}, "train_sample.compression", "expected null, gzip or lzf"),
+    ("records", {"add_vars": ["pt", "eta"]}, "records.add_vars", "'eta' is not a candidate variable"),
+])
+def test_config_errors(files_config, section, update, key, words):
+    raw = json.loads(json.dumps(files_config.raw))
+    raw[section].update(update)
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw, "x.yaml")
+    assert f"x.yaml: {key}: " in str(e.value) and words in str(e.value)

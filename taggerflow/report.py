@@ -1,0 +1,43 @@
+"""The evaluation report: trainings compared (ROC curves with ratio panels, a table of AUCs and
+rejections at the working points) and every per-training plot, in one markdown page."""
+
+from __future__ import annotations
+
+import os
+
+from taggerflow import plotting
+from taggerflow.utils import read_json, write_json
+
+
+def write_evaluation_report(results: dict[str, dict[str, str]], report_path: str, summary_path: str,
+                            title: str = "taggerflow evaluation") -> dict:
+    """results: training name -> output paths of its Evaluation (metrics, plots...)."""
+    metrics = {name: read_json(paths["metrics"]) for name, paths in results.items()}
+    pairs = list(next(iter(metrics.values()))["pairs"])
+    plot_dir = os.path.join(os.path.dirname(report_path), "plots")
+    sections = []
+    summary: dict = {}
+    rows = ["| training | accuracy | " + " | ".join(f"AUC {p}" for p in pairs) + " |",
+            "|---|---|" + "---|" * len(pairs)]
+    for name, m in metrics.items():
+        rows.append(f"| {name} | {m['accuracy']:.4f} | " + " | ".join(f"{m['pairs'][p]['auc']:.4f}" for p in pairs) + " |")
+        summary[name] = {"accuracy": m["accuracy"], "auc": {p: m["pairs"][p]["auc"] for p in pairs},
+                         "working_points": {p: m["pairs"][p]["working_points"] for p in pairs}}
+    wp_rows = ["| training | pair | WP (signal eff.) | threshold | background rejection |", "|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        for p in pairs:
+            for wp, w in m["pairs"][p]["working_points"].items():
+                wp_rows.append(f"| {name} | {p} | {float(wp):.0%} | {w['threshold']:.4f} | {w['background_rejection']:.1f} |")
+    sections.append(("Summary", [], "\n".join(rows) + "\n\n" + "\n".join(wp_rows)))
+    roc_images = []
+    for p in pairs:
+        curves = {name: {**m["pairs"][p]["roc"], "auc": m["pairs"][p]["auc"]} for name, m in metrics.items()}
+        roc_images.append(plotting.plot_rocs(curves, p, os.path.join(plot_dir, f"roc_{p}.png")))
+    sections.append(("ROC curves (ratio to the first training)", roc_images, ""))
+    for name, paths in results.items():
+        images = [paths[k] for k in paths if k not in ("predictions", "metrics", "working_points")]
+        sections.append((f"Training '{name}'", images,
+                         f"predictions: `{paths['predictions']}`, thresholds: `{paths['working_points']}`"))
+    plotting.markdown_report(title, sections, report_path)
+    write_json(summary_path, summary)
+    return summary

@@ -1,0 +1,93 @@
+"""Evaluation (per training: predictions, metrics, working points, plots), EvaluationReport
+(all trainings compared) and Pipeline (everything the demo produces)."""
+
+from __future__ import annotations
+
+import law
+
+from tasks.trainsample import WriteTrainSample
+from tasks.training import ConvertLwtnn, Training
+from workflows import Task, Workflow
+
+DEFAULT_EVALUATION = {"signals": None, "working_points": [0.5, 0.7, 0.9]}
+
+
+def evaluation_config(cfg) -> dict:
+    ev = dict(cfg.raw.get("evaluation") or DEFAULT_EVALUATION)
+    ev["signals"] = ev.get("signals") or cfg.class_names[:1]
+    return ev
+
+
+class Evaluation(Workflow):
+    """One branch per training: test-split predictions (HDF5 beside their inputs), metrics.json
+    (AUCs, working points, binned efficiencies), working_points.json and plots."""
+
+    config_sections = Training.config_sections + ("evaluation",)
+
+    def create_branch_map(self):
+        return Training.req_different_branching(self, branch=-1).get_branch_map()
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["training"] = Training.req_different_branching(self, branch=-1)
+        reqs["train_sample"] = WriteTrainSample.req_different_branching(self, branch=-1)
+        return reqs
+
+    def requires(self):
+        return {"training": Training.req_different_branching(self, branch=self.branch),
+                "train_sample": WriteTrainSample.req_different_branching(self, branch=-1)}
+
+    def output(self):
+        from taggerflow.training import evaluation_plots
+
+        name = self.branch_data
+        ev = evaluation_config(self.cfg)
+        out = {"predictions": self.local_target(name, "predictions_test.h5"),
+               "metrics": self.local_target(name, "metrics.json"),
+               "working_points": self.local_target(name, "working_points.json")}
+        for key, fname in evaluation_plots(self.cfg.class_names, ev["signals"]).items():
+            out[key] = self.local_target(name, "plots", fname)
+        return out
+
+    def run(self):
+        from taggerflow.training import evaluate_training
+
+        samples = self.input()["train_sample"]["collection"].targets
+        training = self.input()["training"]
+        metrics = evaluate_training(training["model"].path, [samples[b]["test"].path for b in sorted(samples)],
+                                    training["history"].path, self.cfg.class_names, evaluation_config(self.cfg),
+                                    {k: t.path for k, t in self.output().items()}, name=self.branch_data)
+        aucs = ", ".join(f"{p}: {m['auc']:.4f}" for p, m in metrics["pairs"].items())
+        self.publish_message(f"{self.branch_data}: accuracy {metrics['accuracy']:.4f}; AUC {aucs}")
+
+
+class EvaluationReport(Task):
+    """All trainings side by side: ROC curves with ratio panels, a table of AUCs and rejections,
+    and a markdown report linking every plot."""
+
+    config_sections = Evaluation.config_sections
+
+    def requires(self):
+        return Evaluation.req(self)
+
+    def output(self):
+        return {"report": self.local_target("report.md"), "summary": self.local_target("summary.json")}
+
+    def run(self):
+        from taggerflow.report import write_evaluation_report
+
+        evals = self.input()["collection"].targets
+        branch_map = self.requires().get_branch_map()
+        results = {branch_map[b]: {k: t.path for k, t in evals[b].items()} for b in sorted(evals)}
+        write_evaluation_report(results, self.output()["report"].path, self.output()["summary"].path,
+                                title=f"taggerflow evaluation: config '{self.cfg.name}', version '{self.version}'")
+        self.publish_message(f"report: {self.output()['report'].path}")
+
+
+class Pipeline(Task, law.WrapperTask):
+    """Everything the chain produces: the lwtnn files of every training and the evaluation report."""
+
+    config_sections = Evaluation.config_sections + ConvertLwtnn.config_sections
+
+    def requires(self):
+        return {"lwtnn": ConvertLwtnn.req(self), "report": EvaluationReport.req(self)}

@@ -1,0 +1,99 @@
+"""Training: resume from the last checkpoint, class weights, logs, and a learned model that beats
+the AUC bound an untrained one cannot reach."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from taggerflow.training import class_weights, learning_rate, read_history, train_model
+
+AUC_BOUND = 0.85  # tau vs jet on the tiny demo sample after 2 epochs (the e2e test asserts it too)
+
+
+def test_class_weights():
+    assert class_weights(None, ["a", "b"], [1, 3]) is None
+    w = class_weights("balanced", ["a", "b"], [100, 300])
+    assert w == {0: pytest.approx(2.0), 1: pytest.approx(2 / 3)}
+    assert 100 * w[0] == pytest.approx(300 * w[1])  # each class weighs the same in the loss
+    assert class_weights({"b": 2.5}, ["a", "b"], None) == {0: 1.0, 1: 2.5}
+    with pytest.raises(ValueError, match="every class"):
+        class_weights("balanced", ["a", "b"], [10, 0])
+
+
+def test_learning_rate_schedules():
+    assert learning_rate({"learning_rate": 0.01}) == 0.01
+    exp = learning_rate({"learning_rate": 0.01, "lr_schedule": {"type": "exponential", "decay_steps": 10,
+                                                                 "decay_rate": 0.5}})
+    assert float(exp(10)) == pytest.approx(0.005)
+    cos = learning_rate({"learning_rate": 0.01, "lr_schedule": {"type": "cosine", "decay_steps": 10}})
+    assert float(cos(10)) == pytest.approx(0.0, abs=1e-9) and float(cos(0)) == pytest.approx(0.01)
+
+
+@pytest.fixture(scope="module")
+def records(files_config, shard_and_scaling, tmp_path_factory):
+    from taggerflow.records import write_records
+    from taggerflow.trainsample import write_train_sample
+
+    shard, scaling, _ = shard_and_scaling
+    d = tmp_path_factory.mktemp("train")
+    h5 = {s: str(d / f"{s}.h5") for s in ("train", "validation", "test")}
+    write_train_sample(files_config, [shard], scaling, h5)
+    metas = {s: write_records(h5[s], str(d / f"{s}.tfrecord"), 128) for s in ("train", "validation")}
+    return {"h5": h5, "records": {s: str(d / f"{s}.tfrecord") for s in metas}, "meta": metas["train"], "dir": d}
+
+
+def _outputs(d) -> dict:
+    os.makedirs(d, exist_ok=True)
+    return {"model": str(d / "model.keras"), "history": str(d / "history.csv"), "summary": str(d / "summary.json"),
+            "config": str(d / "config.json"), "checkpoint_dir": str(d / "ckpt"), "tensorboard": str(d / "tb"),
+            "mlruns": str(d / "mlruns")}
+
+
+def test_train_resume_and_logs(files_config, records, tmp_path):
+    cfg = files_config
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    variant = dict(cfg.training_variants()[0], epochs=1, batch_size=128, tensorboard=True,
+                   class_weights="balanced")
+    out = _outputs(tmp_path / "run")
+    counts = np.bincount(np.asarray(__import__("h5py").File(records["h5"]["train"])["jets/labels"][:]), minlength=4)
+    args = (cfg.class_names, seqs, len(cfg.candidate_variables), [records["records"]["train"]],
+            [records["records"]["validation"]], records["meta"], [records["h5"]["test"]], out, 11)
+    first = train_model(variant, *args, log=lambda m: None, class_counts=counts)
+    assert first["resumed_from_epoch"] == 0 and first["epochs_run"] == 1
+    assert first["class_weights"][0] == pytest.approx(counts.sum() / (4 * counts[0]))
+    # the run is "interrupted" after epoch 1; asked for 2 epochs, the rerun continues from the checkpoint
+    second = train_model(dict(variant, epochs=2), *args, log=lambda m: None, class_counts=counts)
+    assert second["resumed_from_epoch"] == 1
+    history = read_history(out["history"])
+    assert [int(r["epoch"]) for r in history] == [0, 1]
+    assert {"loss", "val_loss", "accuracy", "val_accuracy"} <= set(history[0])
+    assert second["test"]["auc"]["tau_vs_jet"] > AUC_BOUND
+    saved = json.load(open(out["config"]))
+    assert saved["seed"] == 11 and saved["variant"]["epochs"] == 2
+    assert glob.glob(str(tmp_path / "run" / "tb" / "**" / "events.out.tfevents.*"), recursive=True)
+    # mlflow (a test dependency): parameters and per-epoch metrics in the local mlruns directory
+    runs = glob.glob(str(tmp_path / "run" / "mlruns" / "*" / "*" / "metrics" / "val_loss"))
+    assert len(runs) == 2
+    assert len(open(runs[0]).read().strip().splitlines()) in (1, 2)
+
+
+def test_untrained_model_does_not_reach_the_auc_bound(files_config, records):
+    import keras
+
+    from taggerflow.metrics import pairwise_aucs
+    from taggerflow.models import build_model
+    from taggerflow.records import read_h5
+    from taggerflow.training import predict
+
+    cfg = files_config
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    keras.utils.set_random_seed(5)
+    model = build_model(cfg.training_variants()[0]["model"], len(cfg.candidate_variables), seqs, 4, seed=5)
+    arrays = read_h5([records["h5"]["test"]])
+    auc = pairwise_aucs(predict(model, arrays), arrays["jets/labels"], cfg.class_names)["tau_vs_jet"]
+    assert auc < AUC_BOUND
