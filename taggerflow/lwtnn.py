@@ -151,6 +151,12 @@ def _is_keras_tensor(obj: Any) -> bool:
 class _Converter:
     def __init__(self, model: Any) -> None:
         keras = _keras()
+        for layer in getattr(model, "layers", []):
+            if type(layer).__name__ == "RepeatVector":
+                raise LwtnnConversionError(
+                    f"layer '{layer.name}' (RepeatVector): conditional inputs (candidate variables appended to every "
+                    "constituent inside the model) cannot be expressed in lwtnn; use train_sample.concat_jet_tracks, "
+                    "which makes them constituent variables, or deploy this model with ONNX")
         from taggerflow.models import MaskedSum  # noqa: PLC0415
 
         self.keras = keras

@@ -46,7 +46,8 @@ from keras import ops
 
 MODEL_TYPES = ("deepsets", "dense")
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
-MODEL_KEYS = ("type", "phi_layers", "f_layers", "activation", "alpha", "batch_norm", "dropout")
+MODEL_KEYS = ("type", "phi_layers", "f_layers", "activation", "alpha", "batch_norm", "dropout", "conditional")
+ADD_VARS_INPUT = "add_vars"
 _DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 CANDIDATE_INPUT = "candidate"
@@ -145,6 +146,11 @@ def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"model config key 'dropout': expected a rate in [0, 1), got {dropout!r}")
     phi_layers = _widths(model_cfg, "phi_layers", [64, 64])  # validated for both types, used by deepsets
+    conditional = model_cfg.get("conditional", False)
+    if not isinstance(conditional, bool):
+        raise ValueError(f"model config key 'conditional': expected true/false, got {conditional!r}")
+    if conditional and mtype != "deepsets":
+        raise ValueError("model config key 'conditional': only the deepsets model conditions its constituents")
     return {
         "type": mtype,
         "phi_layers": phi_layers if mtype == "deepsets" else [],
@@ -153,6 +159,7 @@ def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
         "alpha": alpha,
         "batch_norm": batch_norm,
         "dropout": float(dropout),
+        "conditional": conditional,
     }
 
 
@@ -207,7 +214,7 @@ def _hidden(x: Any, width: int, cfg: dict[str, Any], seeds: _Seeds, name: str, b
 
 
 def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tuple[int, int]], n_classes: int,
-                seed: int = 0) -> keras.Model:
+                seed: int = 0, n_add_vars: int = 0) -> keras.Model:
     """Build (not compile) a tagger model; see the module docstring for the inputs and config keys.
 
     ``sequences`` maps a collection name to ``(n_max, n_vars)``; it is used (in its order) by the
@@ -223,6 +230,13 @@ def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tup
 
     candidate = keras.Input((int(n_candidate_vars),), name=CANDIDATE_INPUT)
     inputs = [candidate]
+    add_vars = None
+    if cfg["conditional"]:
+        # conditional inputs (umami's N_add_vars): candidate variables appended to every constituent
+        if int(n_add_vars) < 1:
+            raise ValueError("model config key 'conditional': needs records.add_vars (n_add_vars >= 1)")
+        add_vars = keras.Input((int(n_add_vars),), name=ADD_VARS_INPUT)
+        inputs.append(add_vars)
     if cfg["type"] == "deepsets":
         if not sequences:
             raise ValueError("sequences: the deepsets model needs at least one constituent collection")
@@ -238,6 +252,9 @@ def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tup
             valid = keras.Input((n_max,), name=f"{coll}{VALID_SUFFIX}")
             inputs += [seq, valid]
             x = seq
+            if add_vars is not None:
+                repeated = keras.layers.RepeatVector(n_max, name=f"{coll}_add_vars")(add_vars)
+                x = keras.layers.Concatenate(axis=-1, name=f"{coll}_conditioned")([seq, repeated])
             for i, width in enumerate(cfg["phi_layers"]):
                 x = _hidden(x, width, cfg, seeds, f"{coll}_phi{i}", bn_mask=valid)
             pooled.append(MaskedSum(name=f"{coll}_sum")([x, valid]))

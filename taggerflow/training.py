@@ -87,19 +87,28 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
         model = keras.models.load_model(ckpt_model)
         log(f"resuming from checkpoint after epoch {initial_epoch}")
     else:
-        model = build_model(variant["model"], n_candidate_vars, collections, len(classes), seed=seed)
+        n_add = len(metadata.get("add_vars") or [])
+        if variant["model"].get("conditional") and not n_add:
+            raise ValueError(f"training variant '{variant['name']}': model.conditional needs records.add_vars "
+                             f"(the candidate variables each constituent is conditioned on)")
+        model = build_model(variant["model"], n_candidate_vars, collections, len(classes), seed=seed,
+                            n_add_vars=n_add)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate(variant)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     write_json(out["config"], {"variant": variant, "seed": seed, "classes": classes,
+                               "add_vars": list(metadata.get("add_vars") or []),
+                               "candidate_variables": list(metadata["variables"]["jets/inputs"]),
                                "inputs": {"candidate": n_candidate_vars, **{k: list(v) for k, v in collections.items()}}})
 
     batch = int(variant["batch_size"])
     # only the sequences the model reads (a dense tagger reads none)
     model_inputs = {i.name for i in model.inputs}
     coll_names = [c for c in collections if c in model_inputs]
+    with_add = "add_vars" in model_inputs
     train_ds = record_dataset(train_records, metadata, batch, shuffle_buffer=int(variant.get("shuffle_buffer", 20000)),
-                              seed=seed, collections=coll_names)
-    val_ds = record_dataset(val_records, metadata, batch, collections=coll_names) if val_records else None
+                              seed=seed, collections=coll_names, with_add_vars=with_add)
+    val_ds = record_dataset(val_records, metadata, batch, collections=coll_names,
+                            with_add_vars=with_add) if val_records else None
 
     class EpochCheckpoint(keras.callbacks.Callback):
         """Model + epoch after every epoch, renamed into place so a kill never leaves half a checkpoint."""
@@ -127,7 +136,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
 
     # evaluation on the test split
     arrays = read_h5(test_h5)
-    probs = predict(model, arrays)
+    probs = predict(model, arrays, metadata.get("add_vars"), metadata["variables"]["jets/inputs"])
     labels = arrays["jets/labels"]
     history = read_history(history_tmp)
     summary = {"name": variant["name"], "seed": seed, "device": info, "train_seconds": duration,
@@ -170,7 +179,7 @@ def log_mlflow(tracking_dir: str, variant: dict, summary: dict, history: list[di
         mlflow.log_params({k: str(v)[:250] for k, v in flat.items()})
         for row in history:
             step = int(row["epoch"])
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v not in ("", None)}, step=step)
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and _is_number(v)}, step=step)
         mlflow.log_metric("test_accuracy", summary["test"]["accuracy"])
         for k, v in summary["test"]["auc"].items():
             mlflow.log_metric(f"test_auc_{k}", v)
@@ -179,16 +188,31 @@ def log_mlflow(tracking_dir: str, variant: dict, summary: dict, history: list[di
     return True
 
 
+def _is_number(v) -> bool:
+    try:
+        return np.isfinite(float(v))
+    except (TypeError, ValueError):  # CSVLogger writes 'NA' for metrics an epoch did not have
+        return False
+
+
 def read_history(path: str) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
-def predict(model, arrays: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Scores of a model on read_h5 arrays (only the inputs the model reads)."""
+def predict(model, arrays: dict[str, np.ndarray], add_vars: Sequence[str] | None = None,
+            candidate_variables: Sequence[str] | None = None, batch_size: int = 4096) -> np.ndarray:
+    """Scores of a model on read_h5 arrays (only the inputs the model reads). A conditional model
+    also gets the ``add_vars`` columns of the candidate inputs (named by ``candidate_variables``)."""
     names = {i.name for i in model.inputs}
     colls = [k.split("/")[0] for k in arrays if k.endswith("/valid") and k.split("/")[0] in names]
-    return np.asarray(model.predict(h5_model_inputs(arrays, colls), batch_size=batch_size, verbose=0))
+    x = h5_model_inputs(arrays, colls)
+    if "add_vars" in names:
+        cand = list(candidate_variables or [])
+        if not add_vars or any(v not in cand for v in add_vars):
+            raise ValueError(f"conditional model: add_vars {add_vars} not among the candidate variables {cand}")
+        x["add_vars"] = x["candidate"][:, [cand.index(v) for v in add_vars]]
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def evaluation_plots(classes: list[str], signals: list[str]) -> dict[str, str]:
@@ -204,7 +228,7 @@ def evaluation_plots(classes: list[str], signals: list[str]) -> dict[str, str]:
 
 
 def evaluate_training(model_path: str, test_files: Sequence[str], history_path: str, classes: list[str],
-                      ev_cfg: dict, out: dict[str, str], name: str = "") -> dict:
+                      ev_cfg: dict, out: dict[str, str], name: str = "", training_config: dict | None = None) -> dict:
     """Predict the test split, write predictions beside their inputs, metrics, working-point
     thresholds and plots. ``out`` has 'predictions', 'metrics', 'working_points' and one path per
     key of evaluation_plots()."""
@@ -217,7 +241,8 @@ def evaluate_training(model_path: str, test_files: Sequence[str], history_path: 
 
     model = keras.models.load_model(model_path)
     arrays = read_h5(test_files)
-    probs = predict(model, arrays)
+    tc = training_config or {}
+    probs = predict(model, arrays, tc.get("add_vars"), tc.get("candidate_variables"))
     labels = arrays["jets/labels"]
     write_predictions(out["predictions"], probs, arrays, classes)
     pt_bins = ev_cfg.get("pt_bins") or [20, 1000]

@@ -54,9 +54,12 @@ class Evaluation(Workflow):
 
         samples = self.input()["train_sample"]["collection"].targets
         training = self.input()["training"]
+        from taggerflow.utils import read_json
+
         metrics = evaluate_training(training["model"].path, [samples[b]["test"].path for b in sorted(samples)],
                                     training["history"].path, self.cfg.class_names, evaluation_config(self.cfg),
-                                    {k: t.path for k, t in self.output().items()}, name=self.branch_data)
+                                    {k: t.path for k, t in self.output().items()}, name=self.branch_data,
+                                    training_config=read_json(training["config"].path))
         aucs = ", ".join(f"{p}: {m['auc']:.4f}" for p, m in metrics["pairs"].items())
         self.publish_message(f"{self.branch_data}: accuracy {metrics['accuracy']:.4f}; AUC {aucs}")
 

@@ -191,7 +191,7 @@ def test_bad_config_raises_naming_the_key(cfg, key):
 def test_parse_model_config_defaults():
     cfg = parse_model_config({"type": "deepsets", "activation": "swish"})
     assert cfg == {"type": "deepsets", "phi_layers": [64, 64], "f_layers": [64, 32], "activation": "silu",
-                   "alpha": None, "batch_norm": False, "dropout": 0.0}
+                   "alpha": None, "batch_norm": False, "dropout": 0.0, "conditional": False}
     assert parse_model_config({"type": "dense", "activation": "leaky_relu"})["alpha"] == 0.2
     with pytest.raises(ValueError, match="sequences"):
         build_model({"type": "deepsets"}, 3, {}, 2)

@@ -97,3 +97,28 @@ def test_untrained_model_does_not_reach_the_auc_bound(files_config, records):
     arrays = read_h5([records["h5"]["test"]])
     auc = pairwise_aucs(predict(model, arrays), arrays["jets/labels"], cfg.class_names)["tau_vs_jet"]
     assert auc < AUC_BOUND
+
+
+def test_conditional_training_from_records_with_add_vars(files_config, records, tmp_path):
+    from taggerflow.records import write_records
+
+    cfg = files_config
+    rec = str(tmp_path / "train_add.tfrecord")
+    meta = write_records(records["h5"]["train"], rec, 128, add_vars=["pt", "abs_eta"])
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    variant = dict(cfg.training_variants()[0], epochs=1, batch_size=128, class_weights=None,
+                   model=dict(cfg.training_variants()[0]["model"], conditional=True))
+    out = _outputs(tmp_path / "cond")
+    summary = train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [rec], [], meta,
+                          [records["h5"]["test"]], out, 3, log=lambda m: None)
+    assert summary["test"]["auc"]["tau_vs_jet"] > 0.7
+    saved = json.load(open(out["config"]))
+    assert saved["add_vars"] == ["pt", "abs_eta"]
+    import keras
+
+    import taggerflow.models  # noqa: F401
+    assert "add_vars" in [i.name for i in keras.models.load_model(out["model"]).inputs]
+    # without add_vars in the records, a conditional variant is refused with a clear message
+    with pytest.raises(ValueError, match="model.conditional needs records.add_vars"):
+        train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [records["records"]["train"]], [],
+                    records["meta"], [records["h5"]["test"]], _outputs(tmp_path / "cond2"), 3, log=lambda m: None)
