@@ -21,7 +21,11 @@ _tf_setup() {
     export TAGGERFLOW_VENV="${TAGGERFLOW_VENV:-${base}/.venv}"
 
     local stamp="${TAGGERFLOW_VENV}/.taggerflow_installed"
-    if [ ! -f "${stamp}" ] || [ "${base}/pyproject.toml" -nt "${stamp}" ]; then
+    # a changed pyproject.toml reinstalls on the login node; batch jobs (LAW_JOB_HOME set) only install a
+    # missing environment, so that hundreds of jobs never pip-install into one shared venv at once
+    local stale=0
+    [ "${base}/pyproject.toml" -nt "${stamp}" ] && [ -z "${LAW_JOB_HOME:-}" ] && stale=1
+    if [ ! -f "${stamp}" ] || [ "${stale}" = "1" ]; then
         local py="${TAGGERFLOW_PYTHON:-}"
         if [ -z "${py}" ]; then
             for cand in python3.11 python3.12 python3.13 python3; do
@@ -54,6 +58,8 @@ _tf_setup() {
     export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
     mkdir -p "${LAW_HOME}" "${TAGGERFLOW_DATA}"
 
+    # batch jobs (law sets LAW_JOB_HOME) run their task by module and need neither index nor completion
+    [ -n "${LAW_JOB_HOME:-}" ] && return 0
     # index the tasks (quietly; fast)
     law index -q >/dev/null 2>&1 || law index
     if [ -n "${ZSH_VERSION:-}" ] || [ -n "${BASH_VERSION:-}" ]; then

@@ -19,9 +19,12 @@ class GenerateDemoSamples(Workflow):
             raise ValueError(f"{self.cfg.path}: GenerateDemoSamples needs a 'demo' section")
         return [(ds, i) for ds, spec in demo["datasets"].items() for i in range(spec["n_files"])]
 
+    def file_target(self, dataset: str, index: int):
+        """The file of (dataset, index): the same path for every branch of this workflow."""
+        return self.local_target(dataset, f"{dataset}_{index}.root")
+
     def output(self):
-        ds, i = self.branch_data
-        return self.local_target(ds, f"{ds}_{i}.root")
+        return self.file_target(*self.branch_data)
 
     def run(self):
         from taggerflow.demo import generate_demo_file
@@ -38,8 +41,9 @@ class GenerateDemoSamples(Workflow):
 def input_files(task) -> list[tuple[str, str]]:
     """(dataset, path) of every input file, in a fixed order: the demo files or the config's globs."""
     if task.cfg.is_demo:
-        demo = GenerateDemoSamples.req_different_branching(task, branch=-1, _exclude={"branches"})
-        return [(bd[0], demo.req(demo, branch=b).output().path) for b, bd in demo.get_branch_map().items()]
+        # one branch task builds every path: no task per file (workflows of 10k branches stay fast)
+        demo = GenerateDemoSamples.req_different_branching(task, branch=0, _exclude={"branches"})
+        return [(ds, demo.file_target(ds, i).path) for ds, i in demo.get_branch_map().values()]
     return [(ds, path) for ds, paths in task.cfg.dataset_files().items() for path in paths]
 
 

@@ -159,7 +159,7 @@ def test_evaluator_maxout_and_highway_handcheck():
 # ----------------------------------------------------------------------------------------------
 # conversion (Keras)
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 from taggerflow.lwtnn import (  # noqa: E402
     LwtnnConversionError, keras_to_lwtnn, keras_to_lwtnn_sequential, write_lwtnn)

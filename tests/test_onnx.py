@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-pytest.importorskip("tf2onnx")
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402,F401
+import onnxruntime  # noqa: E402,F401
+import tf2onnx  # noqa: E402,F401
 
 from taggerflow import onnx_export  # noqa: E402
 from taggerflow.onnx_export import OnnxExportError, export_onnx, onnx_check, onnx_scores  # noqa: E402

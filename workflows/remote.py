@@ -2,19 +2,48 @@
 
 Batch parameters are ``significant=False``: they change how a task runs, never what it produces,
 so they do not enter the task's identity or output paths. Site defaults live in law.cfg
-([taggerflow_htcondor], [taggerflow_slurm]) and are overridable per task on the command line.
+([taggerflow_htcondor], [taggerflow_slurm]); per task they are set on the command line, for the
+task itself (``--htcondor-memory 4000``) or for any task of the tree (``--Training-htcondor-gpus 1``),
+or in law.cfg (``[luigi_Training] htcondor_gpus: 1``). Resource parameters (runtime, memory, CPUs,
+GPUs, batch name) are not passed on to upstream workflows: a GPU request for the training never makes
+the preprocessing jobs wait for GPUs.
+
+What a job needs, and how it gets it (jobs start with a bare environment):
+
+- the job script law_job.sh, htcondor's wrapper and ``bootstrap.sh`` are sent with the job
+  (HTCondor file transfer; Slurm reads them from the job file directory on the shared filesystem);
+- the environment variables of ``job_environment()`` (``TAGGERFLOW_DATA`` at least) are set
+  explicitly (HTCondor ``environment`` with ``getenv = false``; Slurm ``--export=NONE,...``);
+- ``bootstrap.sh`` sources the checkout's ``env.sh`` (shared filesystem), or unpacks the repository
+  bundle sent with the job and creates the environment with ``env.sh`` (``--htcondor-shared-fs False``);
+- the branch runs with law's local scheduler (``[luigi_core] local_scheduler``) and the default
+  ``--workflow local``, so a job never submits jobs itself;
+- logs: one set per attempt, named by the batch job id (a retry never overwrites the failed
+  attempt's log), in ``<task output>/<system>_jobs/logs/``; only the log comes back from an
+  HTCondor job (explicit ``transfer_output_files``), outputs are written to ``TAGGERFLOW_DATA``.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
+import time
+from collections import OrderedDict
 
 import law
 import luigi
+from law.contrib.htcondor.workflow import HTCondorWorkflowProxy as _LawHTCondorProxy
+from law.contrib.slurm.workflow import SlurmWorkflowProxy as _LawSlurmProxy
+from law.util import interruptable_popen, iter_chunks, merge_dicts, quote_cmd
 
 from workflows.base import BASE_DIR, Task, data_dir
+from workflows.bundle import BundleRepository
+from workflows.collection import ListedFileCollection
 
 law.contrib.load("htcondor", "slurm")
+
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def _cfg(section: str, option: str, default):
@@ -22,103 +51,386 @@ def _cfg(section: str, option: str, default):
     return value if value not in (None, "") else default
 
 
+def _cfg_bool(section: str, option: str, default: bool) -> bool:
+    value = _cfg(section, option, None)
+    return default if value is None else str(value).strip().lower() in _TRUE
+
+
+def condor_environment(env: dict[str, str]) -> str:
+    """``env`` in HTCondor's (new) environment syntax: values with spaces or quotes are single-quoted,
+    a single quote doubled; law wraps the whole string in double quotes (a double quote is doubled)."""
+    parts = []
+    for key, value in env.items():
+        value = str(value).replace('"', '""')
+        if any(c.isspace() for c in value) or "'" in value:
+            value = "'" + value.replace("'", "''") + "'"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
 class _BatchMixin:
-    """Shared pieces of the remote workflows."""
+    """Pieces shared by the HTCondor and Slurm workflows (``kind`` is "htcondor" or "slurm")."""
+
+    def _shared_fs(self, kind: str) -> bool:
+        return bool(getattr(self, f"{kind}_shared_fs"))
+
+    def _job_dir(self, kind: str):
+        return law.LocalDirectoryTarget(self.local_path(f"{kind}_jobs"))
+
+    def _log_dir(self, kind: str):
+        custom = _cfg(f"taggerflow_{kind}", "log_dir", "")
+        if custom:
+            return law.LocalDirectoryTarget(os.path.join(os.path.expandvars(os.path.expanduser(custom)),
+                                                         *self.store_parts()))
+        return self._job_dir(kind).child("logs", type="d")
 
     def _bootstrap(self):
         return law.JobInputFile(os.path.join(BASE_DIR, "bootstrap.sh"), share=True, render_job=True)
 
-    def _job_dir(self, kind: str):
-        return law.LocalDirectoryTarget(os.path.join(self.local_path(), f"{kind}_jobs"))
+    def _bundle(self):
+        return BundleRepository(version=self.version)
 
-    def _render(self, config):
+    def job_environment(self, kind: str) -> dict[str, str]:
+        """The environment variables a job gets explicitly (nothing else reaches it)."""
+        env = {"TAGGERFLOW_DATA": data_dir()}
+        if self._shared_fs(kind):
+            if os.environ.get("TAGGERFLOW_VENV"):
+                env["TAGGERFLOW_VENV"] = os.environ["TAGGERFLOW_VENV"]
+        else:
+            job_venv = _cfg(f"taggerflow_{kind}", "job_venv", "")
+            if job_venv:
+                env["TAGGERFLOW_VENV"] = job_venv
+        for name in str(_cfg(f"taggerflow_{kind}", "forward_env", "")).replace(",", " ").split():
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    def _job_cmdline_args(self, kind: str) -> dict[str, str]:
+        # the job runs in its own directory: the configuration by absolute path (shared filesystem)
+        # or by the name of the copy sent with the job
+        path = self.cfg.path
+        return {"--config": path if self._shared_fs(kind) else os.path.basename(path)}
+
+    def _prepare(self, config, kind: str):
+        shared = self._shared_fs(kind)
         config.render_variables["taggerflow_base"] = BASE_DIR
         config.render_variables["taggerflow_data"] = data_dir()
+        config.render_variables["taggerflow_shared_fs"] = "true" if shared else "false"
+        config.render_variables.setdefault("taggerflow_bundle", "")
+        if not shared:
+            # sent with the job, not copied into the job file directory (rendered as its basename)
+            config.input_files["taggerflow_bundle"] = law.JobInputFile(self._bundle().output().path, copy=False)
+            config.input_files["taggerflow_config"] = law.JobInputFile(self.cfg.path, copy=False)
         return config
 
 
+class TaggerflowHTCondorProxy(_LawHTCondorProxy):
+    """law's HTCondor proxy, removing jobs from the queue that law gave up on: the held or failed job
+    of a branch that is resubmitted, and the failed jobs when the workflow fails."""
+
+    def submit(self, retry_jobs=None):
+        if retry_jobs:
+            self.remove_jobs(list(retry_jobs), "superseded by a resubmission")
+        return super().submit(retry_jobs=retry_jobs)
+
+    def poll(self):
+        try:
+            return super().poll()
+        except Exception:
+            failed = [n for n, d in self.job_data.jobs.items() if d.get("status") == self.job_manager.FAILED]
+            self.remove_jobs(failed, "the workflow failed")
+            raise
+
+    def remove_jobs(self, job_nums, why: str) -> list:
+        ids = [self.job_data.jobs[n]["job_id"] for n in job_nums if n in self.job_data.jobs]
+        ids = [i for i in ids if i not in (None, self.job_data.dummy_job_id)]
+        if not ids:
+            return []
+        kwargs = merge_dicts(self._setup_job_manager(), self._get_job_kwargs("cancel"), {"silent": True})
+        if self.job_manager.job_grouping_cancel:
+            self.job_manager.cancel_group(ids, **kwargs)
+        else:
+            self.job_manager.cancel_batch(ids, **kwargs)
+        self.task.publish_message(f"removed {len(ids)} job(s) from the queue ({why}): {', '.join(map(str, ids))}")
+        return ids
+
+
 class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
+    workflow_proxy_cls = TaggerflowHTCondorProxy
+
     htcondor_runtime = law.DurationParameter(default=float(_cfg("taggerflow_htcondor", "runtime", 2.0)),
                                              unit="h", significant=False,
-                                             description="maximum runtime per job; default: 2h")
+                                             description="maximum runtime per job (a longer job is held); "
+                                             "default unit hours; default: law.cfg, 2h")
     htcondor_memory = law.BytesParameter(default=float(_cfg("taggerflow_htcondor", "memory", 2000)),
                                          unit="MB", significant=False,
-                                         description="requested memory per job; default: 2000MB")
-    htcondor_cpus = luigi.IntParameter(default=1, significant=False, description="CPUs per job")
-    htcondor_gpus = luigi.IntParameter(default=0, significant=False, description="GPUs per job")
-    htcondor_gpu_memory = law.BytesParameter(default=0.0, unit="MB", significant=False,
-                                             description="minimum GPU memory; 0: any")
+                                         description="requested memory per job; default unit MB; default: 2000MB")
+    htcondor_cpus = luigi.IntParameter(default=int(_cfg("taggerflow_htcondor", "cpus", 1)), significant=False,
+                                       description="CPUs per job; default: 1")
+    htcondor_gpus = luigi.IntParameter(default=int(_cfg("taggerflow_htcondor", "gpus", 0)), significant=False,
+                                       description="GPUs per job; default: 0")
+    htcondor_gpu_memory = law.BytesParameter(default=float(_cfg("taggerflow_htcondor", "gpu_memory", 0)),
+                                             unit="MB", significant=False,
+                                             description="minimum memory of the GPU(s); default unit MB; 0: any")
     htcondor_flavor = luigi.ChoiceParameter(default=_cfg("taggerflow_htcondor", "flavor", "default"),
                                             choices=("default", "cern", "naf"), significant=False,
-                                            description="site conventions for the runtime request")
+                                            description="site conventions for the runtime request: cern "
+                                            "(+MaxRuntime), naf (+RequestRuntime); default: law.cfg")
     htcondor_accounting_group = luigi.Parameter(default=_cfg("taggerflow_htcondor", "accounting_group", ""),
-                                                significant=False, description="accounting group")
-    htcondor_requirements = luigi.Parameter(default="", significant=False,
-                                            description="extra requirements expression")
+                                                significant=False, description="accounting group; default: none")
+    htcondor_requirements = luigi.Parameter(default=_cfg("taggerflow_htcondor", "requirements", ""),
+                                            significant=False, description="extra requirements expression")
+    htcondor_batch_name = luigi.Parameter(default="", significant=False,
+                                          description="batch name shown by condor_q; default: <Task>_<version>")
+    htcondor_shared_fs = luigi.BoolParameter(default=_cfg_bool("taggerflow_htcondor", "shared_fs", True),
+                                             parsing=luigi.BoolParameter.EXPLICIT_PARSING, significant=False,
+                                             description="workers see the checkout and its environment; False: "
+                                             "send a bundle of the repository and create the environment in the "
+                                             "job; default: law.cfg, True")
 
-    exclude_params_branch = {"htcondor_runtime", "htcondor_memory", "htcondor_cpus", "htcondor_gpus",
-                             "htcondor_gpu_memory", "htcondor_flavor", "htcondor_accounting_group",
-                             "htcondor_requirements"} | law.htcondor.HTCondorWorkflow.exclude_params_branch
+    _htcondor_resources = {"htcondor_runtime", "htcondor_memory", "htcondor_cpus", "htcondor_gpus",
+                           "htcondor_gpu_memory", "htcondor_batch_name"}
+    exclude_params_branch = _htcondor_resources | {"htcondor_flavor", "htcondor_accounting_group",
+                                                   "htcondor_requirements", "htcondor_shared_fs"}
+    exclude_params_req = set(_htcondor_resources)
 
     def htcondor_output_directory(self):
         return self._job_dir("htcondor")
 
+    def htcondor_log_directory(self):
+        return self._log_dir("htcondor")
+
     def htcondor_bootstrap_file(self):
         return self._bootstrap()
 
+    def htcondor_workflow_requires(self):
+        reqs = super().htcondor_workflow_requires()
+        if not self.htcondor_shared_fs:
+            reqs["bundle"] = self._bundle()
+        return reqs
+
+    def htcondor_cmdline_args(self):
+        return self._job_cmdline_args("htcondor")
+
     def htcondor_job_config(self, config, job_num, branches):
-        self._render(config)
-        config.custom_content.append(("getenv", "false"))
-        config.custom_content.append(("request_cpus", self.htcondor_cpus))
-        config.custom_content.append(("request_memory", f"{int(self.htcondor_memory)}"))
-        runtime_s = int(self.htcondor_runtime * 3600)
+        self._prepare(config, "htcondor")
+        # one log set per attempt: a resubmission is a new cluster; law postfixes the branch range
+        grouped = isinstance(job_num, (list, tuple))
+        attempt_id = "$(ClusterId).$(ProcId)" if grouped else \
+            f"a{self.workflow_proxy.job_data.attempts.get(job_num, 0)}.{time.strftime('%Y%m%dT%H%M%S')}"
+        log_dir = self.htcondor_log_directory()
+        log_dir.touch()
+        config.custom_log_file = f"stdall.{attempt_id}.txt"  # the job's combined output, transferred back
+        config.stdout = f"stdout.{attempt_id}.txt"
+        config.stderr = f"stderr.{attempt_id}.txt"
+        config.log = os.path.join(log_dir.abspath, f"events.{attempt_id}.log")  # HTCondor's event log
+
+        content = config.custom_content
+        content.append(("getenv", "false"))
+        content.append(("environment", condor_environment(self.job_environment("htcondor"))))
+        content.append(("batch_name", self.htcondor_batch_name or f"{self.task_family}_{self.version}"))
+        content.append(("request_cpus", int(self.htcondor_cpus)))
+        content.append(("request_memory", int(round(self.htcondor_memory))))
+        runtime_s = int(round(self.htcondor_runtime * 3600))
+        # HTCondor's own limit holds a job that runs longer; the flavours add their site's request
+        content.append(("allowed_execute_duration", runtime_s))
         if self.htcondor_flavor == "cern":
-            config.custom_content.append(("+MaxRuntime", runtime_s))
+            content.append(("+MaxRuntime", runtime_s))
         elif self.htcondor_flavor == "naf":
-            config.custom_content.append(("+RequestRuntime", runtime_s))
-        config.custom_content.append(("allowed_execute_duration", runtime_s))
+            content.append(("+RequestRuntime", runtime_s))
         if self.htcondor_gpus > 0:
-            config.custom_content.append(("request_gpus", self.htcondor_gpus))
+            content.append(("request_gpus", int(self.htcondor_gpus)))
             if self.htcondor_gpu_memory > 0:
-                config.custom_content.append(("gpus_minimum_memory", int(self.htcondor_gpu_memory)))
+                content.append(("gpus_minimum_memory", int(round(self.htcondor_gpu_memory))))
         if self.htcondor_accounting_group:
-            config.custom_content.append(("accounting_group", self.htcondor_accounting_group))
+            content.append(("accounting_group", self.htcondor_accounting_group))
         if self.htcondor_requirements:
-            config.custom_content.append(("requirements", self.htcondor_requirements))
+            content.append(("requirements", self.htcondor_requirements))
         return config
+
+    def htcondor_destination_info(self, info):
+        info = super().htcondor_destination_info(info)
+        # shown with every status line: a job that stays idle may ask for GPUs the pool does not have
+        if self.htcondor_gpus > 0:
+            mem = f" >= {int(self.htcondor_gpu_memory)} MB" if self.htcondor_gpu_memory > 0 else ""
+            info["gpus"] = f"gpus: {self.htcondor_gpus}{mem}"
+        return info
+
+
+class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
+    """law's Slurm job manager; with ``[taggerflow_slurm] accounting: False`` jobs are followed with
+    ``squeue --states=all`` (finished jobs stay listed for MinJobAge) instead of ``sacct``, and a failed
+    job's state and reason (CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...) become its error message."""
+
+    accounting = _cfg_bool("taggerflow_slurm", "accounting", True)
+    squeue_all_format = "JobID:30,State:30,exit_code:12,Reason:300"
+
+    def query(self, job_id, partition=None, silent=False, _processes=None):
+        if self.accounting:
+            return super().query(job_id, partition=partition, silent=silent, _processes=_processes)
+        chunking = isinstance(job_id, (list, tuple))
+        job_ids = list(job_id) if chunking else [job_id]
+        cmd = shlex.split(law.config.get_expanded("job", "slurm_cmd_squeue")) + [
+            "--states=all", "--noheader", "--Format", self.squeue_all_format, "--jobs", ",".join(map(str, job_ids))]
+        if partition or self.partition:
+            cmd += ["--partition", partition or self.partition]
+        code, out, err = interruptable_popen(quote_cmd(cmd), shell=True, executable="/bin/bash", stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, kill_timeout=2, processes=_processes)
+        if code != 0 and "invalid job id" not in err.lower():
+            if silent:
+                return None
+            raise Exception(f"queue query of slurm job(s) '{job_id}' failed with code {code}:\n{err}")
+        data = self.parse_squeue_all_output(out) if code == 0 else {}
+        for i in job_ids:
+            if i not in data:
+                data[i] = self.job_status_dict(job_id=i, status=self.FAILED,
+                                               error="job not known to squeue (finished longer than MinJobAge "
+                                                     "ago, and no accounting)")
+        return data if chunking else data[job_id]
+
+    @classmethod
+    def parse_squeue_all_output(cls, out: str) -> dict:
+        data = {}
+        for line in out.strip().splitlines():
+            parts = line.split(None, 3)
+            if len(parts) < 2 or not parts[0].isdigit():
+                continue
+            job_id, state = int(parts[0]), parts[1]
+            exit_code = parts[2].split(":")[0] if len(parts) > 2 else ""
+            reason = parts[3].strip() if len(parts) > 3 else ""
+            status = cls.map_status(state)
+            code = int(exit_code) if exit_code.isdigit() else None
+            error = None
+            if status == cls.FAILED or (code or 0) != 0:
+                status = cls.FAILED
+                error = state + (f" ({reason})" if reason and reason != "None" else "")
+            data[job_id] = cls.job_status_dict(job_id=job_id, status=status, code=code, error=error)
+        return data
+
+
+class TaggerflowSlurmProxy(_LawSlurmProxy):
+
+    def get_extra_submission_data(self, job_file, job_id, config, log=None):
+        # the job's log is its stdout file, named by the job id (one per attempt)
+        extra = super().get_extra_submission_data(job_file, job_id, config, log=log)
+        if config.stdout and job_id is not None:
+            extra["log"] = str(config.stdout).replace("%j", str(job_id))
+        return extra
 
 
 class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
+    workflow_proxy_cls = TaggerflowSlurmProxy
+
     slurm_runtime = law.DurationParameter(default=float(_cfg("taggerflow_slurm", "runtime", 2.0)),
-                                          unit="h", significant=False, description="walltime per job")
+                                          unit="h", significant=False,
+                                          description="walltime per job; default unit hours; default: 2h")
     slurm_memory = law.BytesParameter(default=float(_cfg("taggerflow_slurm", "memory", 2000)), unit="MB",
-                                      significant=False, description="memory per job")
+                                      significant=False, description="memory per job; default unit MB")
     slurm_partition = luigi.Parameter(default=_cfg("taggerflow_slurm", "partition", ""), significant=False,
                                       description="partition; default: the cluster's")
-    slurm_gpus = luigi.IntParameter(default=0, significant=False, description="GPUs per job")
+    slurm_cpus = luigi.IntParameter(default=int(_cfg("taggerflow_slurm", "cpus", 1)), significant=False,
+                                    description="CPUs per job; default: 1")
+    slurm_gpus = luigi.IntParameter(default=int(_cfg("taggerflow_slurm", "gpus", 0)), significant=False,
+                                    description="GPUs per job; default: 0")
+    slurm_shared_fs = luigi.BoolParameter(default=_cfg_bool("taggerflow_slurm", "shared_fs", True),
+                                          parsing=luigi.BoolParameter.EXPLICIT_PARSING, significant=False,
+                                          description="nodes see the checkout and its environment; default: True")
 
-    exclude_params_branch = {"slurm_runtime", "slurm_memory", "slurm_partition", "slurm_gpus"} | \
-        law.slurm.SlurmWorkflow.exclude_params_branch
+    _slurm_resources = {"slurm_runtime", "slurm_memory", "slurm_cpus", "slurm_gpus"}
+    exclude_params_branch = _slurm_resources | {"slurm_partition", "slurm_shared_fs"}
+    exclude_params_req = set(_slurm_resources)
 
     def slurm_output_directory(self):
         return self._job_dir("slurm")
 
+    def slurm_log_directory(self):
+        return self._log_dir("slurm")
+
     def slurm_bootstrap_file(self):
         return self._bootstrap()
 
+    def slurm_job_manager_cls(self):
+        return TaggerflowSlurmJobManager
+
+    def slurm_workflow_requires(self):
+        reqs = super().slurm_workflow_requires()
+        if not self.slurm_shared_fs:
+            reqs["bundle"] = self._bundle()
+        return reqs
+
+    def slurm_cmdline_args(self):
+        return self._job_cmdline_args("slurm")
+
     def slurm_job_config(self, config, job_num, branches):
-        self._render(config)
-        minutes = max(1, int(self.slurm_runtime * 60))
-        config.custom_content.append(("time", f"{minutes // 60:02d}:{minutes % 60:02d}:00"))
-        config.custom_content.append(("mem", f"{int(self.slurm_memory)}M"))
+        self._prepare(config, "slurm")
+        # one log per attempt, named by the Slurm job id
+        config.stdout = "stdout.%j.txt"
+        config.stderr = "stderr.%j.txt"
+        content = config.custom_content
+        minutes = max(1, int(round(self.slurm_runtime * 60)))
+        content.append(("time", f"{minutes // 60:02d}:{minutes % 60:02d}:00"))
+        content.append(("mem", f"{int(round(self.slurm_memory))}M"))
+        content.append(("cpus-per-task", int(self.slurm_cpus)))
         if self.slurm_partition:
-            config.custom_content.append(("partition", self.slurm_partition))
+            config.partition = self.slurm_partition
         if self.slurm_gpus > 0:
-            config.custom_content.append(("gres", f"gpu:{self.slurm_gpus}"))
+            content.append(("gres", f"gpu:{self.slurm_gpus}"))
+        # a bare environment, like HTCondor's, plus what the job needs
+        env = ",".join(f"{k}={v}" for k, v in self.job_environment("slurm").items())
+        content.append(("export", f"NONE,{env}"))
         return config
+
+
+# attributes law's proxy task forwards to the workflow (or sandbox) proxy; all others are plain
+_PROXIED = law.task.proxy._forward_workflow_attributes | law.task.proxy._forward_sandbox_attributes | \
+    {"_proxy_attribute_task_init"}
+_proxy_getattribute = law.task.proxy.ProxyAttributeTask.__getattribute__
 
 
 class Workflow(Task, law.LocalWorkflow, HTCondorWorkflow, SlurmWorkflow):
     """A taggerflow workflow: local by default, --workflow htcondor or slurm to submit jobs."""
 
+    # the outputs of all branches are checked with one directory listing per output directory
+    output_collection_cls = ListedFileCollection
+
     exclude_index = True
+
+    @classmethod
+    def req(cls, inst, **kwargs):
+        task = super().req(inst, **kwargs)
+        # wf.req(wf, branch=b) is what law's req_branch does: the branch knows its workflow, instead of
+        # creating it again on its first branch_map access (10,000 times for 10,000 branches)
+        if (type(inst) is cls and set(kwargs) <= {"branch"} and task is not inst
+                and inst.is_workflow() and task.is_branch() and task._workflow_task is None):
+            task._workflow_task = inst
+        return task
+
+    def __getattribute__(self, attr):
+        # law routes every attribute access of a workflow task through its proxy lookup (several
+        # hundred per task instance, a third of the cost of a branch task); only the attributes it
+        # forwards take that path, the others go straight to the default lookup, as law does for them
+        if attr in _PROXIED:
+            return _proxy_getattribute(self, attr)
+        return object.__getattribute__(self, attr)
+
+
+def job_files(task, kind: str = "htcondor", job_nums=None) -> list[dict]:
+    """Create the submission files of the workflow ``task`` with law's own machinery (the workflow
+    proxy's ``create_job_file``, grouped as law submits), without submitting anything. Returns law's
+    result per submission (``{"job": path, "config": ..., "log": ...}``). Must run inside a luigi
+    command-line context (law's job arguments repeat the global command-line arguments)."""
+    from law.job.dashboard import NoJobDashboard
+
+    task = task.as_workflow()
+    proxy = task.workflow_proxy
+    if proxy.workflow_type != kind:
+        raise ValueError(f"{task.task_id}: --workflow is {proxy.workflow_type}, not {kind}")
+    proxy.job_file_factory = proxy.create_job_file_factory()
+    proxy.dashboard = proxy.dashboard or task.create_job_dashboard() or NoJobDashboard()
+    chunks = list(iter_chunks(sorted(task.branch_map), task.tasks_per_job))
+    jobs = OrderedDict((i + 1, branches) for i, branches in enumerate(chunks))
+    if job_nums is not None:
+        jobs = OrderedDict((n, jobs[n]) for n in job_nums)
+    if proxy.job_manager.job_grouping_submit:
+        return [proxy.create_job_file(jobs)]
+    return [proxy.create_job_file(n, b) for n, b in jobs.items()]

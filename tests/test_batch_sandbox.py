@@ -1,0 +1,215 @@
+"""A job run as an HTCondor worker runs it: the submit file law wrote is expanded into the job's
+ClassAd by HTCondor's bindings, and the ClassAd is executed like condor_starter does: in an empty
+sandbox directory holding only the transferred input files, with a scrubbed environment (``env -i``
+with HOME, PATH=/usr/bin:/bin and the ClassAd's Environment), the ClassAd's Cmd and Args; afterwards
+only the ClassAd's output files are transferred back (remapped). The job is a branch of the real
+pipeline (Spectrum of a tiny configuration whose GenerateDemoSamples outputs exist); its output must
+appear where the task expects it.
+
+Shared-filesystem mode runs the checkout's env.sh; bundle mode unpacks the repository bundle built by
+BundleRepository and creates the environment with env.sh from the bundle, reusing this checkout's
+virtual environment through a small overlay environment (``[taggerflow_htcondor] job_venv``): a full
+install of the dependencies (TensorFlow) in a test would take minutes.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_raw, write_config
+from test_batch_htcondor import environment, expand, make_job_files, remaps
+
+import law  # noqa: E402
+import luigi  # noqa: E402
+
+pytestmark = pytest.mark.slow
+VERSION = "sandbox"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A tiny configuration whose GenerateDemoSamples outputs exist (run with `law run`, locally)."""
+    tmp = tmp_path_factory.mktemp("sandbox")
+    config = write_config(tiny_raw(entries_per_file=400, n_files=1), tmp)
+    env = dict(os.environ, PYTHONPATH=REPO, LAW_CONFIG_FILE=os.path.join(REPO, "law.cfg"),
+               LAW_HOME=str(tmp / "law_home"), TAGGERFLOW_DATA=str(tmp / "data"))
+    law_bin = os.path.join(os.path.dirname(sys.executable), "law")
+    proc = subprocess.run([law_bin, "run", "tasks.demo.GenerateDemoSamples", "--version", VERSION, "--config", config,
+                           "--workflow", "local"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"tmp": tmp, "config": config, "data": str(tmp / "data"), "law_home": str(tmp / "law_home")}
+
+
+@pytest.fixture
+def submit_env(demo, monkeypatch):
+    monkeypatch.setenv("TAGGERFLOW_DATA", demo["data"])
+    monkeypatch.setenv("LAW_HOME", demo["law_home"])
+    monkeypatch.delenv("TAGGERFLOW_VENV", raising=False)
+    return demo
+
+
+def run_like_a_worker(ad, sandbox: str, timeout: int = 240) -> dict:
+    """Execute the job ClassAd ``ad`` as condor_starter would, then transfer its outputs back."""
+    os.makedirs(sandbox)
+    assert os.listdir(sandbox) == []
+    # file transfer in: the input files (and the executable) by their base names
+    inputs = [p for p in ad["TransferInput"].split(",") if p]
+    for path in inputs + [ad["Cmd"]]:
+        shutil.copy2(path, os.path.join(sandbox, os.path.basename(path)))
+    transferred = set(os.listdir(sandbox))
+    # a scrubbed environment: only what the ClassAd says, plus what the starter always sets
+    env = {"HOME": sandbox, "PATH": "/usr/bin:/bin", "_CONDOR_SCRATCH_DIR": sandbox, **environment(ad)}
+    cmd = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "./" + os.path.basename(ad["Cmd"]),
+           *shlex.split(ad["Args"])]
+    with open(os.path.join(sandbox, ad["Out"]), "w") as out, open(os.path.join(sandbox, ad["Err"]), "w") as err:
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, cwd=sandbox, stdout=out, stderr=err, timeout=timeout)
+        seconds = time.monotonic() - t0
+    new_files = set(os.listdir(sandbox)) - transferred - {ad["Out"], ad["Err"]}
+    # file transfer out: exactly the ClassAd's output files (a missing one would hold the job)
+    out_map = remaps(ad)
+    fetched = {}
+    for name in [n for n in ad["TransferOutput"].split(",") if n] + [ad["Out"], ad["Err"]]:
+        src = os.path.join(sandbox, name)
+        assert os.path.exists(src), f"output file {name} missing: HTCondor would hold the job"
+        dst = os.path.join(ad["Iwd"], out_map.get(name, name))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(src, dst)
+        fetched[name] = dst
+    log = open(fetched[ad["TransferOutput"]]).read() if ad["TransferOutput"] else ""
+    return {"code": proc.returncode, "seconds": seconds, "new_files": new_files, "fetched": fetched, "log": log,
+            "stdout": open(os.path.join(sandbox, ad["Out"])).read(),
+            "stderr": open(os.path.join(sandbox, ad["Err"])).read()}
+
+
+def _check_branch_output(task, branch: int) -> None:
+    out = task.as_branch(branch).output()
+    with np.load(out["npz"].path) as d:
+        assert int(d["entries"]) == 400
+    assert os.path.getsize(out["root"].path) > 0
+    for other in (0,):  # a branch no test runs
+        assert not task.as_branch(other).complete()
+
+
+def _show(result) -> str:
+    return f"exit {result['code']}\n--- log\n{result['log'][-6000:]}\n--- stderr\n{result['stderr'][-3000:]}"
+
+
+def test_shared_filesystem_job_in_a_scrubbed_sandbox(submit_env, tmp_path):
+    task, res = make_job_files(["Spectrum", "--version", VERSION, "--config", submit_env["config"],
+                                "--workflow", "htcondor"], job_nums=[2])  # job 2: branch 1
+    ad = expand(res["job"], clusterid=4242)[0]
+    assert ad["Args"] == "_1To2 stdall_1To2.4242.0.txt"
+    result = run_like_a_worker(ad, str(tmp_path / "scratch"))
+    assert result["code"] == 0, _show(result)
+    _check_branch_output(task, 1)
+    # the bootstrap found the checkout through the rendered base path and set up everything
+    assert f"bootstrap: taggerflow at {REPO} (shared filesystem: true)" in result["log"]
+    assert "job exit code : 0" in result["log"]
+    # the branch runs with the default --workflow local: a job never submits jobs itself
+    assert re.search(r"running\s+Spectrum\(effective_workflow=local, branch=1,", result["log"])
+    # nothing but the log is left in the sandbox for HTCondor to bring back (no file named '')
+    assert result["new_files"] == {"stdall_1To2.4242.0.txt"}
+    log_dir = os.path.join(task.local_path(), "htcondor_jobs", "logs")
+    assert sorted(os.listdir(log_dir)) == ["stdall_1To2.4242.0.txt", "stderr_1To2.4242.0.txt",
+                                           "stdout_1To2.4242.0.txt"]
+
+
+def _overlay_venv(path: str) -> str:
+    """A virtual environment that imports this checkout's packages: a .pth adding the site-packages
+    of .venv, law's console script, and env.sh's install stamp (so env.sh activates instead of
+    installing). The project itself comes from the bundle (PYTHONPATH set by env.sh)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
+    site = sysconfig.get_paths()["purelib"]
+    target_site = glob.glob(os.path.join(path, "lib", "python3*", "site-packages"))[0]
+    with open(os.path.join(target_site, "taggerflow_overlay.pth"), "w") as f:
+        f.write(f"import site; site.addsitedir({site!r})\n")
+    with open(os.path.join(os.path.dirname(sys.executable), "law")) as f:
+        script = f.read().split("\n", 1)[1]
+    with open(os.path.join(path, "bin", "law"), "w") as f:
+        f.write(f"#!{path}/bin/python\n{script}")
+    os.chmod(os.path.join(path, "bin", "law"), 0o755)
+    open(os.path.join(path, ".taggerflow_installed"), "w").close()
+    return path
+
+
+def test_bundle_job_without_shared_filesystem(submit_env, tmp_path):
+    from workflows.bundle import BUNDLE_NAME, BundleRepository
+
+    venv = _overlay_venv(str(tmp_path / "worker_venv"))
+    cfg = law.config.Config.instance()
+    cfg.set("taggerflow_htcondor", "job_venv", venv)
+    try:
+        task, res = make_job_files(["Spectrum", "--version", VERSION, "--config", submit_env["config"],
+                                    "--workflow", "htcondor", "--htcondor-shared-fs", "False"], job_nums=[3])
+    finally:
+        cfg.set("taggerflow_htcondor", "job_venv", "")
+    # the bundle is the upstream requirement of the workflow; built once per version
+    bundle = task.workflow_proxy.requires()["bundle"]
+    assert not bundle.complete()
+    assert luigi.build([bundle], local_scheduler=True, log_level="WARNING")
+    assert bundle.complete() and bundle.output().path.endswith(os.path.join(VERSION, BUNDLE_NAME))
+    mtime = os.path.getmtime(bundle.output().path)
+    assert BundleRepository(version=VERSION).complete() and os.path.getmtime(bundle.output().path) == mtime
+
+    ad = expand(res["job"], clusterid=4343)[0]
+    assert environment(ad)["TAGGERFLOW_VENV"] == venv
+    result = run_like_a_worker(ad, str(tmp_path / "scratch"))
+    assert result["code"] == 0, _show(result)
+    _check_branch_output(task, 2)
+    # the job ran the unpacked bundle, not the checkout
+    m = re.search(r"bootstrap: taggerflow at (\S+) \(shared filesystem: false\)", result["log"])
+    assert m and m.group(1).startswith(str(tmp_path / "scratch")) and m.group(1).endswith("/repo/taggerflow")
+    assert re.search(rf"PYTHONPATH\s*: {re.escape(str(tmp_path / 'scratch'))}/job_\w+/repo/taggerflow", result["log"])
+    assert result["new_files"] == {"stdall_2To3.4343.0.txt"}
+
+
+def test_failing_job_ends_fast_and_each_attempt_keeps_its_log(submit_env, tmp_path):
+    """A task failing inside a job ends the job at once (law's local scheduler, no luigi retry delay),
+    the job's log still comes back, and the resubmission (a new cluster) writes a new log beside it."""
+    args = ["Spectrum", "--version", VERSION, "--config", submit_env["config"], "--workflow", "htcondor"]
+    task, first = make_job_files(args, job_nums=[4])  # branch 3
+    demo_file = tasks_demo_output(task, 3)
+    backup = str(tmp_path / "backup.root")
+    shutil.copy2(demo_file, backup)
+    try:
+        with open(demo_file, "r+b") as f:
+            f.truncate(200)  # an unreadable input: the branch fails
+        ad = expand(first["job"], clusterid=5000)[0]
+        result = run_like_a_worker(ad, str(tmp_path / "scratch1"), timeout=120)
+    finally:
+        shutil.copy2(backup, demo_file)
+    assert result["code"] == 60, _show(result)  # law's job script: the task failed
+    assert result["seconds"] < 60  # not held for luigi's retry delay (15 min)
+    assert "execution of task branch 3 failed" in result["log"]
+    assert result["new_files"] == {"stdall_3To4.5000.0.txt"}
+    assert not task.as_branch(3).complete()
+
+    # law resubmits: a new submission of the same job; the input is fine again
+    _, retry = make_job_files(args, job_nums=[4])
+    ad = expand(retry["job"], clusterid=5001)[0]
+    result = run_like_a_worker(ad, str(tmp_path / "scratch2"))
+    assert result["code"] == 0, _show(result)
+    assert task.as_branch(3).complete()
+    logs = sorted(os.listdir(os.path.join(task.local_path(), "htcondor_jobs", "logs")))
+    assert {"stdall_3To4.5000.0.txt", "stdall_3To4.5001.0.txt"} <= set(logs)
+    failed_log = open(os.path.join(task.local_path(), "htcondor_jobs", "logs", "stdall_3To4.5000.0.txt")).read()
+    assert "execution of task branch 3 failed" in failed_log  # the failed attempt's log is intact
+
+
+def tasks_demo_output(task, branch: int) -> str:
+    from tasks.demo import GenerateDemoSamples
+
+    demo = GenerateDemoSamples.req_different_branching(task, branch=-1)
+    return demo.as_branch(branch).output().path
