@@ -61,15 +61,27 @@ def _schema() -> dict:
                                 "pt_scale": (num, True), "eta_width": (num, True),
                                 "class_fractions": (dict, True)},
             "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
-                       "chunk_size": (int, False)},
-            "inputs.datasets.*": {"files": (list, True)},
+                       "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
+                       "nanoaod": (dict, False), "h5": (dict, False)},
+            "inputs.datasets.*": {"files": (list, True), "format": (str, False)},
+            "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
+                               "constituents": (dict, False)},
+            "inputs.nanoaod.constituents.*": {"collection": (str, True), "index": (str, False),
+                                              "link": (dict, False)},
+            "inputs.nanoaod.constituents.*.link": {"collection": (str, True), "candidate_index": (str, True),
+                                                   "constituent_index": (str, True)},
+            "inputs.h5": {"candidates": (str, False), "constituents": (dict, False), "valid": (str, False)},
             "classes": {"truth_branch": (str, True), "labels": (dict, True)},
             "spectrum": {"pt_fine": (dict, True), "abs_eta_fine": (dict, True)},
             "spectrum.pt_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
             "spectrum.abs_eta_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
             "resampling": {"n_jobs": (int, True), "pt_bins": (list, True), "eta_bins": (list, True),
                            "class_ratio": (dict, True), "enable_emptybin": (bool, False),
-                           "mix_buffer": (int, False)},
+                           "mix_buffer": (int, False), "mix_streams": (int, False), "groups": (list, False),
+                           "lastbin_takeall": (bool, False), "lastbin_disbalance": (num, False),
+                           "refill_spectrum": (bool, False), "pt_range": (list, False),
+                           "abs_eta_range": (list, False), "output_format": (str, False),
+                           "disabled_branches": (list, False)},
             "features": {"candidate": (dict, True), "collections": (dict, False)},
             "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
                                      "limits": (list, False), "default": (num, False)},
@@ -392,8 +404,7 @@ def _validate_semantics(cfg: Config) -> None:
 
     if not cfg.is_demo and not raw["inputs"].get("datasets"):
         raise err("inputs.datasets", "needed when there is no 'demo' section")
-    if raw["inputs"]["format"] != "candidate_tree":
-        raise err("inputs.format", f"unknown format '{raw['inputs']['format']}' (supported: candidate_tree)")
+    _validate_inputs(cfg, err)
 
     classes = cfg.class_names
     if len(classes) < 2:
@@ -439,6 +450,7 @@ def _validate_semantics(cfg: Config) -> None:
             raise err(f"resampling.class_ratio.{cls}", "class without a label in classes.labels")
         if not isinstance(r, (int, float)) or isinstance(r, bool) or (r < 0 and r != -1):
             raise err(f"resampling.class_ratio.{cls}", "expected a number >= 0, or -1 (take all)")
+    _validate_resampling(cfg, err)
 
     def check_var(key: str, spec: dict, name: str, cones: tuple[str, ...] = (GLOBAL_CONE,)) -> None:
         if spec["scaling"] not in SCALING_TYPES:
@@ -587,6 +599,120 @@ def _validate_semantics(cfg: Config) -> None:
     for seq in (raw["export"].get("sequence_names") or {}):
         if seq not in sequences:
             raise err(f"export.sequence_names.{seq}", f"not a constituent input (inputs: {', '.join(sequences)})")
+
+
+INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5")
+OUTPUT_FORMATS = ("root", "hdf5")
+
+
+def _validate_inputs(cfg: Config, err) -> None:
+    """inputs: formats, the NanoAOD/HDF5 options, selection and aliases (expressions), URLs."""
+    inp = cfg.raw["inputs"]
+    formats = {inp["format"]} | {d.get("format", inp["format"]) for d in (inp.get("datasets") or {}).values()}
+    for key, fmt in [("inputs.format", inp["format"])] + [(f"inputs.datasets.{n}.format", d["format"])
+                                                          for n, d in (inp.get("datasets") or {}).items()
+                                                          if "format" in d]:
+        if fmt not in INPUT_FORMATS:
+            raise err(key, f"unknown format '{fmt}' (supported: {', '.join(INPUT_FORMATS)})")
+    if "nanoaod" in formats and not cfg.is_demo and not inp.get("nanoaod"):
+        raise err("inputs.nanoaod", "needed by format 'nanoaod' (collection: the candidates, e.g. Tau)")
+    for name, cs in ((inp.get("nanoaod") or {}).get("constituents") or {}).items():
+        if bool(cs.get("index")) == bool(cs.get("link")):
+            raise err(f"inputs.nanoaod.constituents.{name}", "give exactly one of 'index' (branch of the "
+                      "constituent collection with the candidate's index) or 'link' (association collection)")
+    for ds, spec in (inp.get("datasets") or {}).items():
+        for pattern in spec["files"]:
+            if not isinstance(pattern, str):
+                raise err(f"inputs.datasets.{ds}.files", f"expected path strings, got {pattern!r}")
+            if "://" in pattern and any(ch in pattern for ch in "*?["):
+                raise err(f"inputs.datasets.{ds}.files", f"'{pattern}': globs cannot be expanded on URLs; "
+                          "list the files")
+    if inp.get("selection") is not None:
+        try:
+            expression_names(inp["selection"])
+        except (SyntaxError, ValueError) as e:
+            raise err("inputs.selection", f"invalid expression: {e}") from None
+    for name, expr in (inp.get("aliases") or {}).items():
+        if not isinstance(name, str) or not name.isidentifier() or name in EXPRESSION_FUNCTIONS:
+            raise err(f"inputs.aliases.{name}", "alias names must be identifiers (and not function names)")
+        if not isinstance(expr, str):
+            raise err(f"inputs.aliases.{name}", f"expected an expression string, got {expr!r}")
+        try:
+            expression_names(expr)
+        except (SyntaxError, ValueError) as e:
+            raise err(f"inputs.aliases.{name}", f"invalid expression: {e}") from None
+    if "chunk_size" in inp and inp["chunk_size"] < 1:
+        raise err("inputs.chunk_size", "must be >= 1")
+
+
+def _validate_resampling(cfg: Config, err) -> None:
+    """resampling: groups, takeall options, ranges, mixing and output options."""
+    import fnmatch
+    import re
+
+    rs, classes = cfg.raw["resampling"], cfg.class_names
+    groups = rs.get("groups")
+    if groups is not None:
+        if not groups:
+            raise err("resampling.groups", "expected at least one group (or leave the key out: one group per dataset)")
+        names = set()
+        for i, g in enumerate(groups):
+            where = f"resampling.groups[{i}]"
+            if not isinstance(g, dict):
+                raise err(where, "expected {name, dataset, file, classes}")
+            for key in g:
+                if key not in ("name", "dataset", "file", "classes"):
+                    raise err(f"{where}.{key}", "unknown key (allowed: classes, dataset, file, name)")
+            for key in ("name", "dataset", "file", "classes"):
+                if key not in g:
+                    raise err(f"{where}.{key}", "missing required key")
+            if not isinstance(g["name"], str) or not re.fullmatch(r"[A-Za-z0-9_]+", g["name"]):
+                raise err(f"{where}.name", "expected a name of letters, digits and _")
+            if g["name"] in names:
+                raise err(f"{where}.name", f"group '{g['name']}' is defined twice")
+            names.add(g["name"])
+            for key in ("dataset", "file"):
+                try:
+                    re.compile(str(g[key]))
+                except re.error as e:
+                    raise err(f"{where}.{key}", f"invalid regular expression: {e}") from None
+            if not isinstance(g["classes"], list) or not g["classes"]:
+                raise err(f"{where}.classes", "expected a non-empty list of classes")
+            for c in g["classes"]:
+                if c not in classes:
+                    raise err(f"{where}.classes", f"'{c}' is not a class in classes.labels")
+        provided = {c for g in groups for c in g["classes"]}
+        for cls, r in rs["class_ratio"].items():
+            if r != 0 and cls not in provided:
+                raise err(f"resampling.class_ratio.{cls}", f"no group in resampling.groups provides class '{cls}'")
+    if rs.get("lastbin_takeall") and len(rs["pt_bins"]) < 3:
+        raise err("resampling.lastbin_takeall", "needs at least two pt bins (the last one is taken whole)")
+    if rs.get("lastbin_disbalance", 1.0) <= 0:
+        raise err("resampling.lastbin_disbalance", "must be > 0")
+    for key, edges in (("pt_range", rs["pt_bins"]), ("abs_eta_range", rs["eta_bins"])):
+        rng = rs.get(key)
+        if rng is None:
+            continue
+        if len(rng) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng) \
+                or rng[1] <= rng[0]:
+            raise err(f"resampling.{key}", "expected [low, high] with low < high")
+        if rng[0] < edges[0] or rng[1] > edges[-1]:
+            raise err(f"resampling.{key}", f"must lie within the bins [{edges[0]}, {edges[-1]}]")
+    for key in ("mix_buffer", "mix_streams"):
+        if rs.get(key, 1) < 1:
+            raise err(f"resampling.{key}", "must be >= 1")
+    if rs.get("output_format", "root") not in OUTPUT_FORMATS:
+        raise err("resampling.output_format", f"expected one of {', '.join(OUTPUT_FORMATS)}")
+    try:
+        required = cfg.required_branches() if rs.get("disabled_branches") else {}
+    except (SyntaxError, ValueError):
+        required = {}  # an invalid feature expression: reported, with its key, by the feature checks
+    for pat in rs.get("disabled_branches") or []:
+        if not isinstance(pat, str):
+            raise err("resampling.disabled_branches", f"expected branch names or patterns, got {pat!r}")
+        for b, key in required.items():
+            if fnmatch.fnmatchcase(b, pat):
+                raise err("resampling.disabled_branches", f"'{pat}' disables branch '{b}', needed by {key}")
 
 
 def load_config(path: str | os.PathLike) -> Config:

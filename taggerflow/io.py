@@ -7,7 +7,13 @@ Every read streams in bounded chunks. Errors name the file, tree and branch.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _datetime
 import os
+import shutil
+import tempfile
+import types
+import uuid as _uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +32,19 @@ class InputError(RuntimeError):
 
 
 def open_tree(path: str, tree: str):
-    """Open ``path`` and return its TTree ``tree``, with errors that name both."""
+    """Open ``path`` and return its TTree ``tree``, with errors that name both. HDF5 shards
+    (``.h5``/``.hdf5``, written with ``resampling.output_format: hdf5``) are served through a
+    tree-like view with the same interface (num_entries, keys(), arrays(), [branch])."""
     if "://" not in path and not os.path.exists(path):
         raise InputError(f"{path}: input file does not exist")
+    if str(path).endswith((".h5", ".hdf5")):
+        from taggerflow.shards import H5ShardTree
+
+        return H5ShardTree(path, tree)
     try:
-        f = uproot.open(path)
+        # no array cache: every stage reads each range once, and uproot's default cache (100 MB per
+        # open file) would make the memory of a job grow with the number of files it reads
+        f = uproot.open(path, array_cache=None)
     except Exception as e:  # uproot raises many types for corrupt/truncated files
         raise InputError(f"{path}: cannot be read as a ROOT file ({type(e).__name__}: {e})") from None
     try:
@@ -93,11 +107,12 @@ def read_range(path: str, tree: str, branches: Sequence[str], entry_start: int, 
 
 @dataclass
 class Segment:
-    """Entries [start, stop) of one input file."""
+    """Entries [start, stop) of one input file (of dataset ``dataset``, when known)."""
 
     path: str
     start: int
     stop: int
+    dataset: str = ""
 
 
 class SegmentReader:
@@ -210,6 +225,17 @@ def _first_field(coll) -> str:
 
 def labels_from_truth(truth: np.ndarray, truth_codes: dict[str, list[int]]) -> np.ndarray:
     """Class index per candidate (order of truth_codes), -1 where the truth value has no class."""
+    truth = np.asarray(truth)
+    codes_all = [int(c) for codes in truth_codes.values() for c in codes]
+    if truth.dtype.kind in "iub" and codes_all and max(codes_all) - min(codes_all) < 1 << 16:
+        # integer truth: one table look-up instead of one isin per class
+        lo, hi = min(codes_all), max(codes_all)
+        lut = np.full(hi - lo + 1, -1, dtype=np.int32)
+        for i, codes in reversed(list(enumerate(truth_codes.values()))):
+            lut[np.asarray(codes, dtype=np.int64) - lo] = i
+        idx = truth.astype(np.int64) - lo
+        inside = (idx >= 0) & (idx <= hi - lo)
+        return np.where(inside, lut[np.clip(idx, 0, hi - lo)], np.int32(-1)).astype(np.int32)
     labels = np.full(len(truth), -1, dtype=np.int32)
     for i, codes in enumerate(truth_codes.values()):
         labels[np.isin(truth, codes)] = i
@@ -233,3 +259,62 @@ def to_writable(chunk: ak.Array, collections: dict[str, list[str]]) -> dict:
 def writable_types(data: dict) -> dict:
     """Branch types for uproot's mktree from a to_writable() dict."""
     return {k: (v.type.content if isinstance(v, ak.Array) else np.asarray(v).dtype) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# reproducible, atomic outputs
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a path with the same file name as ``path`` inside a temporary folder beside it; move it
+    into place only when the block succeeds. (ROOT files record their own name, so the temporary
+    file must already carry the final name for two runs to give the same bytes.)"""
+    path = os.path.abspath(str(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    tmp = os.path.join(tmpdir, os.path.basename(path))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+#: the timestamp written into reproducible ROOT files: SOURCE_DATE_EPOCH if set, else 2000-01-01
+def _fixed_time() -> _datetime.datetime:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return _datetime.datetime.fromtimestamp(int(epoch), _datetime.timezone.utc).replace(tzinfo=None)
+    return _datetime.datetime(2000, 1, 1)
+
+
+@contextlib.contextmanager
+def reproducible_root(identity: str) -> Iterator[dict]:
+    """Options for ``uproot.recreate`` and a context under which the file gets no wall-clock data.
+
+    uproot writes a random UUID (fixed through its ``uuid_function`` option: here a name-based UUID
+    of ``identity``) and ``datetime.now()`` into the file header, every directory and every key
+    (TTree, baskets, histograms) with no option to fix it: within this context those modules see a
+    clock that always says :func:`_fixed_time`. With the same content, compression and file name, two
+    writes then give the same bytes. Not thread-safe (it swaps a module attribute of uproot)."""
+    import uproot.writing._cascade as c1
+    import uproot.writing._cascadetree as c2
+    import uproot.writing.writable as c3
+
+    fixed = _fixed_time()
+
+    class _Clock(_datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ARG003
+            return fixed
+
+    shim = types.SimpleNamespace(datetime=_Clock, timezone=_datetime.timezone, timedelta=_datetime.timedelta)
+    mods = [m for m in (c1, c2, c3) if getattr(m, "datetime", None) is _datetime]
+    file_uuid = _uuid.uuid5(_uuid.NAMESPACE_URL, f"taggerflow:{identity}")
+    for m in mods:
+        m.datetime = shim
+    try:
+        yield {"uuid_function": lambda: file_uuid}
+    finally:
+        for m in mods:
+            m.datetime = _datetime

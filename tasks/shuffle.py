@@ -7,7 +7,10 @@ from workflows import Workflow
 
 
 class ShuffleMergeSpectral(Workflow):
-    """``resampling.n_jobs`` branches; each writes ``shard_<j>.root`` and ``manifest_<j>.json``."""
+    """``resampling.n_jobs`` branches; each writes ``shard_<j>.root`` (or ``.h5`` with
+    ``resampling.output_format: hdf5``), ``manifest_<j>.json`` and ``ids_<j>.json`` (the name -> 64-bit
+    id maps of every dataset and group). Everything that can be checked (groups, spectra, acceptance,
+    every input file of the job) is checked before the shard is written."""
 
     config_sections = Spectrum.config_sections + ("resampling",)
 
@@ -23,28 +26,29 @@ class ShuffleMergeSpectral(Workflow):
         return {"spectrum": Spectrum.req_different_branching(self, branch=-1)}
 
     def output(self):
-        return {"shard": self.local_target(f"shard_{self.branch}.root"),
-                "manifest": self.local_target(f"manifest_{self.branch}.json")}
+        from taggerflow.resample import shard_suffix
+
+        return {"shard": self.local_target(f"shard_{self.branch}{shard_suffix(self.cfg)}"),
+                "manifest": self.local_target(f"manifest_{self.branch}.json"),
+                "ids": self.local_target(f"ids_{self.branch}.json")}
 
     def run(self):
-        from taggerflow.resample import acceptance, run_job, split_entries
-        from taggerflow.spectrum import coarse_counts, load_spectrum
+        from taggerflow.resample import plan_job, run_job
+        from taggerflow.spectrum import load_spectrum
 
         cfg = self.cfg
-        rs = cfg.raw["resampling"]
         spectrum = self.requires()["spectrum"]
-        files: dict[str, list[tuple[str, int]]] = {ds: [] for ds in cfg.dataset_names}
-        coarse: dict = {}
+        spectra = []
         for b, (ds, path) in sorted(spectrum.get_branch_map().items()):
             spec = load_spectrum(spectrum.req(spectrum, branch=b).output()["npz"].path)
-            files[ds].append((path, int(spec["entries"])))
-            c = coarse_counts(spec["counts_flow"], spec["pt_edges"], spec["abs_eta_edges"], rs["pt_bins"], rs["eta_bins"])
-            coarse[ds] = coarse.get(ds, 0) + c
-        P, p_class = acceptance(coarse, cfg.class_names, rs["class_ratio"], bool(rs.get("enable_emptybin", False)),
-                                rs["pt_bins"], rs["eta_bins"])
-        segments = {ds: split_entries(f, len(self.branch_map))[self.branch] for ds, f in files.items() if f}
+            spectra.append({"dataset": ds, "path": path, "entries": int(spec["entries"]),
+                            "counts_flow": spec["counts_flow"], "pt_edges": spec["pt_edges"],
+                            "abs_eta_edges": spec["abs_eta_edges"]})
+        plan = plan_job(cfg, spectra, self.branch, len(self.branch_map))
         out = self.output()
-        manifest = run_job(cfg, self.branch, segments, P, p_class, out["shard"].path, out["manifest"].path)
+        manifest = run_job(cfg, self.branch, plan.segments, plan.P, plan.p_class, out["shard"].path,
+                           out["manifest"].path, group_classes=plan.group_classes, N=plan.N,
+                           ids_path=out["ids"].path)
         self.publish_message(f"shard {self.branch}: {manifest['entries_written']} candidates "
                              f"{manifest['written_per_class']}")
 

@@ -7,7 +7,9 @@ from workflows import Workflow
 
 
 class Spectrum(Workflow):
-    """One branch per input file: ``spectrum_<i>.npz`` (numpy) and ``spectrum_<i>.root`` (TH2D per class)."""
+    """One branch per input file (candidate tree, NanoAOD or HDF5; local, glob or root:// URL):
+    ``spectrum_<i>.npz`` (numpy: counts with flow bins, edges, entries, candidates, deselected,
+    unlabelled, dataset, path) and ``spectrum_<i>.root`` (TH2D per class)."""
 
     config_sections = ("demo", "inputs", "classes", "spectrum")
 
@@ -33,7 +35,7 @@ class Spectrum(Workflow):
         from taggerflow.spectrum import file_spectrum, write_spectrum
 
         dataset, path = self.branch_data
-        result = file_spectrum(self.cfg, path)
+        result = file_spectrum(self.cfg, path, dataset)
         out = self.output()
         write_spectrum(result, out["npz"].path, out["root"].path, self.cfg.class_names)
         self.publish_message(f"{dataset}: {path}: {result['entries']} entries")

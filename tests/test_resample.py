@@ -56,12 +56,12 @@ def test_acceptance_flattens_and_balances():
 
 def test_acceptance_errors():
     counts = {"A": np.array([[[5, 0], [1, 1]], [[1, 1], [1, 1]]])}
-    with pytest.raises(ResamplingError, match=r"dataset 'A', class 'sig': empty bin pt \[0, 1\) x \|eta\| \[1, 2\)"):
+    with pytest.raises(ResamplingError, match=r"group 'A', class 'sig': empty bin pt \[0, 1\) x \|eta\| \[1, 2\)"):
         acceptance(counts, ["sig", "bkg"], {"sig": 1, "bkg": 1}, False, [0, 1, 2], [0, 1, 2])
     P, _ = acceptance(counts, ["sig", "bkg"], {"sig": 1, "bkg": 1}, True, [0, 1, 2], [0, 1, 2])
     assert P["A"][0, 0, 1] == 0
     none = {"A": np.array([[[5, 5]], [[0, 0]]])}
-    with pytest.raises(ResamplingError, match="class 'bkg' has ratio 1 but no dataset provides"):
+    with pytest.raises(ResamplingError, match="class 'bkg' has ratio 1 but no group provides"):
         acceptance(none, ["sig", "bkg"], {"sig": 1, "bkg": 1}, False, [0, 1], [0, 1, 2])
 
 
@@ -117,3 +117,332 @@ def test_run_job_manifests_balance_and_determinism(files_config, demo_files, tmp
     a = uproot.open(str(tmp_path / "s0.root"))["candidates"].arrays(library="ak")
     b = uproot.open(str(tmp_path / "again.root"))["candidates"].arrays(library="ak")
     assert ak.to_list(a) == ak.to_list(b)
+
+
+# ---------------------------------------------------------------------------------------------
+# data groups, TauMLTools semantics, mixing, reproducibility, bad input
+import copy  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+from conftest import tiny_raw  # noqa: E402
+
+from taggerflow.config import ConfigError, config_from_dict  # noqa: E402
+from taggerflow.demo import EVENT_STRIDE, generate_demo_file  # noqa: E402
+from taggerflow.io import InputError, Segment  # noqa: E402
+from taggerflow.resample import (assign_groups, dataset_id, group_id, id_maps, plan_job,  # noqa: E402
+                                 shard_suffix)
+from taggerflow.spectrum import load_spectrum, write_spectrum  # noqa: E402
+
+FRACTIONS = {"tau": 0.3, "e": 0.2, "mu": 0.2, "jet": 0.3}
+
+
+@pytest.fixture(scope="module")
+def big_files(tmp_path_factory):
+    """Five demo files: 'A' (3 files of 4000, distinct file indices) and 'B' (2 files of 2500)."""
+    d = tmp_path_factory.mktemp("groups")
+    files = []
+    for i in range(3):
+        p = str(d / "A" / f"A_{i}.root")
+        generate_demo_file(p, "A", 4000, FRACTIONS, 40.0, 1.2, seed=11 + i, file_index=i, chunk_size=1000)
+        files.append(("A", p))
+    for i in range(2):
+        p = str(d / "B" / f"B_{i}.root")
+        generate_demo_file(p, "B", 2500, FRACTIONS, 30.0, 1.4, seed=21 + i, file_index=10 + i, chunk_size=1000)
+        files.append(("B", p))
+    return files
+
+
+def _cfg(files, tmp_path, **resampling):
+    raw = tiny_raw()
+    del raw["demo"]
+    datasets = {}
+    for ds, p in files:
+        datasets.setdefault(ds, {"files": []})["files"].append(p)
+    raw["inputs"]["datasets"] = datasets
+    raw["inputs"]["chunk_size"] = 1500
+    raw["resampling"].update(resampling)
+    raw["resampling"].pop("groups", None) if "groups" not in resampling else None
+    return config_from_dict(raw, str(tmp_path / "cfg.yaml"))
+
+
+def _spectra(cfg, files):
+    out = []
+    for ds, p in files:
+        r = file_spectrum(cfg, p, ds)
+        pt_e, eta_e = fine_edges(cfg)
+        out.append({"dataset": ds, "path": p, "entries": r["entries"], "candidates": r["candidates"],
+                    "counts_flow": np.stack([r["hists"][c].values(flow=True) for c in cfg.class_names]),
+                    "pt_edges": pt_e, "abs_eta_edges": eta_e})
+    return out
+
+
+def _run_all(cfg, files, out, n_jobs=None):
+    spectra = _spectra(cfg, files)
+    n_jobs = n_jobs or cfg.raw["resampling"]["n_jobs"]
+    ms = []
+    for j in range(n_jobs):
+        plan = plan_job(cfg, spectra, j, n_jobs)
+        ms.append(run_job(cfg, j, plan.segments, plan.P, plan.p_class, str(out / f"shard_{j}{shard_suffix(cfg)}"),
+                          str(out / f"manifest_{j}.json"), group_classes=plan.group_classes, N=plan.N,
+                          ids_path=str(out / f"ids_{j}.json")))
+    return spectra, ms
+
+
+def _shard(path, branches=None):
+    from taggerflow.io import open_tree
+
+    t = open_tree(path, "candidates")
+    return t.arrays(branches, library="ak")
+
+
+def test_groups_match_dataset_and_file_regex(tmp_path):
+    files = [("DY", "/d/DY/DY_0.root"), ("DY", "/d/DY/DY_1.root"), ("TT", "/d/TT/TT_0.root"),
+             ("TT", "root://eos.example.org//store/TT/TT_1.root")]
+    groups = [{"name": "first", "dataset": "DY", "file": r"DY_0\.root", "classes": ["tau", "jet"]},
+              {"name": "rest", "dataset": "DY|TT", "file": r".*_1\.root|TT_0\.root", "classes": ["tau", "e", "mu", "jet"]}]
+    cfg = _cfg(files, tmp_path, groups=groups)
+    got = assign_groups(cfg, files)
+    assert got == {"first": [files[0]], "rest": files[1:]}  # the URL's file name is matched
+    # regexes match fully: 'D' is not 'DY'
+    cfg2 = _cfg(files, tmp_path, groups=[dict(groups[0], dataset="D"), groups[1]])
+    with pytest.raises(ResamplingError, match=r"DY_0.root \(dataset 'DY'\): matches no group"):
+        assign_groups(cfg2, files)
+    cfg3 = _cfg(files, tmp_path, groups=[groups[0], dict(groups[1], file=".*")])
+    with pytest.raises(ResamplingError, match="matches several groups"):
+        assign_groups(cfg3, files)
+    # a class in the ratio that no group provides is a config error naming the class
+    with pytest.raises(ConfigError, match="resampling.class_ratio.e: no group in resampling.groups provides class 'e'"):
+        _cfg(files, tmp_path, groups=[groups[0]])
+    with pytest.raises(ResamplingError, match="class 'e' is in resampling.class_ratio"):
+        acceptance({"g": np.ones((2, 1, 1))}, ["tau", "e"], {"tau": 1, "e": 1}, False, [0, 1], [0, 1],
+                   group_classes={"g": ["tau"]})
+
+
+def test_stable_ids_and_maps(tmp_path):
+    assert dataset_id("DY") == int.from_bytes(hashlib.blake2b(b"DY", digest_size=8).digest(), "little", signed=True)
+    assert group_id("DY") == dataset_id("group:DY") != dataset_id("DY")
+    cfg = _cfg([("DY", "/x/DY_0.root"), ("TT", "/x/TT_0.root")], tmp_path)
+    m = id_maps(cfg)
+    assert m["dataset_ids"] == {"DY": dataset_id("DY"), "TT": dataset_id("TT")}
+    assert m["dataset_group_ids"] == {"DY": group_id("DY"), "TT": group_id("TT")}
+
+
+def test_acceptance_expected_counts_are_flat():
+    rng = np.random.default_rng(1)
+    N = {"g1": rng.integers(50, 5000, size=(2, 4, 3)), "g2": rng.integers(10, 900, size=(2, 4, 3))}
+    P, p = acceptance(N, ["a", "b"], {"a": 1, "b": 2}, False, [0, 1, 2, 3, 4], [0, 1, 2, 3])
+    for g in N:
+        for t in range(2):
+            exp = N[g][t] * P[g][t]
+            np.testing.assert_allclose(exp, N[g][t].min())  # every bin yields N_min
+    E = sum((N[g] * P[g]).sum(axis=(1, 2)) for g in N)
+    assert p[1] * E[1] == pytest.approx(2 * p[0] * E[0])  # class ratio 1:2
+    assert max(p) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("D", [0.05, 1.0, 50.0])
+def test_lastbin_takeall_and_disbalance(D):
+    n = np.array([[[400, 200], [100, 50], [30, 10]]], dtype=np.int64)  # 3 pt bins x 2 eta bins, one class
+    P, p = acceptance({"g": n}, ["a"], {"a": 1}, False, [0, 1, 2, 3], [0, 1, 2],
+                      lastbin_takeall=True, lastbin_disbalance=D)
+    assert np.all(P["g"][0, -1] == 1)  # the last pt bin is taken whole
+    low = n[0, :-1]
+    s = min(1.0, D * n[0, -1].sum() / (low.size * low.min()))
+    np.testing.assert_allclose(n[0, :-1] * P["g"][0, :-1], s * low.min())
+    # the low-pt region yields at most D times the high-pt count
+    assert (n[0, :-1] * P["g"][0, :-1]).sum() <= D * n[0, -1].sum() + 1e-9
+    # an empty last bin leaves nothing to balance against
+    n0 = n.copy()
+    n0[0, -1] = 0
+    with pytest.raises(ResamplingError, match=r"last pt bin \[2, 3\) is empty"):
+        acceptance({"g": n0}, ["a"], {"a": 1}, False, [0, 1, 2, 3], [0, 1, 2], lastbin_takeall=True)
+
+
+def test_job_accepts_flat_spectrum_and_takeall(big_files, tmp_path):
+    files = big_files[:3]
+    cfg = _cfg(files, tmp_path, n_jobs=1, class_ratio={"tau": -1, "e": 1, "mu": 1, "jet": 1},
+               pt_bins=[20, 40, 70, 1000], eta_bins=[0.0, 1.0, 2.3], lastbin_takeall=True, lastbin_disbalance=2.0)
+    spectra, (m,) = _run_all(cfg, files, tmp_path, 1)
+    plan = plan_job(cfg, spectra, 0, 1)
+    out = _shard(str(tmp_path / "shard_0.root"), ["pt", "eta", "class_label"])
+    lab, pt = ak.to_numpy(out["class_label"]), ak.to_numpy(out["pt"])
+    # tau has ratio -1: every tau is kept; the class with p = 1 keeps its whole last pt bin
+    n_tau = sum(e["accepted"]["tau"] + e["rejected"]["tau"] for e in m["files"].values())
+    assert np.count_nonzero(lab == 0) == n_tau
+    top = int(np.argmax(plan.p_class[1:])) + 1
+    assert plan.p_class[top] == 1.0
+    n_top_last = plan.N["A"][top, -1].sum()
+    assert np.count_nonzero((lab == top) & (pt >= 70)) == n_top_last
+    # below the last pt bin, accepted counts per bin ~ p * s * N_min (binomial), for every class
+    for t in (1, 2, 3):
+        sel = (lab == t) & (pt < 70)
+        got, _, _ = np.histogram2d(pt[sel], np.abs(ak.to_numpy(out["eta"]))[sel], bins=[[20, 40, 70], [0, 1, 2.3]])
+        exp = (plan.N["A"][t] * plan.P["A"][t] * plan.p_class[t])[:-1]
+        assert np.all(np.abs(got - exp) <= 4 * np.sqrt(exp) + 2), (t, got, exp)
+    # the N and P histograms of every group and class are in the shard (TH2)
+    f = uproot.open(str(tmp_path / "shard_0.root"))
+    h = f["N_A_e"]
+    assert h.classname.startswith("TH2")
+    np.testing.assert_array_equal(h.values(), plan.N["A"][1])
+    np.testing.assert_allclose(f["P_A_e"].values(), plan.P["A"][1])
+    assert json.loads(str(f["dataset_ids"])) == {"A": dataset_id("A")}
+    assert json.loads(open(tmp_path / "ids_0.json").read())["dataset_group_ids"] == {"A": group_id("A")}
+
+
+def test_groups_contribute_listed_classes_ranges_and_refill(big_files, tmp_path):
+    groups = [{"name": "gA", "dataset": "A", "file": r"A_\d\.root", "classes": ["tau", "jet"]},
+              {"name": "gB", "dataset": "B", "file": r".*", "classes": ["e", "mu", "jet"]}]
+    cfg = _cfg(big_files, tmp_path, n_jobs=2, groups=groups, pt_bins=[20, 40, 70, 1000],
+               eta_bins=[0.0, 1.0, 2.3], pt_range=[25, 500], abs_eta_range=[0.0, 2.0], refill_spectrum=True)
+    spectra, ms = _run_all(cfg, big_files, tmp_path, 2)
+    ids = {group_id("gA"): "gA", group_id("gB"): "gB"}
+    read = {}
+    for j, m in enumerate(ms):
+        assert m["refill_spectrum"] is True
+        out = _shard(str(tmp_path / f"shard_{j}.root"), ["pt", "eta", "class_label", "dataset_group_id", "dataset_id"])
+        lab = ak.to_numpy(out["class_label"])
+        grp = np.array([ids[x] for x in ak.to_numpy(out["dataset_group_id"])])
+        assert not np.any((grp == "gA") & np.isin(lab, [1, 2]))  # gA gives no e, mu
+        assert not np.any((grp == "gB") & (lab == 0))  # gB gives no tau
+        pt, aeta = ak.to_numpy(out["pt"]), np.abs(ak.to_numpy(out["eta"]))
+        assert pt.min() >= 25 and pt.max() < 500 and aeta.max() < 2.0
+        for path, e in m["files"].items():
+            assert e["read"] == sum(e["accepted"].values()) + sum(e["rejected"].values()) + e["unlabelled"] + e["deselected"]
+            assert e["out_of_range"] > 0
+            read[path] = read.get(path, 0) + e["read"]
+        # refill: N in the shard is this job's own slice
+        f = uproot.open(str(tmp_path / f"shard_{j}.root"))
+        for c, codes in (("tau", [5]), ("jet", [0])):
+            direct = np.zeros((3, 2))
+            for path, a, b, _ in m["segments"]["gA"]:
+                t = uproot.open(path)["candidates"].arrays(["pt", "eta", "gen_match"], entry_start=a, entry_stop=b,
+                                                            library="np")
+                sel = np.isin(t["gen_match"], codes)
+                direct += np.histogram2d(t["pt"][sel], np.abs(t["eta"][sel]), bins=[[20, 40, 70, 1000], [0, 1, 2.3]])[0]
+            np.testing.assert_array_equal(f[f"N_gA_{c}"].values(), direct)
+    assert read == {s["path"]: s["candidates"] for s in spectra}  # nothing lost, nothing read twice
+
+
+def _runs(x):
+    change = np.flatnonzero(np.diff(x) != 0)
+    return np.diff(np.concatenate([[-1], change, [len(x) - 1]]))
+
+
+def test_shuffled_within_groups_no_long_runs_of_one_file(big_files, tmp_path):
+    files = big_files[:3]  # one group, three files
+    cfg = _cfg(files, tmp_path, n_jobs=1, class_ratio={c: -1 for c in FRACTIONS}, mix_buffer=600, mix_streams=4)
+    _, (m,) = _run_all(cfg, files, tmp_path, 1)
+    ev = ak.to_numpy(_shard(str(tmp_path / "shard_0.root"), ["event"])["event"])
+    assert len(ev) == 12000  # take all: everything, once
+    file_of = (ev // EVENT_STRIDE).astype(int)
+    runs = _runs(file_of)
+    # a random mix of 3 equal files has mean run length 1.5 and a longest run of ~10;
+    # reading the files one after the other would give runs of 4000
+    assert runs.mean() < 2.0 and runs.max() < 25, (runs.mean(), runs.max())
+    # every part of the shard mixes the files, to the end (no tail of one file)
+    for part in np.array_split(file_of, 6):
+        frac = np.bincount(part, minlength=3) / len(part)
+        assert frac.max() < 0.6, frac  # (reading the files one after the other: 1.0)
+
+
+def test_same_config_same_bytes_root_and_hdf5(big_files, tmp_path):
+    files = big_files[3:]
+    digests = {}
+    for fmt in ("root", "hdf5"):
+        for run in ("a", "b"):
+            d = tmp_path / f"{fmt}_{run}"
+            d.mkdir()
+            cfg = _cfg(files, d, n_jobs=2, output_format=fmt)
+            _run_all(cfg, files, d, 2)
+            suffix = shard_suffix(cfg)
+            digests[fmt, run] = [hashlib.sha256(open(d / f"shard_{j}{suffix}", "rb").read()).hexdigest()
+                                 for j in range(2)]
+            digests[fmt, run, "m"] = [open(d / f"manifest_{j}.json").read() for j in range(2)]
+    for fmt in ("root", "hdf5"):
+        assert digests[fmt, "a"] == digests[fmt, "b"], fmt
+        assert digests[fmt, "a", "m"] == digests[fmt, "b", "m"]
+        assert digests[fmt, "a"][0] != digests[fmt, "a"][1]  # a seed per job
+    # the HDF5 shard has the content of the ROOT shard and reads through the same interface
+    from taggerflow.io import read_range
+
+    r = _shard(str(tmp_path / "root_a" / "shard_0.root"))
+    h = ak.concatenate(list(read_range(str(tmp_path / "hdf5_a" / "shard_0.h5"), "candidates", r.fields, 0,
+                                       len(r), 700)))
+    for f in ("event", "pt", "class_label", "dataset_id", "pfcand_pt", "pfcand_charge"):
+        assert ak.to_list(r[f]) == ak.to_list(h[f]), f
+
+
+def test_bad_inputs_fail_before_any_output(big_files, tmp_path):
+    files = big_files[3:]
+    cfg = _cfg(files, tmp_path, n_jobs=1)
+    spectra = _spectra(cfg, files)
+    plan = plan_job(cfg, spectra, 0, 1)
+    shard, man = tmp_path / "shard_0.root", tmp_path / "manifest_0.json"
+
+    def run(segments):
+        return run_job(cfg, 0, segments, plan.P, plan.p_class, str(shard), str(man), N=plan.N)
+
+    # missing file
+    segs = {g: [Segment(s.path.replace("B_1", "B_9"), s.start, s.stop, s.dataset) for s in v]
+            for g, v in plan.segments.items()}
+    with pytest.raises(InputError, match=r"B_9.root: input file does not exist"):
+        run(segs)
+    # truncated file
+    cut = tmp_path / "B" / "B_1.root"
+    cut.parent.mkdir()
+    data = open(files[1][1], "rb").read()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    segs = {g: [Segment(str(cut) if s.path.endswith("B_1.root") else s.path, s.start, s.stop, s.dataset) for s in v]
+            for g, v in plan.segments.items()}
+    with pytest.raises(InputError, match=r"B_1.root: (truncated|cannot be read|failed to read|no tree)"):
+        run(segs)
+    # a file with fewer entries than the spectrum said
+    segs = {g: [Segment(s.path, s.start, s.stop + 10, s.dataset) for s in v] for g, v in plan.segments.items()}
+    with pytest.raises(InputError, match="has 2500 entries, expected at least 2510"):
+        run(segs)
+    assert not shard.exists() and not man.exists()
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+    # a missing branch (here: needed by a feature) names the branch and the config key
+    raw = copy.deepcopy(cfg.raw)
+    raw["features"]["candidate"]["iso_x"] = {"scaling": "normal"}
+    cfg2 = config_from_dict(raw, str(tmp_path / "c2.yaml"))
+    with pytest.raises(InputError, match=r"branch 'iso_x' \(needed by config key features.candidate.iso_x\)"):
+        file_spectrum(cfg2, files[0][1], "B")
+    with pytest.raises(InputError, match=r"branch 'iso_x' \(needed by config key features.candidate.iso_x\)"):
+        run_job(cfg2, 0, plan.segments, plan.P, plan.p_class, str(shard), str(man))
+    assert not shard.exists()
+
+
+def test_interrupted_job_leaves_no_partial_shard(big_files, tmp_path, monkeypatch):
+    import taggerflow.resample as rsm
+
+    files = big_files[3:]
+    cfg = _cfg(files, tmp_path, n_jobs=1, mix_buffer=500)
+    plan = plan_job(cfg, _spectra(cfg, files), 0, 1)
+    real, calls = rsm._accept, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            assert any(p.startswith(".shard_0.root") for p in os.listdir(tmp_path))  # writing had begun
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(rsm, "_accept", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(cfg, 0, plan.segments, plan.P, plan.p_class, str(tmp_path / "shard_0.root"),
+                str(tmp_path / "manifest_0.json"), N=plan.N)
+    assert os.listdir(tmp_path) == []  # no shard, no temporary folder, no manifest
+
+
+def test_spectrum_npz_round_trip(big_files, tmp_path):
+    cfg = _cfg(big_files[:1], tmp_path)
+    r = file_spectrum(cfg, big_files[0][1], "A")
+    write_spectrum(r, str(tmp_path / "s.npz"), str(tmp_path / "s.root"), cfg.class_names)
+    s = load_spectrum(str(tmp_path / "s.npz"))
+    assert int(s["candidates"]) == int(s["entries"]) == 4000 and str(s["dataset"]) == "A"
+    a = open(tmp_path / "s.root", "rb").read()
+    write_spectrum(r, str(tmp_path / "s.npz"), str(tmp_path / "s.root"), cfg.class_names)
+    assert open(tmp_path / "s.root", "rb").read() == a  # reproducible ROOT output
