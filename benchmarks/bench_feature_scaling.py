@@ -7,9 +7,11 @@ chunk size:
   (b) the FeatureScaling job (taggerflow.scaling.feature_scaling_job: moments per cone, per-file
       quantiles, snapshots);
 
-and prints candidates/s of both, their ratio (target >= 0.6) and the peak RSS of each (the peak is
-reset between the measurements through /proc/self/clear_refs), plus the job's peak RSS over the
-first file alone: equal peaks for 1 and N files show that memory does not grow with the data.
+and prints candidates/s of both (wall clock, best of --repeat; CPU time beside it: the machine may
+be shared), their ratio (target >= 0.6) and the peak RSS of each. Every measurement runs in a fresh
+process (after the files were read once, so both read from the page cache), so that its peak RSS is
+its own; the job is also run over the first file alone: equal peaks for 1 and N files (and close to
+the read floor's) show that memory does not grow with the data.
 
 The configuration is configs/default.yaml with a cone added to pfcand (so that the inner/outer
 path is measured), inputs.chunk_size as in that file unless --chunk-size is given.
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
+import json
 import os
+import resource
+import subprocess
 import sys
 import time
 
@@ -67,23 +71,12 @@ def make_files(raw: dict, workdir: str, n_files: int, entries: int) -> list[str]
 
 
 def _status(key: str) -> int:
-    """A value (kB) from /proc/self/status, e.g. VmHWM (peak RSS) or VmRSS."""
+    """A value (kB) from /proc/self/status, e.g. VmRSS."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return -1
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not possible."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def read_floor(cfg, paths: list[str]) -> int:
@@ -95,6 +88,29 @@ def read_floor(cfg, paths: list[str]) -> int:
     return n
 
 
+def measure(kind: str, cfg, paths: list[str]) -> dict:
+    """One measurement in this (fresh) process: wall and CPU time, and the peak RSS."""
+    base = _status("VmRSS")
+    t0, c0 = time.perf_counter(), time.process_time()
+    if kind == "read":
+        n = read_floor(cfg, paths)
+    else:
+        result = feature_scaling_job(cfg, paths)
+        n = sum(f["entries"] for f in result["per_file"])
+    return {"kind": kind, "n": n, "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+            "rss_before_kib": base, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def run_child(kind: str, args, paths: list[str]) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", kind, *paths]
+    if args.chunk_size:
+        cmd += ["--chunk-size", str(args.chunk_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/taggerflow_bench_scaling", help="where the demo files are (reused)")
@@ -102,44 +118,44 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=1_000_000, help="candidates per file (default 1M)")
     ap.add_argument("--chunk-size", type=int, default=None, help="default: inputs.chunk_size of the config")
     ap.add_argument("--repeat", type=int, default=2, help="repetitions; the best time of each is reported")
-    ap.add_argument("--profile", action="store_true", help="cProfile one job run and print the top functions")
+    ap.add_argument("--profile", action="store_true", help="cProfile one job over the first file, print the top")
+    ap.add_argument("--measure", choices=("read", "job"), help=argparse.SUPPRESS)
+    ap.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     cfg, raw = bench_config(args.chunk_size)
+    if args.measure:  # child process: one measurement, JSON on the last line
+        print(json.dumps(measure(args.measure, cfg, args.paths)))
+        return
     paths = make_files(raw, args.workdir, args.files, args.entries)
     total = args.files * args.entries
     print(f"{args.files} files x {args.entries:,} candidates = {total:,}; chunk_size {cfg.chunk_size:,}; "
           f"{len(scaling_branches(cfg))} branches; pfcand cone {CONE}", flush=True)
-
-    read_floor(cfg, paths[:1])  # warm the page cache and the imports
-    rss0 = _status("VmRSS")
-    t_read, t_job, peak_read, peak_job = [], [], [], []
-    result = None
+    read_floor(cfg, paths)  # warm the page cache: both measurements read from memory
+    runs: dict[str, list[dict]] = {"read": [], "job": []}
     for _ in range(args.repeat):
-        reset_peak()
-        t0 = time.perf_counter()
-        n = read_floor(cfg, paths)
-        t_read.append(time.perf_counter() - t0)
-        peak_read.append(_status("VmHWM"))
-        assert n == total, (n, total)
-        result = None
-        reset_peak()
-        t0 = time.perf_counter()
-        result = feature_scaling_job(cfg, paths)
-        t_job.append(time.perf_counter() - t0)
-        peak_job.append(_status("VmHWM"))
-    result = None
-    reset_peak()
-    feature_scaling_job(cfg, paths[:1])
-    peak_one = _status("VmHWM")
+        for kind in ("read", "job"):
+            r = run_child(kind, args, paths)
+            assert r["n"] == total, r
+            runs[kind].append(r)
+    one = run_child("job", args, paths[:1])
 
-    r_read, r_job = total / min(t_read), total / min(t_job)
-    print(f"read floor (read_range, same branches/chunks): {min(t_read):7.2f} s  {r_read:12,.0f} candidates/s")
-    print(f"FeatureScaling job (moments/cone, quantiles): {min(t_job):7.2f} s  {r_job:12,.0f} candidates/s")
-    print(f"ratio job/read floor: {r_job / r_read:.2f} (target >= 0.6)")
-    print(f"RSS after imports: {rss0 / 1024:.0f} MiB; peak RSS: read floor {max(peak_read) / 1024:.0f} MiB, "
-          f"job over {args.files} files {max(peak_job) / 1024:.0f} MiB, job over 1 file {peak_one / 1024:.0f} MiB")
-    print(f"all times: read {[round(t, 2) for t in t_read]}, job {[round(t, 2) for t in t_job]}")
+    best = {k: min(v, key=lambda r: r["wall"]) for k, v in runs.items()}
+    cpu = {k: min(r["cpu"] for r in v) for k, v in runs.items()}
+    rate = {k: total / best[k]["wall"] for k in best}
+    mib = 1024.0
+    print(f"read floor (read_range, same branches and chunks): {best['read']['wall']:6.2f} s "
+          f"{rate['read']:11,.0f} candidates/s (cpu {cpu['read']:.2f} s)")
+    print(f"FeatureScaling job (moments per cone, quantiles):  {best['job']['wall']:6.2f} s "
+          f"{rate['job']:11,.0f} candidates/s (cpu {cpu['job']:.2f} s)")
+    print(f"ratio job / read floor: {rate['job'] / rate['read']:.2f} (target >= 0.6); "
+          f"from CPU times: {cpu['read'] / cpu['job']:.2f}")
+    print(f"peak RSS, each in a fresh process (after imports {best['read']['rss_before_kib'] / mib:.0f} MiB): "
+          f"read floor {max(r['peak_rss_kib'] for r in runs['read']) / mib:.0f} MiB, "
+          f"job over {args.files} files {max(r['peak_rss_kib'] for r in runs['job']) / mib:.0f} MiB, "
+          f"job over 1 file {one['peak_rss_kib'] / mib:.0f} MiB")
+    print(f"all wall times: read {[round(r['wall'], 2) for r in runs['read']]}, "
+          f"job {[round(r['wall'], 2) for r in runs['job']]}")
 
     if args.profile:
         import cProfile

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from taggerflow.scaling import type_cones, variable_types
+from taggerflow.scaling import input_name, type_cones, variable_types
 from taggerflow.utils import atomic_path
 
 _BANDS = (("q_m5", "q_p5", 1.0, "#c6dbef", r"$\Phi(\pm5)$"), ("q_m3", "q_p3", 2.5, "#9ecae1", r"$\Phi(\pm3)$"),
@@ -48,12 +48,14 @@ def _inputs(cfg):
     cones = type_cones(cfg)
     for t, variables in variable_types(cfg).items():
         for c in cones[t]:
-            yield t, c, (t if c == "global" else f"{t}_{c}"), [v.name for v in variables]
+            yield t, c, input_name(t, c), [v.name for v in variables]
 
 
 def plot_convergence(cfg, snapshots: list[dict], out_dir: str) -> list[str]:
     """One PNG per input: cumulative mean and std over the snapshots, relative to the final one."""
     plt, hep = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     paths = []
     if not snapshots:
         return paths
@@ -62,7 +64,8 @@ def plot_convergence(cfg, snapshots: list[dict], out_dir: str) -> list[str]:
     for t, c, name, variables in _inputs(cfg):
         with plt.rc_context(hep.style.ROOT):
             fig, (ax_m, ax_s) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-            for v in variables:
+            colors = plt.get_cmap("tab20")
+            for i, v in enumerate(variables):
                 f = final[t][v][c]
                 if not f["num"]:
                     continue
@@ -76,16 +79,21 @@ def plot_convergence(cfg, snapshots: list[dict], out_dir: str) -> list[str]:
                     else:
                         ms.append(np.nan)
                         ss.append(np.nan)
-                ax_m.plot(x, ms, marker="o", ms=3, lw=1, label=v)
-                ax_s.plot(x, ss, marker="o", ms=3, lw=1, label=v)
-            ax_m.axhline(0, color="k", lw=0.8)
-            ax_s.axhline(0, color="k", lw=0.8)
+                style = {"marker": "o", "ms": 3, "lw": 1, "color": colors(i % 20), "ls": "-" if i < 20 else "--"}
+                ax_m.plot(x, ms, label=v, **style)
+                ax_s.plot(x, ss, label=v, **style)
+            for ax in (ax_m, ax_s):
+                ax.axhline(0, color="k", lw=0.8)
+                ax.minorticks_off()
+                ax.tick_params(labelsize=10)
+                ax.yaxis.get_offset_text().set_fontsize(9)
+            ax_s.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_m.set_ylabel(r"$(\mu_i - \mu_{final}) / \sigma_{final}$", fontsize=12)
             ax_s.set_ylabel(r"$\sigma_i / \sigma_{final} - 1$", fontsize=12)
             ax_s.set_xlabel("files processed", fontsize=12)
             ax_m.set_title(f"{name}: convergence of the scaling", fontsize=12)
             ax_m.legend(fontsize=7, ncol=3, loc="best")
-            fig.tight_layout()
+            fig.subplots_adjust(left=0.14, right=0.97, top=0.94, bottom=0.1, hspace=0.08)
             paths.append(_save(fig, os.path.join(out_dir, f"convergence_{name}.png"), plt))
     return paths
 
@@ -93,6 +101,8 @@ def plot_convergence(cfg, snapshots: list[dict], out_dir: str) -> list[str]:
 def plot_ranges(cfg, scaling: dict, quantiles: list[dict], flags: list[dict], out_dir: str) -> list[str]:
     """One PNG per input: per-file quantile bands and min/max against the clamp range, in scaled units."""
     plt, hep = _pyplot()
+    from matplotlib.collections import LineCollection
+
     paths = []
     flagged: dict = {}
     for f in flags:
@@ -100,51 +110,58 @@ def plot_ranges(cfg, scaling: dict, quantiles: list[dict], flags: list[dict], ou
     files = quantiles
     if len(files) > _MAX_FILES_DRAWN:  # an even selection of the files
         files = [files[i] for i in np.linspace(0, len(files) - 1, _MAX_FILES_DRAWN).round().astype(int)]
+    nf = max(1, len(files))
     for t, c, name, variables in _inputs(cfg):
         with plt.rc_context(hep.style.ROOT):
-            fig, ax = plt.subplots(figsize=(10, 1.0 + 0.55 * len(variables)))
+            height = 1.6 + 0.5 * len(variables)
+            fig, ax = plt.subplots(figsize=(10, height))
+            bands = {lo: [] for lo, *_ in _BANDS}
+            med, ext, clamps = ([], []), ([], []), []
             labels = []
             for row, v in enumerate(variables):
                 e = scaling[t][v][c]
                 mean, std = e["mean"], e["std"]
-                nf = max(1, len(files))
                 for k, pf in enumerate(files):
                     q = pf["quantiles"].get(t, {}).get(v, {}).get(c)
                     if not q or q.get("median") is None:
                         continue
                     y = row + (k - (nf - 1) / 2) * (0.7 / nf)
-
-                    def z(val):
-                        return (val - mean) / std
-
-                    for lo, hi, lw, color, _ in _BANDS:
+                    for lo, hi, *_ in _BANDS:
                         if q.get(lo) is not None and q.get(hi) is not None:
-                            ax.plot([z(q[lo]), z(q[hi])], [y, y], color=color, lw=lw, solid_capstyle="butt")
-                    ax.plot([z(q["median"])], [y], "|", color="k", ms=6)
+                            bands[lo].append([((q[lo] - mean) / std, y), ((q[hi] - mean) / std, y)])
+                    med[0].append((q["median"] - mean) / std)
+                    med[1].append(y)
                     if q.get("min") is not None:
-                        ax.plot([z(q["min"]), z(q["max"])], [y, y], "x", color="grey", ms=4)
+                        ext[0].extend([(q["min"] - mean) / std, (q["max"] - mean) / std])
+                        ext[1].extend([y, y])
                 for lim in (e["lim_min"], e["lim_max"]):
                     if lim is not None:
-                        ax.plot([lim, lim], [row - 0.42, row + 0.42], color="red", lw=2)
+                        clamps.append([(lim, row - 0.42), (lim, row + 0.42)])
                 codes = flagged.get((t, v, c))
                 labels.append(f"{v} [{', '.join(sorted(set(codes)))}]" if codes else v)
+            for lo, _, lw, color, _ in _BANDS:
+                ax.add_collection(LineCollection(bands[lo], linewidths=lw, colors=color, capstyle="butt"))
+            ax.add_collection(LineCollection(clamps, linewidths=2, colors="red"))
+            ax.plot(med[0], med[1], "|", color="k", ms=6)
+            ax.plot(ext[0], ext[1], "x", color="grey", ms=4)
+            ax.autoscale_view()
             ax.set_yticks(range(len(variables)))
             ax.set_yticklabels(labels, fontsize=9)
             for tick, v in zip(ax.get_yticklabels(), variables):
                 if (t, v, c) in flagged:
                     tick.set_color("red")
             ax.set_xscale("symlog", linthresh=1.0)
-            ax.set_ylim(-0.6, len(variables) - 0.4)
-            ax.invert_yaxis()
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelsize=10)
+            ax.set_ylim(len(variables) - 0.4, -0.6)
             ax.set_xlabel(r"scaled value $(x - \mu)/\sigma$", fontsize=12)
             ax.set_title(f"{name}: per-file quantiles vs clamp range (red)", fontsize=12)
             handles = [plt.Line2D([], [], color=col, lw=lw, label=lab) for _, _, lw, col, lab in _BANDS]
             handles += [plt.Line2D([], [], color="k", marker="|", ls="", label="median"),
                         plt.Line2D([], [], color="grey", marker="x", ls="", label="min / max"),
                         plt.Line2D([], [], color="red", lw=2, label="clamp")]
-            ax.legend(handles=handles, fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / len(variables)),
-                      frameon=False)
-            fig.tight_layout()
+            fig.legend(handles=handles, fontsize=7, ncol=7, loc="lower center", frameon=False)
+            fig.subplots_adjust(left=0.3, right=0.97, top=1 - 0.45 / height, bottom=1.05 / height)
             paths.append(_save(fig, os.path.join(out_dir, f"ranges_{name}.png"), plt))
     return paths
 

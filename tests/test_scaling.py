@@ -1,16 +1,23 @@
-"""Scaling: the merge of job moments equals a single pass; every scaling type; bad cases."""
+"""Scaling: the merge of job moments equals a single pass (synthetic and through real files); every
+scaling type; bad cases; FeatureScaling jobs (quantiles, snapshots) and MergeScaling outputs, flags, plots."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import tiny_raw
 from taggerflow.config import config_from_dict
-from taggerflow.scaling import (Moments, ScalingError, apply_scaling, merge_statistics, scaling_arrays,
-                                scaling_parameters, variable_types)
+from taggerflow.io import candidate_features, read_range
+from taggerflow.scaling import (QUANTILES, Moments, ScalingError, apply_scaling, feature_scaling_job, job_signature,
+                                merge_jobs, merge_statistics, scaling_arrays, scaling_parameters,
+                                statistics_to_json, suspicious_variables, variable_types, write_scaling_outputs)
+from taggerflow.utils import write_json
 
 
 def _single_pass(x):
@@ -111,3 +118,211 @@ def test_merge_checks_keys(tiny_config):
         merge_statistics([a, b], ["job_a.json", "job_b.json"])
     merged = merge_statistics([a, a])
     assert merged["candidate"]["mass"]["global"].num == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# FeatureScaling jobs and MergeScaling
+
+
+def _job_from_arrays(cfg, arrays: dict) -> dict:
+    """A job result from synthetic arrays {type: {var: {cone: values}}}."""
+    stats = {t: {v: {c: Moments.of(x) for c, x in cones.items()} for v, cones in vs.items()} for t, vs in arrays.items()}
+    return {"signature": job_signature(cfg), "moments": statistics_to_json(stats)}
+
+
+def test_merge_jobs_of_very_different_sizes_equals_single_pass():
+    cfg = _cfg_with({"scaling": "normal", "limits": [-5, 5]})
+    rng = np.random.default_rng(11)
+    parts = [rng.normal(50.0, 0.5, n) for n in (3, 250_000, 17, 1, 40_000, 2)]
+    jobs = [_job_from_arrays(cfg, {"candidate": {"x": {"global": p}}}) for p in parts]
+    merged = merge_jobs(cfg, jobs, [f"moments_{i}.json" for i in range(len(jobs))])
+    p = merged["scaling"]["candidate"]["x"]["global"]
+    allx = np.concatenate(parts)
+    assert p["num"] == len(allx)
+    assert p["mean"] == pytest.approx(allx.mean(), rel=1e-12)
+    assert p["std"] == pytest.approx(allx.std(), rel=1e-12)
+    # the peers' merge of means and squared means rounded to 4 digits loses the std entirely
+    naive = [(len(x), float(f"{x.mean():.4g}"), float(f"{(x * x).mean():.4g}")) for x in parts]
+    num = sum(n for n, _, _ in naive)
+    sq = sum(n * s for n, _, s in naive) / num - (sum(n * m for n, m, _ in naive) / num) ** 2
+    assert not math.sqrt(max(sq, 0.0)) == pytest.approx(0.5, rel=0.1)
+    assert merged["umami"]["jets"] == [{"name": "x", "shift": p["mean"], "scale": p["std"], "default": p["mean"]}]
+    assert merged["norm_dict"] == {"jets": {"x": {"mean": p["mean"], "std": p["std"]}}}
+
+
+def test_merge_jobs_checks_signatures_and_keys():
+    cfg = _cfg_with({"scaling": "normal", "limits": [-5, 5]})
+    job = _job_from_arrays(cfg, {"candidate": {"x": {"global": np.arange(5.0)}}})
+    other = _cfg_with({"scaling": "normal", "limits": [-3, 3]})
+    bad = _job_from_arrays(other, {"candidate": {"x": {"global": np.arange(5.0)}}})
+    with pytest.raises(ScalingError, match=r"moments_1.json: .*candidate.x.limits: \{'global': \[-5.0, 5.0\]\} vs "
+                                           r"\{'global': \[-3.0, 3.0\]\}"):
+        merge_jobs(cfg, [job, bad], ["moments_0.json", "moments_1.json"])
+    with pytest.raises(ScalingError, match=r"moments_0.json: .* than the configuration"):
+        merge_jobs(cfg, [bad, bad], ["moments_0.json", "moments_1.json"])
+    typ = _cfg_with({"scaling": "no_scaling"})
+    with pytest.raises(ScalingError, match=r"moments_1.json: .*candidate.x.scaling: 'normal' vs 'no_scaling'"):
+        merge_jobs(cfg, [job, _job_from_arrays(typ, {"candidate": {"x": {"global": np.arange(5.0)}}})],
+                   ["moments_0.json", "moments_1.json"])
+    missing = {"signature": job_signature(cfg), "moments": {"candidate": {}}}
+    with pytest.raises(ScalingError, match=r"moments_1.json: variables differ.*candidate.x.global"):
+        merge_jobs(cfg, [job, missing], ["moments_0.json", "moments_1.json"])
+    with pytest.raises(ScalingError, match=r"old.json: no signature"):
+        merge_jobs(cfg, [{"moments": job["moments"]}], ["old.json"])
+    with pytest.raises(ScalingError, match="no job results"):
+        merge_jobs(cfg, [], [])
+
+
+def _files_cfg(demo_files, **candidate_extra):
+    """The tiny configuration with a cone on pfcand and a candidate variable of mean 50, std ~0.35."""
+    raw = tiny_raw()
+    raw["features"]["collections"]["pfcand"]["cone"] = {"coef": 3.0, "min_pt": 30.0, "min_radius": 0.05,
+                                                        "outer_dR": 0.5}
+    raw["export"]["sequence_names"] = {"pfcand_inner": "pfcand_inner", "pfcand_outer": "pfcand_outer"}
+    raw["features"]["candidate"]["fifty"] = {"expression": "50 + 0.5 * sin(7 * phi)", "scaling": "normal",
+                                             "limits": [-5, 5]}
+    raw["features"]["candidate"].update(candidate_extra)
+    return config_from_dict(raw)
+
+
+def test_jobs_over_real_files_merge_to_a_single_pass(demo_files):
+    cfg = _files_cfg(demo_files)
+    paths = list(demo_files.values())
+    single = feature_scaling_job(cfg, paths)
+    jobs = [feature_scaling_job(cfg, g) for g in (paths[:1], paths[1:3], paths[3:])]
+    merged = merge_jobs(cfg, jobs, ["a.json", "b.json", "c.json"])
+    one = merge_jobs(cfg, [single], ["all.json"])
+    for t, vs in one["scaling"].items():
+        for v, cones in vs.items():
+            for c, e in cones.items():
+                m = merged["scaling"][t][v][c]
+                assert m["num"] == e["num"] and (m["min"], m["max"]) == (e["min"], e["max"]), (t, v, c)
+                assert m["raw_mean"] == pytest.approx(e["raw_mean"], rel=1e-12, abs=1e-15), (t, v, c)
+                assert m["raw_std"] == pytest.approx(e["raw_std"], rel=1e-12), (t, v, c)
+    # and both equal numpy on all values at once (mean 50, std ~0.35)
+    chunks = [c for p in paths for c in read_range(p, cfg.tree, ["phi"], 0, 1500, 10_000)]
+    x = np.concatenate([candidate_features(c, [v for v in cfg.candidate_variables if v.name == "fifty"])[:, 0]
+                        for c in chunks])
+    f = merged["scaling"]["candidate"]["fifty"]["global"]
+    assert f["num"] == len(x) == 6000
+    assert f["mean"] == pytest.approx(x.mean(), rel=1e-12) and f["std"] == pytest.approx(x.std(), rel=1e-12)
+    assert 0.3 < f["std"] < 0.4 and abs(f["mean"] - 50) < 0.05
+    # global convergence: one snapshot per file (log_step 1), the last one equal to the merged moments
+    assert [s["n_files"] for s in merged["snapshots"]] == [1, 2, 3, 4]
+    last = merged["snapshots"][-1]["moments"]["candidate"]["fifty"]["global"]
+    assert last["num"] == f["num"] and last["mean"] == pytest.approx(f["mean"], rel=1e-12)
+    assert len(merged["quantiles"]) == 4 and merged["report"]["n_files"] == 4
+    json.dumps(single)  # JSON-able
+
+
+def test_snapshots_every_log_step_files(demo_files):
+    raw_cfg = _files_cfg(demo_files)
+    raw = dict(raw_cfg.raw, scaling={"log_step": 2})
+    cfg = config_from_dict(raw)
+    paths = list(demo_files.values())[:3]
+    job = feature_scaling_job(cfg, paths)
+    assert job["log_step"] == 2
+    assert [s["n_files"] for s in job["snapshots"]] == [2, 3]  # every 2 files, and the last one
+    assert job["snapshots"][-1]["moments"] == job["moments"]
+    assert [s["n_files"] for s in feature_scaling_job(cfg, paths, log_step=1)["snapshots"]] == [1, 2, 3]
+    first = feature_scaling_job(cfg, paths[:2], log_step=5)
+    assert job["snapshots"][0]["moments"] == first["moments"]
+
+
+def _file_values(cfg, path, var):
+    chunks = list(read_range(path, cfg.tree, sorted({n for v in cfg.candidate_variables for n in v.names_used}),
+                             0, 1500, 10_000))
+    x = np.concatenate([candidate_features(c, [v for v in cfg.candidate_variables if v.name == var])[:, 0]
+                        for c in chunks])
+    return x[np.isfinite(x)]
+
+
+def test_quantiles_exact_below_the_cap_and_bounded_above(demo_files):
+    cfg = _files_cfg(demo_files)
+    path = demo_files["DY"]
+    exact = feature_scaling_job(cfg, [path])["per_file"][0]
+    assert exact["file"] == path and exact["entries"] == 1500
+    probs = np.array(list(QUANTILES.values()))
+    for var in ("pt", "iso_charged", "fifty"):
+        x = _file_values(cfg, path, var)
+        q = exact["quantiles"]["candidate"][var]["global"]
+        assert q["exact"] and q["approximate"] == [] and q["n"] == len(x)
+        np.testing.assert_array_equal([q[k] for k in QUANTILES], np.quantile(x, probs))
+        assert (q["min"], q["max"]) == (x.min(), x.max())
+    # cap 500 rows, 50-value tails: the tails give Phi(+-2, 3, 5) exactly, the sample the rest
+    small = feature_scaling_job(cfg, [path], quantile_cap=500, tail_size=50)["per_file"][0]
+    raw = dict(cfg.raw)
+    raw["inputs"] = dict(raw["inputs"], chunk_size=333)
+    rechunked = feature_scaling_job(config_from_dict(raw), [path], quantile_cap=500, tail_size=50)["per_file"][0]
+    assert rechunked["quantiles"] == small["quantiles"]  # the sample does not depend on the chunking
+    for var in ("pt", "iso_charged", "fifty"):
+        x = _file_values(cfg, path, var)
+        q = small["quantiles"]["candidate"][var]["global"]
+        assert not q["exact"] and set(q["approximate"]) == {"q_m1", "median", "q_p1"}
+        assert q["sample_size"] == 500
+        for name in ("q_m5", "q_m3", "q_m2", "q_p2", "q_p3", "q_p5"):
+            assert q[name] == np.quantile(x, QUANTILES[name]), (var, name)  # bit-identical
+        for name in q["approximate"]:  # a uniform sample of 500: rank error ~ sqrt(p(1-p)/500) < 0.023
+            p = QUANTILES[name]
+            assert np.mean(x < q[name]) < p + 0.1 and np.mean(x <= q[name]) > p - 0.1, (var, name)
+    # constituents per cone too (sampled: 1500 candidates have ~4400 constituents)
+    q = small["quantiles"]["pfcand"]["d0"]["inner"]
+    assert not q["exact"] and q["sample_size"] == 500 and q["n"] > 500
+
+
+def test_nan_inf_counted_and_flagged_and_outputs_written(demo_files, tmp_path):
+    cfg = _files_cfg(demo_files,
+                     log_ip={"expression": "log(ip_sig)", "scaling": "normal", "limits": [-5, 5]},
+                     inv_dm={"expression": "1 / (decay_mode - 1)", "scaling": "no_scaling"},
+                     tight={"expression": "iso_charged", "scaling": "normal", "limits": [-0.5, 0.5]},
+                     frozen={"expression": "1000 + 0.001 * eta", "scaling": "normal"})
+    paths = list(demo_files.values())
+    job_paths = []
+    for i, group in enumerate((paths[:2], paths[2:])):
+        job_paths.append(str(tmp_path / f"moments_{i}.json"))
+        write_json(job_paths[-1], feature_scaling_job(cfg, group))
+    out = write_scaling_outputs(cfg, job_paths, str(tmp_path / "merge"))
+    s = out["scaling"]["candidate"]
+    assert s["log_ip"]["global"]["nan"] > 100 and s["log_ip"]["global"]["inf"] == 0
+    assert s["inv_dm"]["global"]["inf"] > 100 and s["inv_dm"]["global"]["nan"] == 0
+    flags = {(f["input"], f["variable"], f["code"]) for f in out["report"]["flags"]}
+    assert ("candidate", "log_ip", "nan_inf") in flags and ("candidate", "inv_dm", "nan_inf") in flags
+    assert ("candidate", "tight", "clamp_low") in flags and ("candidate", "tight", "clamp_high") in flags
+    assert ("candidate", "frozen", "tiny_std") in flags
+    assert not {f for f in flags if f[1] in ("fifty", "abs_eta", "lead_pt_frac", "em_fraction")}
+    # the files MergeScaling writes
+    d = tmp_path / "merge"
+    scaling = json.load(open(d / "scaling.json"))
+    assert scaling == json.loads(json.dumps(out["scaling"]))
+    for entry in (scaling["candidate"]["pt"]["global"], scaling["pfcand"]["d0"]["outer"]):
+        assert {"mean", "std", "lim_min", "lim_max", "num", "nan", "inf"} <= set(entry)
+    assert set(scaling["pfcand"]["d0"]) == {"inner", "outer"}
+    umami = json.load(open(d / "scaling_umami.json"))
+    assert list(umami) == ["jets", "pfcand_inner", "pfcand_outer"]
+    assert [e["name"] for e in umami["pfcand_inner"]] == cfg.collections[0].variable_names
+    d0 = scaling["pfcand"]["d0"]["inner"]
+    assert next(e for e in umami["pfcand_inner"] if e["name"] == "d0") == \
+        {"name": "d0", "shift": d0["mean"], "scale": d0["std"], "default": d0["mean"]}
+    norm = yaml.safe_load(open(d / "norm_dict.yaml"))
+    assert norm["pfcand_outer"]["dz"] == {"mean": scaling["pfcand"]["dz"]["outer"]["mean"],
+                                          "std": scaling["pfcand"]["dz"]["outer"]["std"]}
+    report = json.load(open(d / "scaling_report.json"))
+    assert report["flags"] == json.loads(json.dumps(out["report"]["flags"]))
+    assert report["n_files"] == 4 and report["outside_cones"]["pfcand"] > 0
+    pngs = sorted(os.listdir(d / "plots"))
+    assert pngs == sorted(f"{kind}_{name}.png" for kind in ("convergence", "ranges")
+                          for name in ("candidate", "pfcand_inner", "pfcand_outer"))
+    for p in pngs:
+        assert open(d / "plots" / p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(d) if p.startswith(".")]  # no temporary files left
+    for v in json.load(open(d / "scaling.json"))["candidate"].values():  # never NaN in the output
+        assert all(not (isinstance(x, float) and math.isnan(x)) for x in v["global"].values())
+
+
+def test_flags_without_quantiles_and_constant_variable():
+    cfg = _cfg_with({"scaling": "categorical"})
+    p = scaling_parameters(cfg, _stats(cfg, [3.0, 3.0, 3.0]))
+    assert [f["code"] for f in suspicious_variables(cfg, p)] == ["constant"]
+    p = scaling_parameters(cfg, _stats(cfg, [np.nan]))
+    assert [f["code"] for f in suspicious_variables(cfg, p)] == ["nan_inf", "empty"]
+    assert p["candidate"]["x"]["global"]["raw_std"] is None
