@@ -81,7 +81,7 @@ def main() -> None:
     import uproot
 
     from taggerflow.config import config_from_dict
-    from taggerflow.trainsample import H5Writer, options, write_train_sample
+    from taggerflow.trainsample import options, write_train_sample
 
     raw = dict(cfg.raw)
     raw["train_sample"] = dict(raw["train_sample"], compression=None if args.compression == "none" else args.compression)

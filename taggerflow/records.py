@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Sequence
 
 import h5py
@@ -154,11 +153,33 @@ def _default_collections(arrays) -> list[str]:
     return [k.split("/")[0] for k in arrays if k.endswith("/valid")]
 
 
+def _window_shuffle(ds, window: int, seed: int):
+    """Permute the rows of a dataset of row blocks within windows of ``window`` rows: blocks are
+    regrouped (rebatch, no per-row work) and each window gathered in a random order, drawn from
+    ``seed`` and different every iteration (epoch)."""
+    import tensorflow as tf
+
+    ds = ds.rebatch(window)
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+
+    def permute(rows, r):
+        n = tf.shape(next(iter(rows.values())))[0]
+        key = tf.stack([r, tf.constant(int(seed), tf.int64)])
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=key))
+        return {k: tf.gather(v, order) for k, v in rows.items()}
+
+    return tf.data.Dataset.zip(ds, rnd).map(permute, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffle_buffer: int = 0,
                    seed: int = 0, collections: Sequence[str] | None = None, with_weights: bool = False,
                    with_add_vars: bool = False):
     """tf.data pipeline over TFRecord files: ((inputs dict), label[, weight]) batches, float32 inputs.
-    Files are interleaved and candidates shuffled within a buffer, deterministically for a seed."""
+
+    With ``shuffle_buffer``: the file order is shuffled, files are interleaved, records (of
+    ``chunk_size`` candidates) shuffled in a buffer of about ``shuffle_buffer`` candidates, and the
+    candidates then permuted within windows of ``shuffle_buffer`` candidates; deterministic for
+    ``seed``, a new order every epoch. Everything runs in TensorFlow, with no per-candidate step."""
     import tensorflow as tf
 
     arrays = metadata["arrays"]
@@ -178,11 +199,14 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f), cycle_length=min(4, len(files)),
                        num_parallel_calls=1, deterministic=True)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
     if shuffle_buffer:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_to_model(collections, with_weights, with_add_vars),
-                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        records = max(1, int(shuffle_buffer) // max(1, int(metadata.get("chunk_size", 1))))
+        ds = ds.shuffle(records, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle_buffer:
+        ds = _window_shuffle(ds, int(shuffle_buffer), seed)
+    ds = ds.rebatch(batch_size).map(_to_model(collections, with_weights, with_add_vars),
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -201,15 +225,16 @@ def record_arrays(files: Sequence[str], metadata: dict) -> dict[str, np.ndarray]
 
 def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, seed: int = 0,
                collections: Sequence[str] | None = None, with_weights: bool = False,
-               with_add_vars: bool = False, add_vars: Sequence[str] = (), block_rows: int | None = None,
-               num_parallel_reads: int = 2):
+               with_add_vars: bool = False, add_vars: Sequence[str] = (), block_rows: int | None = None):
     """tf.data pipeline over training HDF5 files, yielding what record_dataset yields.
 
     The files are cut into blocks of whole HDF5 chunks (``block_rows``, default about 4096
-    candidates); with ``shuffle_buffer`` the blocks of all files are shuffled (a new order every
-    epoch, deterministic for ``seed``) and the candidates then shuffled within the buffer. Blocks are
-    read by h5py slices, so memory stays at a few blocks plus the buffer. ``add_vars``: the candidate
-    variables given as ``add_vars`` when ``with_add_vars``.
+    candidates) read by h5py slices (one call per block). With ``shuffle_buffer`` the blocks of all
+    files are read in a random order and the candidates permuted within windows of
+    ``shuffle_buffer`` candidates; deterministic for ``seed``, a new order every epoch (every
+    iteration of the dataset). Without, the files are read in order. Memory: a window plus a few
+    prefetched blocks and batches. ``add_vars``: the candidate variables given as ``add_vars``
+    when ``with_add_vars``.
     """
     import tensorflow as tf
 
@@ -236,62 +261,55 @@ def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, s
             raise KeyError(f"{files[0]}: add_vars {missing} are not candidate variables ({names})")
         add_idx = [names.index(v) for v in add_vars]
 
-    # (key in the sample, HDF5 dataset, output dtype)
+    # (HDF5 dataset, dtype handed to TensorFlow): float16/bool inputs become float32
     spec = [(f"{CANDIDATE_GROUP}/inputs", np.float32), (f"{CANDIDATE_GROUP}/labels", np.int32)]
     if with_weights:
         spec.append((f"{CANDIDATE_GROUP}/weights", np.float32))
     for c in collections:
         spec += [(f"{c}/inputs", np.float32), (f"{c}/valid", np.float32)]
-    out_keys = [k for k, _ in spec] + (["add_vars"] if add_idx else [])
-    out_dtypes = [d for _, d in spec] + ([np.float32] if add_idx else [])
+    keys = [k for k, _ in spec] + (["add_vars"] if add_idx else [])
+    dtypes = [d for _, d in spec] + ([np.float32] if add_idx else [])
     shapes = {k: arrays[k]["shape"] for k, _ in spec}
     shapes["add_vars"] = [len(add_idx)]
 
-    # blocks of whole chunks
-    starts, stops, file_idx = [], [], []
+    blocks: list[tuple[int, int, int]] = []
     for i, path in enumerate(files):
         with h5py.File(path, "r") as f:
             ds = f[f"{CANDIDATE_GROUP}/inputs"]
             n = ds.shape[0]
             chunk = ds.chunks[0] if ds.chunks else 1024
         block = block_rows or chunk * max(1, -(-4096 // chunk))
-        for s in range(0, n, block):
-            starts.append(s)
-            stops.append(min(s + block, n))
-            file_idx.append(i)
+        blocks += [(i, s, min(s + block, n)) for s in range(0, n, block)]
     handles: dict[int, h5py.File] = {}
-    lock = threading.Lock()
 
     def read(i, start, stop):
         i, start, stop = int(i), int(start), int(stop)
-        with lock:
-            f = handles.get(i)
-            if f is None:
-                f = handles[i] = h5py.File(files[i], "r")
-            out = [np.asarray(f[k][start:stop]).astype(d, copy=False) for k, d in spec]
+        f = handles.get(i)
+        if f is None:
+            f = handles[i] = h5py.File(files[i], "r")
+        out = [np.asarray(f[k][start:stop]).astype(d, copy=False) for k, d in spec]
         if add_idx:
             out.append(out[0][:, add_idx])
         return out
 
     def read_block(i, start, stop):
-        tensors = tf.numpy_function(read, [i, start, stop], [tf.as_dtype(d) for d in out_dtypes])
-        sample = {}
-        for k, t in zip(out_keys, tensors):
+        tensors = tf.numpy_function(read, [i, start, stop], [tf.as_dtype(d) for d in dtypes], stateful=False)
+        out = {}
+        for k, t in zip(keys, tensors):
             t.set_shape([None, *shapes[k]])
-            sample[k] = t
-        return sample
+            out[k] = t
+        return out
 
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(file_idx, dtype=np.int64), np.asarray(starts, dtype=np.int64),
-                                             np.asarray(stops, dtype=np.int64)))
+    index = np.asarray(blocks, dtype=np.int64).reshape(-1, 3)
+    ds = tf.data.Dataset.from_tensor_slices((index[:, 0], index[:, 1], index[:, 2]))
     if shuffle_buffer:
-        ds = ds.shuffle(len(starts), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(read_block, num_parallel_calls=num_parallel_reads, deterministic=True)
+        ds = ds.shuffle(len(blocks), seed=seed, reshuffle_each_iteration=True)
+    # h5py holds a global lock: one reader; prefetch a few blocks ahead
+    ds = ds.map(read_block, num_parallel_calls=1, deterministic=True).prefetch(2)
     if shuffle_buffer:
-        ds = ds.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    else:
-        ds = ds.rebatch(batch_size)
-    ds = ds.map(_to_model(collections, with_weights, bool(add_idx)), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+        ds = _window_shuffle(ds, int(shuffle_buffer), seed)
+    ds = ds.rebatch(batch_size).map(_to_model(collections, with_weights, bool(add_idx)),
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

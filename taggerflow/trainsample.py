@@ -41,7 +41,7 @@ CANDIDATE_GROUP = "jets"
 KINEMATICS = {"pt": np.float32, "eta": np.float32, "event": np.uint64, "dataset_id": np.int64}
 # configuration sections a training file depends on (its config_hash attribute)
 TRAIN_SAMPLE_SECTIONS = ("name", "seed", "demo", "inputs", "classes", "spectrum", "resampling", "features",
-                         "train_sample")
+                         "scaling", "train_sample")
 
 
 class TrainSampleError(RuntimeError):
@@ -255,7 +255,8 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
     """Scaled model inputs of one chunk: candidate inputs (float64), per sequence padded inputs
     (``dtype``; scaled in float64) and valid masks, labels; the raw kinematics; and what the
     train_sample options ask for (``additional_labels``, ``<seq>_labels`` padded with -1, ``weights``
-    when a weight table is given). The one function both the train-sample writer and checks use."""
+    when a weight table is given; the labels only when their branches are in ``chunk``). The one
+    function both the train-sample writer and checks use."""
     opts = options(cfg)
     out: dict[str, np.ndarray] = {}
     cand_vars = [v.name for v in cfg.candidate_variables]
@@ -263,7 +264,9 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
     cand = apply_scaling(x, *scaling_arrays(scaling, "candidate", cand_vars))
     out[CANDIDATE_GROUP] = cand
     concat = cand[:, [cand_vars.index(v) for v in opts.concat]] if opts.concat else None
-    extra = {c: _constituent_label_columns(chunk, c, fields) for c, fields in opts.constituent_labels.items()}
+    # labels only where their branches were read (the writer reads them; model-input checks need not)
+    extra = {c: _constituent_label_columns(chunk, c, fields) for c, fields in opts.constituent_labels.items()
+             if all(f"{c}_{f}" in chunk.fields for f in fields)}
     for name, (coll, cone, flat, counts, key) in sequence_constituents(cfg, chunk, extra).items():
         nv, n_max = len(coll.variables), coll.n_max
         scaled = apply_scaling(flat[:, :nv], *scaling_arrays(scaling, coll.name, coll.variable_names, cone))
@@ -284,12 +287,18 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
     for name, kdtype in KINEMATICS.items():
         if name in chunk.fields:
             out[name] = ak.to_numpy(chunk[name]).astype(kdtype)
-    if opts.additional_labels:
+    if opts.additional_labels and all(b in chunk.fields for b in _label_branches(opts)):
         out["additional_labels"] = _additional_labels(chunk, opts.additional_labels)
     if weight_table is not None:
         out["weights"] = candidate_weights(cfg, weight_table, out["labels"], ak.to_numpy(chunk["pt"]),
                                            ak.to_numpy(chunk["eta"]))
     return out
+
+
+def _label_branches(opts: Options) -> set[str]:
+    from taggerflow.config import expression_names
+
+    return {b for _, expr in opts.additional_labels for b in expression_names(expr)}
 
 
 def _additional_labels(chunk: ak.Array, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -393,9 +402,10 @@ class H5Writer:
         try:
             self.f = h5py.File(self.tmp, "w")
             comp = {"compression": opts.compression} if opts.compression else {}
+            self._ds = {}
             for key, (shape, dtype, a) in lay.items():
-                ds = self.f.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                           chunks=(self.chunk, *shape), **comp)
+                ds = self._ds[key] = self.f.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape),
+                                                           dtype=dtype, chunks=(self.chunk, *shape), **comp)
                 for k, v in a.items():
                     ds.attrs[k] = v
             for k, v in attrs.items():
@@ -428,7 +438,7 @@ class H5Writer:
         if m == 0:
             return
         for k, buf in self._buf.items():
-            ds = self.f[k]
+            ds = self._ds[k]
             ds.resize(self.n + m, axis=0)
             ds[self.n:self.n + m] = buf[:m]
         self.n += m
@@ -519,10 +529,8 @@ def _label_dtypes(cfg: Config, path: str) -> dict[str, np.dtype]:
     out = {}
     t = open_tree(path, cfg.tree)
     for coll, fields in options(cfg).constituent_labels.items():
-        kinds = set()
-        for fld in fields:
-            arr = t[f"{coll}_{fld}"].array(entry_stop=1, library="ak")
-            kinds.add(ak.to_numpy(ak.flatten(arr, axis=None)).dtype.kind)
+        first = t.arrays([f"{coll}_{fld}" for fld in fields], entry_start=0, entry_stop=1, library="ak")
+        kinds = {ak.to_numpy(ak.flatten(first[f"{coll}_{fld}"], axis=None)).dtype.kind for fld in fields}
         out[coll] = np.dtype(np.int32) if kinds <= {"i", "u", "b"} else np.dtype(np.float32)
     return out
 
