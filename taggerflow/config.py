@@ -10,6 +10,7 @@ import ast
 import copy
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
 MODEL_TYPES = ("deepsets", "dense")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
+TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
 # functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
 EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",
@@ -104,7 +106,8 @@ def _schema() -> dict:
                          "model": (dict, True), "variants": (list, False),
                          "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
                          "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
-                         "tensorboard": (bool, False), "mlflow": (bool, False)},
+                         "tensorboard": (bool, False), "mlflow": (bool, False), "source": (str, False),
+                         "use_sample_weights": ((bool, type(None)), False)},
             "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
                                      "decay_rate": (num, False), "alpha": (num, False)},
             "evaluation": {"signals": (list, True), "working_points": (list, True),
@@ -207,6 +210,9 @@ class Cone:
     dphi: str = "dphi"
 
 
+_ABS_SORT = re.compile(r"\s*abs\(\s*(\w+)\s*\)\s*")
+
+
 @dataclass(frozen=True)
 class Collection:
     name: str
@@ -222,6 +228,17 @@ class Collection:
     @property
     def cones(self) -> tuple[str, ...]:
         return CONES if self.cone is not None else (GLOBAL_CONE,)
+
+    @property
+    def sort_field(self) -> str | None:
+        """The constituent field ``sort_by`` orders by (``abs(d0_sig)`` -> ``d0_sig``)."""
+        m = _ABS_SORT.fullmatch(self.sort_by or "")
+        return m.group(1) if m else self.sort_by
+
+    @property
+    def sort_abs(self) -> bool:
+        """Whether constituents are ordered by the absolute value of ``sort_field``."""
+        return bool(_ABS_SORT.fullmatch(self.sort_by or ""))
 
     def sequence_name(self, cone: str) -> str:
         """Name of the model input (and training-file group) of this collection in one cone."""
@@ -339,7 +356,7 @@ class Config:
                     branch = n[len("cand_"):] if n.startswith("cand_") else f"{coll.name}_{n}"
                     need.setdefault(branch, f"features.collections.{coll.name}.variables.{var.name}")
             if coll.sort_by:
-                need.setdefault(f"{coll.name}_{coll.sort_by}", f"features.collections.{coll.name}.sort_by")
+                need.setdefault(f"{coll.name}_{coll.sort_field}", f"features.collections.{coll.name}.sort_by")
             if coll.cone is not None:
                 for field in (coll.cone.deta, coll.cone.dphi):
                     need.setdefault(f"{coll.name}_{field}", f"features.collections.{coll.name}.cone")
@@ -488,6 +505,10 @@ def _validate_semantics(cfg: Config) -> None:
     for cname, cspec in (raw["features"].get("collections") or {}).items():
         if cspec["n_max"] < 1:
             raise err(f"features.collections.{cname}.n_max", "must be >= 1")
+        sort_by = cspec.get("sort_by")
+        if sort_by is not None and not (re.fullmatch(r"\w+", sort_by) or _ABS_SORT.fullmatch(sort_by)):
+            raise err(f"features.collections.{cname}.sort_by",
+                      f"'{sort_by}': expected a field of the collection, or abs(<field>)")
         cone = cspec.get("cone")
         if cone is not None:
             if not (cone["outer_dR"] > 0 and cone["min_radius"] >= 0 and cone["min_pt"] > 0
@@ -577,6 +598,18 @@ def _validate_semantics(cfg: Config) -> None:
                     raise err(f"{where}.class_weights.{cls}", "class without a label in classes.labels")
                 if not isinstance(w, (int, float)) or w < 0:
                     raise err(f"{where}.class_weights.{cls}", "expected a number >= 0")
+        def key_of(k: str) -> str:  # the variant's override, or the base section
+            return f"training.variants[{i}].{k}" if k in overrides else f"training.{k}"
+
+        if variant.get("source", "records") not in TRAINING_SOURCES:
+            raise err(key_of("source"), f"unknown source {variant.get('source')!r} (allowed: "
+                                        f"{', '.join(TRAINING_SOURCES)})")
+        usw = variant.get("use_sample_weights")
+        if usw is not None and not isinstance(usw, bool):
+            raise err(key_of("use_sample_weights"), f"expected true, false or null (auto), got {usw!r}")
+        if usw is True and not raw["train_sample"].get("weights", False):
+            raise err(key_of("use_sample_weights"), "true needs train_sample.weights: true (the flattening "
+                                                    "weights in jets/weights)")
         sched = variant.get("lr_schedule")
         if sched is not None and sched["type"] not in LR_SCHEDULES:
             raise err(f"{where}.lr_schedule.type", f"unknown schedule '{sched['type']}' (allowed: {LR_SCHEDULES})")

@@ -4,10 +4,16 @@ lwtnn computes x' = (x + offset) * scale, so offset = -mean and scale = 1/std, a
 values. lwtnn cannot clamp: the raw-value clamp bounds go into ``miscellaneous`` and the C++ side
 (and the check here) clamps raw inputs before evaluating. Constituents are passed as lwtnn expects:
 only the real ones, in the training order, at most n_max.
+
+With ``train_sample.concat_jet_tracks`` every constituent also carries candidate variables (scaled
+exactly as the candidate's own); in lwtnn they are further variables of each input sequence, with
+the candidate variable's name, offset, scale and clamp bounds, and C++ passes the candidate's raw
+value on every constituent (listed in ``miscellaneous.concat_jet_tracks``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -17,7 +23,8 @@ import numpy as np
 from taggerflow.config import Config
 from taggerflow.io import candidate_features, open_tree, read_range
 from taggerflow.scaling import scaling_arrays
-from taggerflow.trainsample import CANDIDATE_GROUP, order_and_pad, prepare, sequence_constituents, split_index
+from taggerflow.trainsample import (CANDIDATE_GROUP, options, order_and_pad, prepare, sequence_constituents,
+                                    sequence_variables, split_index)
 
 THRESHOLDS = (1e-7, 5e-7, 1e-6, 5e-6, 1e-5)
 
@@ -36,6 +43,25 @@ def lwtnn_variables(scaling: dict, type_name: str, names: list[str], cone: str =
     return variables, clamp
 
 
+def sequence_scaling(cfg: Config, scaling: dict) -> dict:
+    """The scaling with, for every collection and cone, an entry per concat_jet_tracks variable: the
+    candidate variable's own (the training files hold the scaled candidate value on every
+    constituent), so sequence inputs can be looked up by their written variable names."""
+    concat = list(options(cfg).concat)
+    if not concat:
+        return scaling
+    out = copy.copy(scaling)
+    for coll in cfg.collections:
+        entries = out[coll.name] = dict(scaling.get(coll.name) or {})
+        for v in concat:
+            # config validation keeps the names apart; a clash would mean another configuration
+            if v in entries:
+                raise ValueError(f"train_sample.concat_jet_tracks: '{v}' is also a variable of collection "
+                                 f"'{coll.name}' in the scaling file")
+            entries[v] = {cone: scaling["candidate"][v]["global"] for cone in coll.cones}
+    return out
+
+
 def raw_clamp(x: np.ndarray, bounds: list[list[float | None]]) -> np.ndarray:
     """Clamp raw values per column to the bounds written in the lwtnn file (what C++ must do)."""
     lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
@@ -47,6 +73,8 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
     """Test-split candidates from the shards: scaled padded inputs (Keras) and raw real
     constituents (lwtnn)."""
     fractions = cfg.raw["train_sample"]["split"]
+    cand_names = [v.name for v in cfg.candidate_variables]
+    concat_idx = [cand_names.index(v) for v in options(cfg).concat]
     keras_parts: dict[str, list[np.ndarray]] = {}
     raw_parts: dict[str, list] = {"candidate": []}
     for name, _, _ in cfg.sequences():
@@ -62,11 +90,17 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
                 continue
             for k, v in prepare(cfg, chunk, scaling).items():
                 keras_parts.setdefault(k, []).append(v)
-            raw_parts["candidate"].append(candidate_features(chunk, cfg.candidate_variables))
+            raw_cand = candidate_features(chunk, cfg.candidate_variables)
+            raw_parts["candidate"].append(raw_cand)
             for name, (coll, _, flat, counts, key) in sequence_constituents(cfg, chunk).items():
                 # what C++ passes: the real constituents, ordered and truncated as in training
                 padded, valid = order_and_pad(flat, counts, key, coll.n_max)
-                raw_parts[name].append((padded[valid], valid.sum(axis=1)))
+                real, n_real = padded[valid], valid.sum(axis=1)
+                if concat_idx:  # the candidate's raw concat_jet_tracks values on each of its constituents
+                    owner = np.repeat(np.arange(len(n_real)), n_real)
+                    real = np.concatenate([real, np.asarray(raw_cand, dtype=real.dtype)[owner][:, concat_idx]],
+                                          axis=1)
+                raw_parts[name].append((real, n_real))
             n += len(chunk)
             if n >= n_max_candidates:
                 break
@@ -91,15 +125,27 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
     sequence_names = dict(sequence_names or {})
     cand_vars, cand_clamp = lwtnn_variables(scaling, "candidate", [v.name for v in cfg.candidate_variables])
     seq_vars, clamps = {}, {"candidate": cand_clamp}
-    input_names = {getattr(i, "name", None) for i in model.inputs}
+    input_shapes = {getattr(i, "name", None): tuple(i.shape) for i in model.inputs}
+    seq_scaling, seq_names = sequence_scaling(cfg, scaling), sequence_variables(cfg)
     for name, coll, cone in cfg.sequences():
-        if name not in input_names:
+        if name not in input_shapes:
             continue
+        width = input_shapes[name][-1]
+        if width != len(seq_names[name]):
+            raise ValueError(f"sequence '{name}': the model reads {width} variables per constituent, the "
+                             f"configuration writes {len(seq_names[name])} ({seq_names[name]}; "
+                             f"train_sample.concat_jet_tracks: {list(options(cfg).concat)}): model and "
+                             f"configuration do not belong together")
         seq_vars[name], clamps[sequence_names.get(name, name)] = \
-            lwtnn_variables(scaling, coll.name, coll.variable_names, cone)
+            lwtnn_variables(seq_scaling, coll.name, seq_names[name], cone)
     misc = {"clamp_raw_inputs": json.dumps(clamps, sort_keys=True),
             "note": "clamp raw inputs to clamp_raw_inputs [min, max] (null = unbounded) before evaluating; "
                     "pass only real constituents, ordered and truncated as in training"}
+    concat = list(options(cfg).concat)
+    if concat and seq_vars:
+        misc["concat_jet_tracks"] = json.dumps(concat)
+        misc["note"] += ("; every constituent also carries the candidate's raw values of concat_jet_tracks "
+                         "(same offsets, scales and clamp bounds as the candidate input)")
     if len(model.inputs) == 1:
         return keras_to_lwtnn_sequential(model, cand_vars, cfg.class_names, miscellaneous=misc), clamps
     config = keras_to_lwtnn(model, cand_vars, seq_vars, cfg.class_names, sequence_names=sequence_names,
@@ -162,8 +208,23 @@ def keras_inputs(inputs: dict, sequences: list[str]) -> dict[str, np.ndarray]:
     return x
 
 
+def export_sequence_names(cfg: Config, override: dict[str, str] | None = None) -> dict[str, str]:
+    """Model sequence -> its name in the experiment's software (e.g. pfcand -> tracks_r22default_sd0sort):
+    ``export.sequence_names`` updated by ``override`` (ConvertLwtnn's --sequence-names)."""
+    names = dict(cfg.raw["export"].get("sequence_names") or {})
+    known = [n for n, _, _ in cfg.sequences()]
+    for key, value in (override or {}).items():
+        if key not in known:
+            raise ValueError(f"--sequence-names: '{key}' is not a model sequence (known: {', '.join(known)})")
+        if not str(value).strip():
+            raise ValueError(f"--sequence-names: empty name for '{key}'")
+        names[key] = str(value).strip()
+    return names
+
+
 def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[str], out: dict[str, str],
-                 training_summary: dict | None = None, log=print) -> dict:
+                 training_summary: dict | None = None, log=print,
+                 sequence_names: dict[str, str] | None = None) -> dict:
     """Everything ConvertLwtnn produces for one trained model: the lwtnn JSON (checked against
     Keras by the numpy evaluator), the ONNX file (checked with onnxruntime) and the model card.
     Nothing is written unless both checks pass. out: 'lwtnn', 'check', 'onnx', 'card'."""
@@ -176,7 +237,7 @@ def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[
     from taggerflow.utils import atomic_path, write_json
 
     ex = cfg.raw["export"]
-    seq_names = ex.get("sequence_names") or {}
+    seq_names = export_sequence_names(cfg, sequence_names)
     tolerance = float(ex["tolerance"])
     model = keras.models.load_model(model_path)
     lwtnn_config, clamps = convert(model, cfg, scaling, seq_names)
@@ -198,10 +259,17 @@ def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[
     write_lwtnn(lwtnn_config, out["lwtnn"])
     write_json(out["check"], {"lwtnn": lwtnn_result, "onnx": onnx_result})
     cand_vars, seqs = card_inputs_from_config(cfg, [i.name for i in model.inputs], seq_names)
+    training_config = dict((training_summary or {}).get("config", {}))
+    concat = list(options(cfg).concat)
+    if concat:  # the card lists what each constituent really carries (its widths must match ONNX)
+        by_name = {v["name"]: v for v in cand_vars}
+        for spec in seqs.values():
+            spec["variables"] = list(spec["variables"]) + [dict(by_name[v]) for v in concat]
+        training_config["concat_jet_tracks"] = concat
     summary = training_summary or {}
     card = model_card(name=summary.get("name", os.path.basename(os.path.dirname(model_path))), classes=cfg.class_names,
-                      candidate_variables=cand_vars, sequences=seqs, scaling=scaling,
-                      training_config=summary.get("config", {}), metrics=summary.get("test", {}),
+                      candidate_variables=cand_vars, sequences=seqs, scaling=sequence_scaling(cfg, scaling),
+                      training_config=training_config, metrics=summary.get("test", {}),
                       lwtnn_check=lwtnn_result, onnx_info={**info, "check": onnx_result},
                       files={k: os.path.basename(v) for k, v in out.items()})
     write_model_card(card, out["card"])
@@ -209,7 +277,8 @@ def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[
 
 
 def check_files(lwtnn_path: str, onnx_path: str, model_path: str, cfg: Config, scaling: dict,
-                shard_paths: list[str], n_check: int, tolerance: float) -> dict:
+                shard_paths: list[str], n_check: int, tolerance: float,
+                sequence_names: dict[str, str] | None = None) -> dict:
     """Re-check written files as a deployment would read them: the lwtnn JSON from disk through the
     numpy evaluator, the ONNX file through onnxruntime, both against Keras."""
     import keras
@@ -221,7 +290,7 @@ def check_files(lwtnn_path: str, onnx_path: str, model_path: str, cfg: Config, s
         lwtnn_config = json.load(f)
     clamps = json.loads(lwtnn_config["miscellaneous"]["clamp_raw_inputs"])
     model = keras.models.load_model(model_path)
-    seq_names = cfg.raw["export"].get("sequence_names") or {}
+    seq_names = export_sequence_names(cfg, sequence_names)
     inputs = check_inputs(cfg, shard_paths, scaling, n_check)
     sequences = [n for n, _, _ in cfg.sequences()]
     used = [s for s in sequences if s in {i.name for i in model.inputs}]

@@ -1,4 +1,10 @@
-"""Training: one Keras model per training configuration, from TFRecords, resumable.
+"""Training: one Keras model per training configuration, resumable.
+
+The batches come from the TFRecords (``training.source: records``, the default) or straight from
+the WriteTrainSample HDF5 files (``source: h5``); both loaders yield the same model inputs. When the
+train sample holds per-class pt-|eta| flattening weights (``train_sample.weights``), they reach the
+loss as Keras sample weights (``use_sample_weights``: null = whenever the sample has them), multiplied
+by the class weights. Sequence widths are those of the files (``concat_jet_tracks`` included).
 
 A checkpoint (model + epoch) is written after every epoch; a rerun after an interruption resumes
 from it. The per-epoch history goes to CSV (appended on resume).
@@ -14,11 +20,15 @@ import socket
 import time
 from collections.abc import Sequence
 
+import h5py
 import numpy as np
 
 from taggerflow.metrics import accuracy, pairwise_aucs
-from taggerflow.records import h5_model_inputs, read_h5, record_dataset
+from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, record_dataset
+from taggerflow.trainsample import CANDIDATE_GROUP
 from taggerflow.utils import atomic_path, write_json
+
+SOURCES = ("records", "h5")  # = taggerflow.config.TRAINING_SOURCES
 
 
 def device_info() -> dict:
@@ -57,13 +67,105 @@ def learning_rate(variant: dict):
     return lr
 
 
+def sample_weighted(files: Sequence[str]) -> bool:
+    """Whether training HDF5 files hold flattening weights in jets/weights (written with
+    ``train_sample.weights: true``) rather than ones; all files must agree."""
+    flags = set()
+    for path in files:
+        with h5py.File(path, "r") as f:
+            opts = f.attrs.get("train_sample")
+            if opts is not None:
+                flags.add(bool(json.loads(opts).get("weights", False)))
+            elif f"{CANDIDATE_GROUP}/weights" in f:  # no options attribute: the dataset says what it holds
+                flags.add(str(f[f"{CANDIDATE_GROUP}/weights"].attrs.get("description", "ones")) != "ones")
+            else:
+                flags.add(False)
+    if len(flags) > 1:
+        raise ValueError(f"training files {list(files)}: some hold flattening weights, others not "
+                         f"(written from different train_sample.weights)")
+    return flags == {True}
+
+
+def use_sample_weights(variant: dict, weighted_sample: bool) -> bool:
+    """The variant's ``use_sample_weights`` resolved: null/absent -> whether the sample has weights."""
+    opt = variant.get("use_sample_weights")
+    if opt is None:
+        return bool(weighted_sample)
+    if opt and not weighted_sample:
+        raise ValueError(f"training variant '{variant.get('name')}': use_sample_weights is true but the train "
+                         f"sample has no flattening weights (write it with train_sample.weights: true)")
+    return bool(opt)
+
+
+def h5_metadata(path: str, add_vars: Sequence[str] = ()) -> dict:
+    """What train_model reads from the records metadata, for ``source: h5``: the layout of a training
+    HDF5 file, and the conditional inputs (``records.add_vars``) taken from its candidate inputs."""
+    meta = h5_layout(path)
+    meta["add_vars"] = list(add_vars)
+    if add_vars:
+        meta["variables"]["add_vars"] = list(add_vars)
+    return meta
+
+
+def check_sequence_widths(collections: dict[str, tuple[int, int]], metadata: dict) -> None:
+    """The (n_max, n_vars) the model is built with must be those of the training files, whose
+    constituents carry the concatenated candidate variables too (train_sample.concat_jet_tracks)."""
+    for name, shape in collections.items():
+        arr = metadata["arrays"].get(f"{name}/inputs")
+        if arr is not None and [int(s) for s in shape] != [int(s) for s in arr["shape"]]:
+            names = metadata.get("variables", {}).get(f"{name}/inputs")
+            raise ValueError(f"sequence '{name}': the model would read (n_max, n_vars) = {tuple(shape)}, the "
+                             f"training files hold {tuple(arr['shape'])} (variables {names}); take the widths "
+                             f"from taggerflow.trainsample.sequence_variables (train_sample.concat_jet_tracks "
+                             f"appends candidate variables to every constituent)")
+
+
+def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str], val_files: Sequence[str],
+                      batch_size: int, seed: int, collections: Sequence[str], with_add_vars: bool = False,
+                      with_weights: bool = False, class_weight: dict[int, float] | None = None,
+                      shuffle: bool = True):
+    """(train, validation or None) tf.data datasets of the variant's ``source``: TFRecord files and
+    their metadata, or training HDF5 files (``metadata`` from h5_metadata). With ``with_weights`` the
+    batches are (x, y, w) with the jets/weights of the files; ``class_weight`` then multiplies the
+    training weights (Keras refuses class_weight beside sample weights), not the validation ones,
+    as Keras's own class_weight does."""
+    source = variant.get("source", "records")
+    if source not in SOURCES:
+        raise ValueError(f"training variant '{variant.get('name')}': unknown source {source!r} (allowed: {SOURCES})")
+    shuffle_buffer = int(variant.get("shuffle_buffer", 20000)) if shuffle else 0
+    add_vars = list(metadata.get("add_vars") or [])
+
+    def make(files, buffer):
+        if source == "records":
+            return record_dataset(files, metadata, batch_size, shuffle_buffer=buffer, seed=seed,
+                                  collections=collections, with_weights=with_weights, with_add_vars=with_add_vars)
+        return h5_dataset(files, batch_size, shuffle_buffer=buffer, seed=seed, collections=collections,
+                          with_weights=with_weights, with_add_vars=with_add_vars, add_vars=add_vars)
+
+    train = make(train_files, shuffle_buffer)
+    if with_weights and class_weight:
+        import tensorflow as tf
+
+        n = max(class_weight) + 1
+        table = tf.constant([float(class_weight.get(i, 1.0)) for i in range(n)], tf.float32)
+        train = train.map(lambda x, y, w: (x, y, w * tf.gather(table, y)), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+    val = make(val_files, 0) if val_files else None
+    return train, val
+
+
 def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[int, int]], n_candidate_vars: int,
-                train_records: Sequence[str], val_records: Sequence[str], metadata: dict,
+                train_files: Sequence[str], val_files: Sequence[str], metadata: dict,
                 test_h5: Sequence[str], out: dict[str, str], seed: int, log=print,
-                class_counts: Sequence[int] | None = None) -> dict:
+                class_counts: Sequence[int] | None = None, weighted_sample: bool | None = None) -> dict:
     """Train one variant; write out['model'] (.keras), out['history'] (.csv), out['summary'] (.json),
     out['config'] (the resolved configuration and seed). out['checkpoint_dir'] holds the resumable
-    state; out['tensorboard'] the TensorBoard logs (when enabled)."""
+    state; out['tensorboard'] the TensorBoard logs (when enabled).
+
+    ``train_files``/``val_files``: TFRecord files with their ``metadata`` (``source: records``) or
+    training HDF5 files with ``metadata = h5_metadata(...)`` (``source: h5``). ``collections``: per
+    sequence (n_max, n_vars) as written (checked against the metadata). ``weighted_sample``: whether
+    the train sample holds flattening weights; None: read from the ``test_h5`` files (same writer)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -80,6 +182,12 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     ckpt_state = os.path.join(ckpt_dir, "state.json")
     history_tmp = os.path.join(ckpt_dir, "history.csv")
 
+    source = variant.get("source", "records")
+    check_sequence_widths(collections, metadata)
+    if weighted_sample is None:
+        weighted_sample = sample_weighted(test_h5) if test_h5 else False
+    with_weights = use_sample_weights(variant, weighted_sample)
+
     initial_epoch = 0
     if os.path.exists(ckpt_state) and os.path.exists(ckpt_model):
         with open(ckpt_state) as f:
@@ -95,20 +203,27 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                             n_add_vars=n_add)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate(variant)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    write_json(out["config"], {"variant": variant, "seed": seed, "classes": classes,
+    seq_vars = {k: list(metadata["variables"].get(f"{k}/inputs") or []) for k in collections}
+    write_json(out["config"], {"variant": variant, "seed": seed, "classes": classes, "source": source,
+                               "sample_weights": with_weights,
                                "add_vars": list(metadata.get("add_vars") or []),
                                "candidate_variables": list(metadata["variables"]["jets/inputs"]),
-                               "inputs": {"candidate": n_candidate_vars, **{k: list(v) for k, v in collections.items()}}})
+                               "sequence_variables": seq_vars,
+                               "inputs": {"candidate": n_candidate_vars,
+                                          **{k: list(v) for k, v in collections.items()}}})
 
     batch = int(variant["batch_size"])
     # only the sequences the model reads (a dense tagger reads none)
     model_inputs = {i.name for i in model.inputs}
     coll_names = [c for c in collections if c in model_inputs]
     with_add = "add_vars" in model_inputs
-    train_ds = record_dataset(train_records, metadata, batch, shuffle_buffer=int(variant.get("shuffle_buffer", 20000)),
-                              seed=seed, collections=coll_names, with_add_vars=with_add)
-    val_ds = record_dataset(val_records, metadata, batch, collections=coll_names,
-                            with_add_vars=with_add) if val_records else None
+    weights = class_weights(variant.get("class_weights"), classes, class_counts)
+    if weights:
+        log(f"class weights: { {classes[i]: round(w, 4) for i, w in weights.items()} }"
+            + (" (times the flattening weights)" if with_weights else ""))
+    log(f"training from {source}{', with the flattening weights of the train sample' if with_weights else ''}")
+    train_ds, val_ds = training_datasets(variant, metadata, train_files, val_files, batch, seed, coll_names,
+                                         with_add_vars=with_add, with_weights=with_weights, class_weight=weights)
 
     class EpochCheckpoint(keras.callbacks.Callback):
         """Model + epoch after every epoch, renamed into place so a kill never leaves half a checkpoint."""
@@ -124,14 +239,12 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                                                restore_best_weights=False)]
     if variant.get("tensorboard", False) and out.get("tensorboard"):
         callbacks.append(keras.callbacks.TensorBoard(log_dir=out["tensorboard"], write_graph=False))
-    weights = class_weights(variant.get("class_weights"), classes, class_counts)
-    if weights:
-        log(f"class weights: { {classes[i]: round(w, 4) for i, w in weights.items()} }")
     start = time.time()
     epochs = int(variant["epochs"])
     if initial_epoch < epochs:
+        # with sample weights the class weights are already in the batches' weights
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=2, shuffle=False, class_weight=weights)
+                  callbacks=callbacks, verbose=2, shuffle=False, class_weight=None if with_weights else weights)
     duration = time.time() - start
 
     # evaluation on the test split
@@ -141,6 +254,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     history = read_history(history_tmp)
     summary = {"name": variant["name"], "seed": seed, "device": info, "train_seconds": duration,
                "epochs_run": len(history), "resumed_from_epoch": initial_epoch, "class_weights": weights,
+               "source": source, "sample_weights": with_weights,
                "test": {"n": int(len(labels)), "accuracy": accuracy(probs, labels),
                         "auc": pairwise_aucs(probs, labels, classes)},
                "config": variant}

@@ -50,8 +50,9 @@ def pipeline_summary(task, variant: str) -> str:
             with h5py.File(target.path, "r") as f:
                 counts[split] = counts.get(split, 0) + int(f.attrs["n_candidates"])
     lines.append(f"- WriteTrainSample: {len(samples)} x 3 HDF5 files, candidates per split {counts}")
-    records = branches(ToRecords)
-    lines.append(f"- ToRecords: {2 * len(records)} TFRecord files")
+    records = {b: out for b, out in branches(ToRecords).items() if out["train"]["records"].exists()}
+    lines.append(f"- ToRecords: {2 * len(records)} TFRecord files" if records else
+                 "- ToRecords: not run (every training reads the HDF5 files: training.source h5)")
 
     train_wf = Training.req_different_branching(task, branch=-1)
     b = next(k for k, v in train_wf.get_branch_map().items() if v == variant)

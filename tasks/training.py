@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import law
 import luigi
 
 from tasks.shuffle import shard_paths
@@ -11,23 +12,35 @@ from workflows import Workflow
 
 
 class Training(Workflow):
-    """Train the models of ``training.variants`` (one branch each) from the TFRecords.
-    Interrupted trainings resume from their last epoch checkpoint."""
+    """Train the models of ``training.variants`` (one branch each) from the TFRecords, or from the
+    training HDF5 files for a variant with ``source: h5``. Interrupted trainings resume from their
+    last epoch checkpoint."""
 
     config_sections = ToRecords.config_sections + ("training",)
 
     def create_branch_map(self):
         return [v["name"] for v in self.cfg.training_variants()]
 
+    def _variant(self) -> dict:
+        return next(v for v in self.cfg.training_variants() if v["name"] == self.branch_data)
+
+    def _needs_records(self) -> bool:
+        # TFRecords only for the variants that read them (the workflow: for any variant)
+        variants = [self._variant()] if self.is_branch() else self.cfg.training_variants()
+        return any(v.get("source", "records") == "records" for v in variants)
+
     def workflow_requires(self):
         reqs = super().workflow_requires()
-        reqs["records"] = ToRecords.req_different_branching(self, branch=-1)
+        if self._needs_records():
+            reqs["records"] = ToRecords.req_different_branching(self, branch=-1)
         reqs["train_sample"] = WriteTrainSample.req_different_branching(self, branch=-1)
         return reqs
 
     def requires(self):
-        return {"records": ToRecords.req_different_branching(self, branch=-1),
-                "train_sample": WriteTrainSample.req_different_branching(self, branch=-1)}
+        reqs = {"train_sample": WriteTrainSample.req_different_branching(self, branch=-1)}
+        if self._needs_records():
+            reqs["records"] = ToRecords.req_different_branching(self, branch=-1)
+        return reqs
 
     def output(self):
         name = self.branch_data
@@ -38,26 +51,34 @@ class Training(Workflow):
 
     def run(self):
         from taggerflow.records import load_metadata
-        from taggerflow.training import train_model
+        from taggerflow.training import h5_metadata, sample_weighted, train_model
+        from taggerflow.trainsample import sequence_variables
         from taggerflow.utils import job_seed
 
         cfg = self.cfg
-        variant = next(v for v in cfg.training_variants() if v["name"] == self.branch_data)
-        records = self.input()["records"]["collection"].targets
+        variant = self._variant()
         samples = self.input()["train_sample"]["collection"].targets
-        train = [records[b]["train"]["records"].path for b in sorted(records)]
-        val = [records[b]["validation"]["records"].path for b in sorted(records)]
-        meta = load_metadata(records[min(records)]["train"]["meta"].path)
-        test = [samples[b]["test"].path for b in sorted(samples)]
+        h5 = {s: [samples[b][s].path for b in sorted(samples)] for s in ("train", "validation", "test")}
+        if variant.get("source", "records") == "h5":
+            train, val = h5["train"], h5["validation"]
+            meta = h5_metadata(h5["train"][0], cfg.raw["records"].get("add_vars") or [])
+        else:
+            records = self.input()["records"]["collection"].targets
+            train = [records[b]["train"]["records"].path for b in sorted(records)]
+            val = [records[b]["validation"]["records"].path for b in sorted(records)]
+            meta = load_metadata(records[min(records)]["train"]["meta"].path)
         seed = int(job_seed(cfg.seed, "training", self.branch_data).generate_state(1)[0] % (2**31))
         out = {k: t.path for k, t in self.output().items()}
         out["checkpoint_dir"] = self.local_path(self.branch_data, "checkpoint")
         out["tensorboard"] = self.local_path(self.branch_data, "tensorboard")
         out["mlruns"] = self.local_path("mlruns")
-        counts = class_counts([samples[b]["train"].path for b in sorted(samples)], len(cfg.class_names))
-        summary = train_model(variant, cfg.class_names, {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()},
-                              len(cfg.candidate_variables), train, val, meta, test, out, seed,
-                              log=self.publish_message, class_counts=counts)
+        counts = class_counts(h5["train"], len(cfg.class_names))
+        # per-constituent widths as written: the collection's variables plus concat_jet_tracks
+        seq_vars = sequence_variables(cfg)
+        seqs = {n: (c.n_max, len(seq_vars[n])) for n, c, _ in cfg.sequences()}
+        summary = train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), train, val, meta,
+                              h5["test"], out, seed, log=self.publish_message, class_counts=counts,
+                              weighted_sample=sample_weighted(h5["train"]))
         self.publish_message(f"{self.branch_data}: test accuracy {summary['test']['accuracy']:.4f}, "
                              f"AUC tau vs jet {summary['test']['auc'].get('tau_vs_jet', float('nan')):.4f}")
 
@@ -77,6 +98,10 @@ class ConvertLwtnn(Workflow):
     """The trained models as lwtnn graph JSON (inputs with offsets/scales from the scaling),
     checked against Keras by the project's own numpy lwtnn evaluator."""
 
+    sequence_names = law.CSVParameter(default=(), description="names of the sequences in the experiment's "
+                                      "software, as sequence=name pairs (e.g. pfcand=tracks_r22default_sd0sort); "
+                                      "override export.sequence_names; default: the config's")
+
     config_sections = Training.config_sections + ("export",)
 
     def create_branch_map(self):
@@ -91,6 +116,9 @@ class ConvertLwtnn(Workflow):
     def requires(self):
         return {"training": Training.req_different_branching(self, branch=self.branch),
                 "scaling": MergeScaling.req(self)}
+
+    def store_parts(self):
+        return super().store_parts() + sequence_names_part(self)
 
     def output(self):
         name = self.branch_data
@@ -108,7 +136,8 @@ class ConvertLwtnn(Workflow):
         training = self.input()["training"]
         out = {k: t.path for k, t in self.output().items() if k != "summary"}
         export_model(training["model"].path, self.cfg, read_json(self.input()["scaling"].path), shard_paths(self),
-                     out, training_summary=read_json(training["summary"].path), log=self.publish_message)
+                     out, training_summary=read_json(training["summary"].path), log=self.publish_message,
+                     sequence_names=parse_sequence_names(self.sequence_names))
         text = pipeline_summary(self, self.branch_data)
         with atomic_path(self.output()["summary"].path, suffix=".md") as tmp:
             with open(tmp, "w") as f:
@@ -123,6 +152,10 @@ class CheckExport(Workflow):
 
     n_check = luigi.IntParameter(default=10000, description="test candidates to check; default: 10000")
     config_sections = ConvertLwtnn.config_sections
+    sequence_names = ConvertLwtnn.sequence_names
+
+    def store_parts(self):
+        return super().store_parts() + sequence_names_part(self)
 
     def create_branch_map(self):
         return Training.req_different_branching(self, branch=-1).get_branch_map()
@@ -147,10 +180,28 @@ class CheckExport(Workflow):
         exp = self.input()["export"]
         result = check_files(exp["lwtnn"].path, exp["onnx"].path, self.input()["training"]["model"].path, self.cfg,
                              read_json(self.input()["scaling"].path), shard_paths(self), int(self.n_check),
-                             float(self.cfg.raw["export"]["tolerance"]))
+                             float(self.cfg.raw["export"]["tolerance"]),
+                             sequence_names=parse_sequence_names(self.sequence_names))
         for kind, res in result.items():
             self.publish_message(format_table(res).replace("lwtnn vs", f"{kind} vs"))
         failed = [k for k, r in result.items() if not r["passed"]]
         if failed:
             raise RuntimeError(f"{', '.join(failed)} check failed: max |diff| above {result[failed[0]]['tolerance']:g}")
         write_json(self.output().path, result)
+
+
+def parse_sequence_names(pairs) -> dict[str, str]:
+    """--sequence-names pfcand=tracks_r22default_sd0sort,... -> {"pfcand": "tracks_r22default_sd0sort", ...}"""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--sequence-names: expected sequence=name, got '{pair}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def sequence_names_part(task) -> tuple[str, ...]:
+    """Another output directory for other --sequence-names (the files differ, the config does not)."""
+    pairs = sorted(parse_sequence_names(task.sequence_names).items())
+    return (("seqnames_" + "_".join(f"{k}-{v}" for k, v in pairs)),) if pairs else ()

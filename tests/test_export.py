@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,106 @@ def test_check_detects_a_wrong_offset(files_config, shard_and_scaling):
     inputs = check_inputs(cfg, [shard], scaling, 200)
     result = check(model, config, clamps, inputs, ["pfcand"], tolerance=1e-5)
     assert not result["passed"] and result["max_abs_diff"] > 1e-4
+
+
+def test_concat_jet_tracks_train_export_and_check(files_config, shard_and_scaling, tmp_path):
+    """concat_jet_tracks: a model trained on constituents carrying candidate variables exports to
+    lwtnn with those variables in every input sequence (the candidate's name, offset and scale), and
+    the numpy lwtnn evaluator fed raw values agrees with Keras; ONNX and the model card follow."""
+    import json
+
+    from taggerflow.config import config_from_dict
+    from taggerflow.export import check_files, export_model
+    from taggerflow.training import h5_metadata, train_model
+    from taggerflow.trainsample import sequence_variables, write_train_sample
+
+    shard, scaling, _ = shard_and_scaling
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["train_sample"]["concat_jet_tracks"] = ["pt", "abs_eta"]
+    cfg = config_from_dict(raw, files_config.path)
+    coll = cfg.collections[0]
+    h5 = {s: str(tmp_path / f"{s}.h5") for s in ("train", "validation", "test")}
+    write_train_sample(cfg, [shard], scaling, h5)
+    seq_vars = sequence_variables(cfg)
+    seqs = {n: (c.n_max, len(seq_vars[n])) for n, c, _ in cfg.sequences()}
+    assert seqs == {"pfcand": (coll.n_max, len(coll.variables) + 2)}
+    variant = dict(cfg.training_variants()[0], epochs=1, batch_size=128, source="h5", tensorboard=False,
+                   mlflow=False, class_weights=None, model={"type": "deepsets", "phi_layers": [16], "f_layers": [16]})
+    d = tmp_path / "train"
+    d.mkdir()
+    out = {k: str(d / f) for k, f in (("model", "model.keras"), ("history", "h.csv"), ("summary", "s.json"),
+                                      ("config", "c.json"), ("checkpoint_dir", "ckpt"))}
+    summary = train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [h5["train"]],
+                          [h5["validation"]], h5_metadata(h5["train"]), [h5["test"]], out, 5, log=lambda m: None)
+    assert json.load(open(out["config"]))["sequence_variables"]["pfcand"] == coll.variable_names + ["pt", "abs_eta"]
+
+    ex = {k: str(tmp_path / f) for k, f in (("lwtnn", "lwtnn.json"), ("check", "check.json"), ("onnx", "m.onnx"),
+                                            ("card", "card.json"))}
+    result = export_model(out["model"], cfg, scaling, [shard], ex, training_summary=summary, log=lambda m: None)
+    assert result["lwtnn"]["passed"] and result["lwtnn"]["max_abs_diff"] < 1e-5
+    import h5py
+
+    with h5py.File(h5["test"], "r") as f:  # every test-split candidate of the shard (fewer than n_check)
+        assert result["lwtnn"]["n_candidates"] == min(cfg.raw["export"]["n_check"], len(f["jets/labels"]))
+    assert result["onnx"]["passed"]
+    lw = json.load(open(ex["lwtnn"]))
+    seq = next(s for s in lw["input_sequences"] if s["name"] == "pfcand")
+    assert [v["name"] for v in seq["variables"]] == coll.variable_names + ["pt", "abs_eta"]
+    cand = {v["name"]: v for v in lw["inputs"][0]["variables"]}
+    for name in ("pt", "abs_eta"):  # scaled exactly as the candidate variable
+        assert next(v for v in seq["variables"] if v["name"] == name) == cand[name]
+    clamps = json.loads(lw["miscellaneous"]["clamp_raw_inputs"])
+    assert clamps["pfcand"]["abs_eta"] == clamps["candidate"]["abs_eta"]
+    assert json.loads(lw["miscellaneous"]["concat_jet_tracks"]) == ["pt", "abs_eta"]
+    card = json.load(open(ex["card"]))
+    card_seq = next(i for i in card["inputs"] if i["name"] == "pfcand")
+    assert card_seq["shape"] == [None, coll.n_max, len(coll.variables) + 2]
+    assert card_seq["variables"][-1]["lwtnn_offset"] == cand["abs_eta"]["offset"]
+    # the written files, re-read as a deployment would
+    again = check_files(ex["lwtnn"], ex["onnx"], out["model"], cfg, scaling, [shard], 300, 1e-5)
+    assert again["lwtnn"]["passed"] and again["onnx"]["passed"]
+
+    # --sequence-names: the sequence under the experiment's name, in the JSON, the card and the re-check
+    renamed = {k: v.replace(str(tmp_path), str(tmp_path / "renamed")) for k, v in ex.items()}
+    export_model(out["model"], cfg, scaling, [shard], renamed, log=lambda m: None,
+                 sequence_names={"pfcand": "tracks_r22default_sd0sort"})
+    lw2 = json.load(open(renamed["lwtnn"]))
+    assert [s["name"] for s in lw2["input_sequences"]] == ["tracks_r22default_sd0sort"]
+    assert lw2["input_sequences"][0]["variables"] == seq["variables"]
+    card2 = json.load(open(renamed["card"]))
+    assert next(i for i in card2["inputs"] if i["name"] == "pfcand")["lwtnn_node"] == "tracks_r22default_sd0sort"
+    again = check_files(renamed["lwtnn"], renamed["onnx"], out["model"], cfg, scaling, [shard], 300, 1e-5,
+                        sequence_names={"pfcand": "tracks_r22default_sd0sort"})
+    assert again["lwtnn"]["passed"]
+
+    # the check feeds the candidate's raw values to every constituent: a wrong offset there is caught
+    import keras
+
+    import taggerflow.models  # noqa: F401
+    from taggerflow.export import check_inputs
+
+    model = keras.models.load_model(out["model"])
+    config, clamps = convert(model, cfg, scaling)
+    inputs = check_inputs(cfg, [shard], scaling, 200)
+    flat, counts = inputs["raw"]["pfcand"]
+    assert flat.shape == (counts.sum(), len(coll.variables) + 2)
+    config["input_sequences"][0]["variables"][-2]["offset"] += 5.0
+    assert not check(model, config, clamps, inputs, ["pfcand"])["passed"]
+    # a configuration without the option does not fit the model: refused before anything is written
+    with pytest.raises(ValueError, match="concat_jet_tracks"):
+        export_model(out["model"], files_config, scaling, [shard], {k: v + ".no" for k, v in ex.items()},
+                     log=lambda m: None)
+    assert not any(os.path.exists(v + ".no") for v in ex.values())
+
+
+def test_sequence_names_parameter(files_config):
+    from taggerflow.export import export_sequence_names
+    from tasks.training import parse_sequence_names
+
+    assert parse_sequence_names(["pfcand=tracks_r22default_sd0sort"]) == {"pfcand": "tracks_r22default_sd0sort"}
+    assert export_sequence_names(files_config) == {"pfcand": "pfcand"}  # the config's export.sequence_names
+    assert export_sequence_names(files_config, {"pfcand": "tracks"}) == {"pfcand": "tracks"}
+    with pytest.raises(ValueError, match="'tracks' is not a model sequence"):
+        export_sequence_names(files_config, {"tracks": "x"})
+    with pytest.raises(ValueError, match="expected sequence=name"):
+        parse_sequence_names(["pfcand"])

@@ -122,3 +122,34 @@ def test_conditional_training_from_records_with_add_vars(files_config, records, 
     with pytest.raises(ValueError, match="model.conditional needs records.add_vars"):
         train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [records["records"]["train"]], [],
                     records["meta"], [records["h5"]["test"]], _outputs(tmp_path / "cond2"), 3, log=lambda m: None)
+
+
+def test_conditional_training_from_h5(files_config, records, tmp_path):
+    """source: h5 takes the conditional inputs (records.add_vars) from the candidate inputs of the
+    HDF5 files, as ToRecords does; the first batches equal those of the records."""
+    from taggerflow.records import write_records
+    from taggerflow.training import h5_metadata, training_datasets
+
+    cfg = files_config
+    meta = h5_metadata(records["h5"]["train"], ["pt", "abs_eta"])
+    rec = str(tmp_path / "train_add.tfrecord")
+    rec_meta = write_records(records["h5"]["train"], rec, 128, add_vars=["pt", "abs_eta"])
+    kw = dict(batch_size=64, seed=0, collections=["pfcand"], with_add_vars=True, shuffle=False)
+    (xa, ya), (xb, yb) = (next(iter(training_datasets(dict(variant, name="v"), m, files, [], **kw)[0]
+                                    .as_numpy_iterator()))
+                          for variant, m, files in (({"source": "h5"}, meta, [records["h5"]["train"]]),
+                                                    ({"source": "records"}, rec_meta, [rec])))
+    assert set(xa) == set(xb) == {"candidate", "pfcand", "pfcand_valid", "add_vars"}
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
+    np.testing.assert_array_equal(ya, yb)
+    names = meta["variables"]["jets/inputs"]
+    np.testing.assert_array_equal(xa["add_vars"], xa["candidate"][:, [names.index("pt"), names.index("abs_eta")]])
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    variant = dict(cfg.training_variants()[0], epochs=1, batch_size=128, class_weights=None, source="h5",
+                   tensorboard=False, mlflow=False, model=dict(cfg.training_variants()[0]["model"], conditional=True))
+    summary = train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [records["h5"]["train"]],
+                          [records["h5"]["validation"]], meta, [records["h5"]["test"]], _outputs(tmp_path / "c"), 3,
+                          log=lambda m: None)
+    assert summary["source"] == "h5" and not summary["sample_weights"]
+    assert summary["test"]["auc"]["tau_vs_jet"] > 0.7
