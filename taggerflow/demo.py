@@ -38,6 +38,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from taggerflow.io import atomic_output, reproducible_root
+
 __all__ = ["TRUTH_CODES", "CLASS_NAMES", "CANDIDATE_BRANCHES", "PFCAND_FIELDS", "generate_demo_file"]
 
 #: gen_match values per class (CMS genPartFlav-like): 1/3 prompt/tau->e, 2/4 prompt/tau->mu,
@@ -415,7 +417,6 @@ def generate_demo_file(path: str, dataset: str, n_entries: int, class_fractions:
 
     path = os.path.abspath(os.fspath(path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp_path = f"{path}.{os.getpid()}.tmp"
 
     n_chunks = -(-n_entries // chunk_size)
     # Mixing dataset and file_index into the entropy keeps files independent even if a caller reuses seeds.
@@ -426,29 +427,24 @@ def generate_demo_file(path: str, dataset: str, n_entries: int, class_fractions:
     gm_to_class = {code: name for name, codes in TRUTH_CODES.items()
                    for code in (codes if isinstance(codes, tuple) else (codes,))}
     next_event = 0
-    try:
-        with uproot.recreate(tmp_path, compression=uproot.ZSTD(5)) as f:
-            ttree = f.mktree(tree, _branch_types(), title=f"taggerflow demo candidates ({dataset})")
-            for i, seq in enumerate(chunk_seqs):
-                n = min(chunk_size, n_entries - i * chunk_size)
-                rng = np.random.default_rng(seq)
-                cand, pfcand = _generate_chunk(rng, n, probs, pt_scale, eta_width)
-                idx, next_event = _event_numbers(rng, n, next_event)
-                data: dict[str, object] = {
-                    "event": (np.uint64(file_index) * np.uint64(EVENT_STRIDE) + idx.astype(np.uint64)),
-                    "run": np.ones(n, dtype=np.int32),
-                    **cand,
-                    "pfcand": pfcand,
-                }
-                ttree.extend(data)
-                codes, n_code = np.unique(cand["gen_match"], return_counts=True)
-                for code, m in zip(codes.tolist(), n_code.tolist()):
-                    counts[gm_to_class[code]] += m
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.remove(tmp_path)
-        except FileNotFoundError:
-            pass
-        raise
+    # written under its final name in a temporary folder, without wall-clock data: the same seed gives
+    # the same bytes, and a killed job leaves no file under the final name
+    with atomic_output(path) as tmp_path, reproducible_root(f"demo:{dataset}:{file_index}:{seed}") as opts, \
+            uproot.recreate(tmp_path, compression=uproot.ZSTD(5), **opts) as f:
+        ttree = f.mktree(tree, _branch_types(), title=f"taggerflow demo candidates ({dataset})")
+        for i, seq in enumerate(chunk_seqs):
+            n = min(chunk_size, n_entries - i * chunk_size)
+            rng = np.random.default_rng(seq)
+            cand, pfcand = _generate_chunk(rng, n, probs, pt_scale, eta_width)
+            idx, next_event = _event_numbers(rng, n, next_event)
+            data: dict[str, object] = {
+                "event": (np.uint64(file_index) * np.uint64(EVENT_STRIDE) + idx.astype(np.uint64)),
+                "run": np.ones(n, dtype=np.int32),
+                **cand,
+                "pfcand": pfcand,
+            }
+            ttree.extend(data)
+            codes, n_code = np.unique(cand["gen_match"], return_counts=True)
+            for code, m in zip(codes.tolist(), n_code.tolist()):
+                counts[gm_to_class[code]] += m
     return counts

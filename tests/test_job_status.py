@@ -1,0 +1,421 @@
+"""What a user sees while HTCondor jobs wait, and what happens to held jobs.
+
+The job manager of the HTCondor workflow (workflows.remote.TaggerflowHTCondorJobManager) reads the
+output of ``condor_q``/``condor_history ... -af:lng <attributes>``, the format law's own query parses
+(``Attribute = value`` per line, strings bare, ``undefined`` for missing attributes, a blank line between
+jobs). There is no schedd offline: the strings below are that format, and condor_q, condor_history,
+condor_rm and condor_submit are stand-in scripts configured through law's own options ([job]
+htcondor_cmd_q, ...), recording their arguments."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, tiny_raw, write_config
+
+os.environ.setdefault("LAW_CONFIG_FILE", os.path.join(REPO, "law.cfg"))
+
+import law  # noqa: E402
+import luigi  # noqa: E402
+
+import tasks.spectrum  # noqa: E402,F401
+from workflows.remote import TaggerflowHTCondorJobManager as JM  # noqa: E402
+from workflows.remote import TaggerflowHTCondorProxy  # noqa: E402
+
+NOW = 1_700_000_000
+
+# condor_q 100.0 100.1 100.2 100.3 100.4 100.5 -af:lng <JM.q_ads>
+CONDOR_Q = f"""\
+ClusterId = 100
+ProcId = 0
+JobStatus = 1
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = undefined
+HoldReasonCode = undefined
+HoldReasonSubCode = undefined
+RemoveReason = undefined
+MemoryUsage = undefined
+RemoteHost = undefined
+EnteredCurrentStatus = {NOW - 1500}
+LastRejMatchReason = no match found
+NumJobMatches = undefined
+NumJobStarts = 0
+RequestCpus = 4
+RequestMemory = 8000
+RequestGPUs = 1
+
+ClusterId = 100
+ProcId = 1
+JobStatus = 5
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = Error from slot1_3@wn042.example.org: Job has gone over cgroup memory limit of 2000 megabytes. Last measured usage: 2311 megabytes.  Consider resubmitting with a higher request_memory.
+HoldReasonCode = 34
+HoldReasonSubCode = 0
+RemoveReason = undefined
+MemoryUsage = 2442
+RemoteHost = undefined
+EnteredCurrentStatus = {NOW - 60}
+LastRejMatchReason = undefined
+NumJobMatches = 1
+NumJobStarts = 1
+RequestCpus = 1
+RequestMemory = 2000
+RequestGPUs = undefined
+
+ClusterId = 100
+ProcId = 2
+JobStatus = 5
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = held by "alice": wrong "config"
+HoldReasonCode = 1
+HoldReasonSubCode = 0
+RemoveReason = undefined
+MemoryUsage = 0
+RemoteHost = undefined
+EnteredCurrentStatus = {NOW - 30}
+LastRejMatchReason = undefined
+NumJobMatches = undefined
+NumJobStarts = 0
+RequestCpus = 1
+RequestMemory = 2000
+RequestGPUs = undefined
+
+ClusterId = 100
+ProcId = 3
+JobStatus = 2
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = undefined
+HoldReasonCode = undefined
+HoldReasonSubCode = undefined
+RemoveReason = undefined
+MemoryUsage = 733
+RemoteHost = slot1_1@wn007.example.org
+EnteredCurrentStatus = {NOW - 200}
+LastRejMatchReason = undefined
+NumJobMatches = 1
+NumJobStarts = 1
+RequestCpus = 1
+RequestMemory = 2000
+RequestGPUs = undefined
+
+ClusterId = 100
+ProcId = 4
+JobStatus = 6
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = undefined
+HoldReasonCode = undefined
+HoldReasonSubCode = undefined
+RemoveReason = undefined
+MemoryUsage = 1200
+RemoteHost = slot1_2@wn007.example.org
+EnteredCurrentStatus = {NOW - 5}
+LastRejMatchReason = undefined
+NumJobMatches = 1
+NumJobStarts = 1
+RequestCpus = 1
+RequestMemory = 2000
+RequestGPUs = undefined
+
+ClusterId = 100
+ProcId = 5
+JobStatus = 5
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = The job exceeded allowed execute duration of 2:00:00
+HoldReasonCode = 47
+HoldReasonSubCode = 0
+RemoveReason = undefined
+MemoryUsage = 900
+RemoteHost = undefined
+EnteredCurrentStatus = {NOW - 10}
+LastRejMatchReason = undefined
+NumJobMatches = 1
+NumJobStarts = 1
+RequestCpus = 1
+RequestMemory = 2000
+RequestGPUs = undefined
+
+"""
+
+# condor_history 100.6 100.7 -af:lng <JM.h_ads>
+CONDOR_HISTORY = """\
+ClusterId = 100
+ProcId = 6
+JobStatus = 4
+ExitCode = 0
+ExitStatus = 0
+HoldReason = undefined
+HoldReasonCode = undefined
+HoldReasonSubCode = undefined
+RemoveReason = undefined
+MemoryUsage = 612
+LastRemoteHost = slot1_4@wn011.example.org
+
+ClusterId = 100
+ProcId = 7
+JobStatus = 3
+ExitCode = undefined
+ExitStatus = 0
+HoldReason = The job exceeded allowed execute duration of 2:00:00
+HoldReasonCode = 47
+HoldReasonSubCode = 0
+RemoveReason = via condor_rm (by user alice)
+MemoryUsage = 950
+LastRemoteHost = slot1_4@wn011.example.org
+
+"""
+
+
+def test_parse_queue_states_and_reasons():
+    data = JM.parse_long_output(CONDOR_Q, in_queue=True, now=NOW)
+    assert sorted(data) == [f"100.{i}" for i in range(6)]
+    status = {k: v["status"] for k, v in data.items()}
+    assert status == {"100.0": JM.PENDING, "100.1": JM.FAILED, "100.2": JM.FAILED, "100.3": JM.RUNNING,
+                      "100.4": JM.RUNNING, "100.5": JM.FAILED}
+
+    idle = data["100.0"]
+    assert idle["error"] is None and idle["code"] == 0
+    assert idle["extra"]["pending_reason"] == \
+        "requests 4 CPU(s), 8000 MB, 1 GPU(s); no matching slot yet (negotiator: no match found)"
+    assert idle["extra"]["pending_since"] == NOW - 1500 and idle["extra"]["in_queue"] is True
+
+    # held: failed, with HTCondor's reason, the code's name and what to change
+    assert data["100.1"]["error"] == (
+        "held (JobOutOfResources, code 34): Error from slot1_3@wn042.example.org: Job has gone over cgroup "
+        "memory limit of 2000 megabytes. Last measured usage: 2311 megabytes.  Consider resubmitting with a "
+        "higher request_memory. -- more memory or disk than requested: raise --htcondor-memory")
+    assert data["100.1"]["extra"]["hold_code"] == 34 and data["100.1"]["extra"]["mem_peak_mb"] == 2442.0
+    assert data["100.1"]["extra"]["pending_reason"] is None
+    # a reason with double quotes is kept whole
+    assert data["100.2"]["error"] == 'held (UserRequest, code 1): held by "alice": wrong "config" -- held with condor_hold'
+    assert data["100.5"]["error"] == ("held (JobExecuteExceeded, code 47): The job exceeded allowed execute duration "
+                                      "of 2:00:00 -- ran longer than requested: raise --htcondor-runtime")
+    # running and transferring its output (JobStatus 6) are running, with no error
+    for i in (3, 4):
+        assert data[f"100.{i}"]["error"] is None and data[f"100.{i}"]["extra"]["pending_reason"] is None
+    assert data["100.3"]["extra"]["remote_host"] == "slot1_1@wn007.example.org"
+
+
+def test_law_alone_misses_what_is_asserted_above():
+    """Why the subclass exists: law 0.1.21's parser drops a hold reason that contains a double quote,
+    and reads JobStatus 6 (transferring output) as failed, which would resubmit (and remove) a job that
+    is finishing."""
+    law_data = law.htcondor.HTCondorJobManager.parse_long_output(CONDOR_Q)
+    assert law_data["100.2"]["error"] is None
+    assert law_data["100.4"]["status"] == JM.FAILED
+    assert "pending_reason" not in (law_data["100.0"]["extra"] or {})
+
+
+def test_parse_history():
+    data = JM.parse_long_output(CONDOR_HISTORY, in_queue=False)
+    assert data["100.6"]["status"] == JM.FINISHED and data["100.6"]["error"] is None
+    assert data["100.6"]["extra"]["remote_host"] == "slot1_4@wn011.example.org"
+    removed = data["100.7"]
+    assert removed["status"] == JM.FAILED and removed["extra"]["in_queue"] is False
+    assert removed["error"] == ("removed: via condor_rm (by user alice) (was held (JobExecuteExceeded, code 47): "
+                                "The job exceeded allowed execute duration of 2:00:00 -- ran longer than "
+                                "requested: raise --htcondor-runtime)")
+
+
+@pytest.mark.parametrize("ad,expected", [
+    ({"requestcpus": "1", "requestmemory": "2000"}, "requests 1 CPU(s), 2000 MB; not considered by the negotiator yet"),
+    ({"requestcpus": "1", "requestmemory": "2000", "requestgpus": "2", "lastrejmatchreason": "insufficient priority",
+      "numjobmatches": "0"},
+     "requests 1 CPU(s), 2000 MB, 2 GPU(s); no matching slot yet (negotiator: insufficient priority)"),
+    ({"requestmemory": "2000", "numjobmatches": "3"}, "requests 2000 MB; matched 3 time(s), not started yet"),
+    ({"requestcpus": "1", "numjobmatches": "2", "numjobstarts": "2"},
+     "requests 1 CPU(s); waiting again after 2 start(s) (evicted or restarted)"),
+])
+def test_idle_messages(ad, expected):
+    assert JM.idle_message(ad) == expected
+
+
+def test_exit_code_makes_a_failure():
+    out = "ClusterId = 7\nProcId = 0\nJobStatus = 4\nExitCode = 1\nExitStatus = 0\nHoldReason = undefined\n"
+    d = JM.parse_long_output(out, in_queue=False)["7.0"]
+    assert (d["status"], d["code"]) == (JM.FAILED, 1)
+    assert d["error"] == "job status set to 'failed' due to non-zero exit code 1"
+
+
+# --- the real query and the workflow, with stand-in HTCondor commands --------------------------------
+
+@pytest.fixture
+def condor(tmp_path, monkeypatch):
+    """Stand-ins for condor_q, condor_history, condor_rm, condor_submit: each records its arguments in
+    calls.txt; condor_q/condor_history print q_<round>.txt/h_<round>.txt of the current round (round.txt)."""
+    monkeypatch.setenv("TAGGERFLOW_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LAW_HOME", str(tmp_path / "law_home"))
+    d = tmp_path / "condor"
+    d.mkdir()
+    (d / "round.txt").write_text("1")
+    scripts = {
+        "condor_q": f'r=$(cat {d}/round.txt); cat {d}/q_$r.txt 2>/dev/null',
+        "condor_history": f'r=$(cat {d}/round.txt); cat {d}/h_$r.txt 2>/dev/null',
+        "condor_rm": 'true',
+        # one cluster per submission (one job), numbered 201, 202, ... by the submissions so far
+        "condor_submit": (f'n=$(grep -c condor_submit {d}/calls.txt); '
+                          'echo "1 job(s) submitted to cluster $((200 + n))."'),
+    }
+    cfg = law.config.Config.instance()
+    saved = {}
+    for name, body in scripts.items():
+        path = d / name
+        path.write_text(f'#!/bin/bash\necho "{name} $*" >> {d}/calls.txt\n{body}\n')
+        path.chmod(0o755)
+        key = {"condor_q": "htcondor_cmd_q", "condor_history": "htcondor_cmd_history", "condor_rm": "htcondor_cmd_rm",
+               "condor_submit": "htcondor_cmd_submit"}[name]
+        saved[key] = cfg.get("job", key)
+        cfg.set("job", key, str(path))
+    yield d
+    for key, value in saved.items():
+        cfg.set("job", key, value)
+
+
+def _calls(d, name):
+    path = d / "calls.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line.split()[1:] for line in lines if line.split()[0] == name]
+
+
+def test_query_asks_condor_q_then_history(condor):
+    (condor / "q_1.txt").write_text(CONDOR_Q)
+    (condor / "h_1.txt").write_text(CONDOR_HISTORY)
+    jm = JM()
+    ids = [f"100.{i}" for i in range(8)] + ["100.9"]
+    data = jm.query(ids)
+    q, h = _calls(condor, "condor_q"), _calls(condor, "condor_history")
+    assert q == [ids + ["-af:lng"] + JM.q_ads.split()]
+    assert h == [["100.6", "100.7", "100.9", "-af:lng"] + JM.h_ads.split()]
+    assert {"HoldReasonCode", "LastRejMatchReason", "NumJobMatches", "RequestGPUs", "RequestMemory"} <= set(q[0])
+    assert [data[i]["status"] for i in ids] == [JM.PENDING, JM.FAILED, JM.FAILED, JM.RUNNING, JM.RUNNING, JM.FAILED,
+                                                JM.FINISHED, JM.FAILED, JM.FAILED]
+    assert data["100.9"]["error"] == "job not found in query response"
+    assert [data[i]["extra"]["in_queue"] for i in ("100.0", "100.5", "100.6", "100.7")] == [True, True, False, False]
+
+
+def _ad(cluster, proc, status, **attrs):
+    lines = [f"ClusterId = {cluster}", f"ProcId = {proc}", f"JobStatus = {status}", "ExitCode = undefined",
+             "ExitStatus = 0"]
+    lines += [f"{k} = {v}" for k, v in attrs.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def _workflow(config, *extra):
+    args = ["Spectrum", "--version", "s1", "--config", config, "--workflow", "htcondor", "--poll-interval", "0.001",
+            "--retries", "1", *extra]
+    return luigi.cmdline_parser.CmdlineParser.global_instance(args)
+
+
+def test_held_jobs_leave_the_queue_and_idle_reasons_are_shown(condor, tmp_path, capfd):
+    """A workflow of 4 jobs polled for real (law's poll loop, our job manager and proxy):
+
+    round 1: job 1 idle (GPU request, no match), job 2 held (memory), jobs 3, 4 running;
+    job 2 is retried: condor_rm of the held job, then a new submission (cluster 201);
+    round 2: job 1 still idle, the resubmitted job 2 held again (runtime), no retry left: the workflow
+    fails, and the held job leaves the queue; the idle and running jobs stay (law keeps following them
+    on the next `law run`)."""
+    from law.job.dashboard import NoJobDashboard
+
+    config = write_config(tiny_raw(entries_per_file=200, n_files=1), tmp_path)
+    gpu = {"RequestCpus": 1, "RequestMemory": 8000, "RequestGPUs": 1, "LastRejMatchReason": "no match found",
+           "NumJobMatches": 0, "NumJobStarts": 0, "EnteredCurrentStatus": int(time.time()) - 1530}
+    (condor / "q_1.txt").write_text(
+        _ad(100, 0, 1, **gpu)
+        + _ad(100, 1, 5, HoldReason="Job has gone over cgroup memory limit of 2000 megabytes.", HoldReasonCode=34,
+              HoldReasonSubCode=0)
+        + _ad(100, 2, 2, RemoteHost="slot1@wn1") + _ad(100, 3, 2, RemoteHost="slot2@wn1"))
+    (condor / "q_2.txt").write_text(
+        _ad(100, 0, 1, **gpu)
+        + _ad(201, 0, 5, HoldReason="The job exceeded allowed execute duration of 0:30:00", HoldReasonCode=47)
+        + _ad(100, 2, 2) + _ad(100, 3, 2))
+
+    rounds = iter([2])
+
+    def next_round(poll_data):
+        (condor / "round.txt").write_text(str(next(rounds, 2)))
+
+    with _workflow(config) as cp:
+        task = cp.get_task_obj()
+        proxy = task.workflow_proxy
+        assert isinstance(proxy, TaggerflowHTCondorProxy) and type(proxy.job_manager) is JM
+        proxy.job_file_factory = proxy.create_job_file_factory()
+        proxy.dashboard = NoJobDashboard()
+        assert len(task.branch_map) == 4
+        for num in range(1, 5):
+            proxy.job_data.jobs[num] = proxy.job_data_cls.job_data(job_id=f"100.{num - 1}", branches=[num - 1])
+        task.htcondor_poll_callback = next_round
+        task.scheduler_messages = None  # luigi's worker sets these (a queue, and a progress callback)
+        task.set_progress_percentage = lambda percentage: None
+        # law binds publish_message's stdout when it is imported (here: to pytest's collection capture)
+        publish = task.publish_message
+        task.publish_message = lambda msg, **kwargs: publish(msg, stdout=sys.stdout, scheduler=False)
+        with pytest.raises(Exception, match=r"tolerance exceeded for job\(s\) 2"):
+            proxy.poll()
+
+    out = capfd.readouterr().out
+    # only the held jobs were removed: the first before its resubmission, the second when the workflow failed
+    assert _calls(condor, "condor_rm") == [["100.1"], ["201.0"]]
+    calls = (condor / "calls.txt").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["condor_q", "condor_rm", "condor_submit", "condor_q", "condor_rm"]
+    assert proxy.job_data.jobs[2]["job_id"] == "201.0"
+    assert "removed 1 job(s) from the queue (superseded by a resubmission): 100.1" in out
+    assert "removed 1 job(s) from the queue (the workflow failed): 201.0" in out
+    # what the user read: the hold reasons, and under each status line why job 1 waits
+    assert "held (JobOutOfResources, code 34): Job has gone over cgroup memory limit of 2000 megabytes. " \
+           "-- more memory or disk than requested: raise --htcondor-memory" in out
+    assert "held (JobExecuteExceeded, code 47): The job exceeded allowed execute duration of 0:30:00" in out
+    idle_lines = [line.strip() for line in out.splitlines() if line.strip().startswith("idle (")]
+    assert len(idle_lines) == 2  # one per status line
+    assert idle_lines[0] == idle_lines[1]
+    assert idle_lines[0] == ("idle (1 job(s), longest 25 min): requests 1 CPU(s), 8000 MB, 1 GPU(s); no matching slot yet "
+                                  "(negotiator: no match found)")
+    # the status lines themselves are law's, the idle line right below each
+    status = [i for i, line in enumerate(out.splitlines()) if "all: 4, pending: 1" in line]
+    assert len(status) == 2 and all(out.splitlines()[i + 1].strip().startswith("idle (") for i in status)
+
+
+def test_removal_skips_jobs_that_left_the_queue(condor, tmp_path):
+    """Jobs given up when polling ends normally are removed, except those only condor_history knows."""
+    config = write_config(tiny_raw(entries_per_file=200, n_files=1), tmp_path)
+    with _workflow(config) as cp:
+        proxy = cp.get_task_obj().workflow_proxy
+        jm = proxy.job_manager
+        jd = proxy.job_data_cls.job_data
+        proxy.job_data.jobs.update({
+            1: jd(job_id="100.0", branches=[0], status=jm.FAILED),  # held, in the queue
+            2: jd(job_id="100.1", branches=[1], status=jm.FAILED),  # failed with an exit code: in the history
+            3: jd(job_id="100.2", branches=[2], status=jm.RETRY),  # held, about to be retried
+            4: jd(job_id="100.3", branches=[3], status=jm.RUNNING),
+        })
+        proxy.job_data.jobs[1]["extra"]["in_queue"] = True
+        proxy.job_data.jobs[2]["extra"]["in_queue"] = False
+        removed = proxy.remove_jobs(proxy._given_up(), "given up")
+    assert removed == ["100.0", "100.2"]
+    assert _calls(condor, "condor_rm") == [["100.0", "100.2"]]
+
+
+def test_pending_summary_groups_reasons(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAGGERFLOW_DATA", str(tmp_path / "data"))
+    config = write_config(tiny_raw(entries_per_file=200, n_files=1), tmp_path)
+    with _workflow(config) as cp:
+        task = cp.get_task_obj()
+        proxy = task.workflow_proxy
+        jd = proxy.job_data_cls.job_data
+        a = "requests 1 CPU(s), 8000 MB, 1 GPU(s); no matching slot yet (negotiator: no match found)"
+        b = "requests 1 CPU(s), 2000 MB; not considered by the negotiator yet"
+        for num, (reason, since, status) in enumerate([(a, NOW - 7300, "pending"), (a, NOW - 60, "pending"),
+                                                        (b, None, "pending"), (a, NOW - 99999, "running")], 1):
+            proxy.job_data.jobs[num] = jd(job_id=f"1.{num}", branches=[num - 1], status=status,
+                                          extra={"pending_reason": reason, "pending_since": since})
+        assert proxy.pending_summary(now=NOW) == [f"idle (2 job(s), longest 2 h 01 min): {a}", f"idle (1 job(s)): {b}"]
+        line = task.modify_polling_status_line("all: 4, pending: 3")
+        assert line.startswith("all: 4, pending: 3\n    idle (2 job(s), longest ") and line.endswith(f"): {b}")
