@@ -485,7 +485,7 @@ def _count_field(coll) -> str:
             if not name.startswith("cand_"):
                 return name
     if coll.sort_by:
-        return coll.sort_by
+        return coll.sort_field
     if coll.cone is not None:
         return coll.cone.deta
     raise ScalingError(f"collection '{coll.name}': no variable reads a constituent branch")

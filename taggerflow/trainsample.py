@@ -177,7 +177,9 @@ def sequence_constituents(cfg: Config, chunk: ak.Array, extra: dict[str, np.ndar
             flat = np.concatenate([flat, np.asarray(extra[coll.name], dtype=flat.dtype)], axis=1)
         key = None
         if coll.sort_by:
-            key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_by}"], axis=1)).astype(np.float64)
+            key = ak.to_numpy(ak.flatten(chunk[f"{coll.name}_{coll.sort_field}"], axis=1)).astype(np.float64)
+            if coll.sort_abs:
+                key = np.abs(key)
         if coll.cone is None:
             out[coll.name] = (coll, "global", flat, counts, key)
             continue

@@ -15,10 +15,17 @@ class FeatureScaling(Workflow):
     quantiles and cumulative snapshots every ``scaling.log_step`` files (``moments_<b>.json``)."""
 
     files_per_job = luigi.IntParameter(default=1, description="shards per branch; default: 1")
+    n_jobs = luigi.IntParameter(default=0, description="number of branches, the shards spread evenly over "
+                                "them (overrides --files-per-job when > 0); default: 0")
     config_sections = ShuffleMergeSpectral.config_sections + ("features", "scaling")
 
     def create_branch_map(self):
         paths = shard_paths(self)
+        if self.n_jobs > 0:
+            # contiguous groups whose sizes differ by at most one; never an empty branch
+            n = min(int(self.n_jobs), len(paths))
+            bounds = [len(paths) * i // n for i in range(n + 1)]
+            return [paths[bounds[i]:bounds[i + 1]] for i in range(n)]
         n = max(1, int(self.files_per_job))
         return [paths[i:i + n] for i in range(0, len(paths), n)]
 
@@ -31,7 +38,8 @@ class FeatureScaling(Workflow):
         return {"shards": ShuffleMergeSpectral.req_different_branching(self, branch=-1)}
 
     def store_parts(self):
-        return super().store_parts() + (f"files_per_job_{self.files_per_job}",)
+        split = f"n_jobs_{self.n_jobs}" if self.n_jobs > 0 else f"files_per_job_{self.files_per_job}"
+        return super().store_parts() + (split,)
 
     def output(self):
         return self.local_target(f"moments_{self.branch}.json")
@@ -49,6 +57,7 @@ class MergeScaling(Task):
     (scaling.json is written last: it exists only when the others do)."""
 
     files_per_job = FeatureScaling.files_per_job
+    n_jobs = FeatureScaling.n_jobs
     config_sections = FeatureScaling.config_sections
 
     def requires(self):

@@ -347,3 +347,41 @@ def test_prepare_for_model_inputs_without_label_branches(files_config, shard_and
     assert inputs["keras"]["pfcand"].shape == (100, 16, 9 + len(cfg.candidate_variables))
     assert "additional_labels" not in inputs["keras"]  # 'run' was not read
     assert inputs["keras"]["pfcand_labels"].shape == (100, 16, 1)  # ptype is also an input: read
+
+
+def test_sort_by_absolute_value(files_config, shard_and_scaling, tmp_path):
+    """sort_by: abs(d0_sig) orders each candidate's constituents by |d0_sig|, descending."""
+    from taggerflow.config import load_config
+    from tests.conftest import write_config
+
+    shard, scaling, _ = shard_and_scaling
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["features"]["collections"]["pfcand"]["sort_by"] = "abs(d0_sig)"
+    cfg = load_config(write_config(raw, tmp_path))
+    coll = cfg.collections[0]
+    assert (coll.sort_field, coll.sort_abs) == ("d0_sig", True)
+    assert cfg.required_branches()["pfcand_d0_sig"]
+    outputs = {s: str(tmp_path / f"{s}.h5") for s in ("train", "validation", "test")}
+    write_train_sample(cfg, [shard], scaling, outputs)
+    p = scaling["pfcand"]["d0_sig"]["global"]
+    col = coll.variable_names.index("d0_sig")
+    with h5py.File(outputs["train"], "r") as f:
+        x, valid = f["pfcand/inputs"][:, :, col], f["pfcand/valid"][:]
+    raw_d0 = x * p["std"] + p["mean"]  # undo the scaling (clamped values keep the order)
+    signed_order_seen = False
+    for row, ok in zip(raw_d0[:300], valid[:300]):
+        r = np.abs(row[ok])
+        assert np.all(np.diff(r) <= 1e-3 * (1 + r[:-1])), row[ok]
+        signed_order_seen |= bool(np.any(np.diff(row[ok]) > 1e-3))
+    assert signed_order_seen  # negative d0_sig values really were ordered by magnitude
+
+
+@pytest.mark.parametrize("sort_by", ["abs(d0_sig", "d0_sig * 2", "abs()"])
+def test_sort_by_bad_expression(files_config, tmp_path, sort_by):
+    from taggerflow.config import load_config
+    from tests.conftest import write_config
+
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["features"]["collections"]["pfcand"]["sort_by"] = sort_by
+    with pytest.raises(ConfigError, match=r"features\.collections\.pfcand\.sort_by"):
+        load_config(write_config(raw, tmp_path))
