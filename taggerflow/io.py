@@ -31,10 +31,27 @@ class InputError(RuntimeError):
     """An input file that cannot be used; the message names the file (and branch)."""
 
 
-def open_tree(path: str, tree: str):
+def uproot_open_options(path: str, direct: bool = False) -> dict:
+    """Options of ``uproot.open`` for one input file.
+
+    No array cache: every stage reads each range once, and uproot's default cache (100 MB per open
+    file) would make the memory of a job grow with the number of files it reads. With ``direct``, a
+    local file is read by uproot's plain file source in the calling thread instead of its default
+    fsspec source (which hands every read to a pool of helper threads): no thread hand-off per
+    request, and no per-thread allocator arenas whose retained memory grows with the reads done.
+    The file stays open until the tree's file is closed (``tree.file.close()``)."""
+    opts: dict = {"array_cache": None}
+    if direct and "://" not in str(path):
+        opts.update(handler=uproot.source.file.MultithreadedFileSource, use_threads=False, num_workers=1,
+                    object_cache=None)
+    return opts
+
+
+def open_tree(path: str, tree: str, direct: bool = False):
     """Open ``path`` and return its TTree ``tree``, with errors that name both. HDF5 shards
     (``.h5``/``.hdf5``, written with ``resampling.output_format: hdf5``) are served through a
-    tree-like view with the same interface (num_entries, keys(), arrays(), [branch])."""
+    tree-like view with the same interface (num_entries, keys(), arrays(), [branch]).
+    ``direct``: see :func:`uproot_open_options` (the caller closes the file)."""
     if "://" not in path and not os.path.exists(path):
         raise InputError(f"{path}: input file does not exist")
     if str(path).endswith((".h5", ".hdf5")):
@@ -42,15 +59,14 @@ def open_tree(path: str, tree: str):
 
         return H5ShardTree(path, tree)
     try:
-        # no array cache: every stage reads each range once, and uproot's default cache (100 MB per
-        # open file) would make the memory of a job grow with the number of files it reads
-        f = uproot.open(path, array_cache=None)
+        f = uproot.open(path, **uproot_open_options(path, direct))
     except Exception as e:  # uproot raises many types for corrupt/truncated files
         raise InputError(f"{path}: cannot be read as a ROOT file ({type(e).__name__}: {e})") from None
     try:
         return f[tree]
     except Exception:
         keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
+        f.close()
         raise InputError(f"{path}: no tree '{tree}' (keys: {keys})") from None
 
 
@@ -67,9 +83,32 @@ def num_entries(path: str, tree: str) -> int:
     return int(open_tree(path, tree).num_entries)
 
 
+def _count_branch(b):
+    """``b.count_branch`` (the branch holding b's counts, or None), without uproot's class look-ups
+    for the common case of a branch with no count leaf."""
+    try:
+        leaves = b.member("fLeaves")
+        if len(leaves) != 1:
+            return None
+        out = leaves[0].member("fLeafCount")
+        if out is None:
+            return None
+        while type(out).__name__.startswith("Model_TLeaf"):   # as uproot's count_branch walks up
+            out = out.parent
+        if type(out).__name__.startswith("Model_TBranch"):
+            return out
+    except Exception:
+        pass
+    return getattr(b, "count_branch", None)
+
+
 def input_branches(t) -> list[str]:
     """All data branches of a tree, without counter branches (uproot writes those itself)."""
-    counters = {b.count_branch.name for b in t.values() if getattr(b, "count_branch", None) is not None}
+    counters = set()
+    for b in t.values():
+        count = _count_branch(b)
+        if count is not None:
+            counters.add(count.name)
     return [k for k in t.keys() if k not in counters and "/" not in k and "." not in k]
 
 
@@ -77,7 +116,7 @@ def collection_fields(t, branches: Sequence[str]) -> dict[str, list[str]]:
     """Group jagged branches by their counter: {'pfcand': ['pt', 'eta', ...]} for npfcand."""
     groups: dict[str, list[str]] = {}
     for name in branches:
-        count = getattr(t[name], "count_branch", None)
+        count = _count_branch(t[name])
         if count is None:
             continue
         coll = count.name[1:] if count.name.startswith("n") else count.name
@@ -219,7 +258,7 @@ def _first_field(coll) -> str:
             if not name.startswith("cand_"):
                 return name
     if coll.sort_by:
-        return coll.sort_by
+        return coll.sort_field
     raise ValueError(f"collection '{coll.name}': no variable reads a constituent branch")
 
 

@@ -150,6 +150,13 @@ class Source:
         pass
 
 
+def _close_tree(tree) -> None:
+    try:
+        tree.file.close()
+    except Exception:
+        pass
+
+
 def _file_size(path: str) -> int | None:
     if is_url(path):
         return None
@@ -164,10 +171,14 @@ class TreeSource(Source):
 
     def __init__(self, path: str, tree: str):
         self.path, self.tree_name = path, tree
-        self.tree = open_tree(path, tree)
-        self.num_entries = int(self.tree.num_entries)
-        self._fields = input_branches(self.tree)
-        self._colls = collection_fields(self.tree, self._fields)
+        self.tree = open_tree(path, tree, direct=True)
+        try:
+            self.num_entries = int(self.tree.num_entries)
+            self._fields = input_branches(self.tree)
+            self._colls = collection_fields(self.tree, self._fields)
+        except BaseException:
+            self.close()
+            raise
 
     def describe(self) -> str:
         return f"tree '{self.tree_name}'"
@@ -209,13 +220,60 @@ class TreeSource(Source):
             raise InputError(f"{self.path}: failed to read entries {start}-{stop} of tree '{self.tree_name}' "
                              f"({type(e).__name__}: {e})") from None
 
+    def is_flat(self, name: str) -> bool:
+        """True for a branch with one value per candidate (not a constituent collection)."""
+        cache = self.__dict__.setdefault("_flat", {})
+        if name not in cache:
+            cache[name] = self._is_flat(name)
+        return cache[name]
+
+    def _is_flat(self, name: str) -> bool:
+        if name not in self._fields:
+            return False
+        b = self.tree[name]
+        try:
+            interp = b.interpretation
+        except Exception:
+            return False
+        return getattr(b, "count_branch", None) is None and isinstance(interp, uproot.AsDtype) and \
+            not getattr(interp, "inner_shape", ())
+
+    def read_numpy(self, start: int, stop: int, fields: Sequence[str]) -> dict[str, np.ndarray]:
+        """Flat branches of entries [start, stop) as numpy arrays (no awkward arrays built)."""
+        try:
+            return self.tree.arrays(list(fields), entry_start=start, entry_stop=stop, library="np", how=dict)
+        except Exception as e:
+            raise InputError(f"{self.path}: failed to read entries {start}-{stop} of tree '{self.tree_name}' "
+                             f"({type(e).__name__}: {e})") from None
+
+    def read_branch(self, name: str, start: int, stop: int) -> ak.Array:
+        """One branch of entries [start, stop) as an awkward array."""
+        try:
+            return self.tree[name].array(entry_start=start, entry_stop=stop, library="ak")
+        except Exception as e:
+            raise InputError(f"{self.path}: failed to read branch '{name}', entries {start}-{stop} of tree "
+                             f"'{self.tree_name}' ({type(e).__name__}: {e})") from None
+
+    def close(self) -> None:
+        _close_tree(self.tree)
+
 
 class NanoSource(Source):
     """A per-event (NanoAOD-style) tree; candidates = the objects of one collection."""
 
     def __init__(self, path: str, tree: str, spec: dict):
         self.path, self.tree_name = path, tree
-        self.tree = open_tree(path, tree)
+        self.tree = open_tree(path, tree, direct=True)
+        try:
+            self._init(path, tree, spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        _close_tree(self.tree)
+
+    def _init(self, path: str, tree: str, spec: dict) -> None:
         self.num_entries = int(self.tree.num_entries)
         self.coll = spec["collection"]
         keys = [k for k in self.tree.keys() if "/" not in k and "." not in k]

@@ -236,11 +236,23 @@ class JobPlan:
     files: dict[str, dict] = field(default_factory=dict)
 
 
-def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> JobPlan:
-    """Plan job ``job`` of ``n_jobs`` from per-file spectra (dicts with dataset, path, entries and
-    counts_flow/pt_edges/abs_eta_edges as written by Spectrum), in input order."""
+def spectrum_summary(cfg: Config, spectrum: dict) -> dict:
+    """What plan_job needs of one file's spectrum: dataset, path, entries and its counts in the
+    coarse resampling bins (``coarse``), without the fine counts (so that a job holding the summaries
+    of every input file needs little memory per file)."""
     from taggerflow.spectrum import coarse_counts
 
+    rs = cfg.raw["resampling"]
+    coarse = coarse_counts(np.asarray(spectrum["counts_flow"]), np.asarray(spectrum["pt_edges"]),
+                           np.asarray(spectrum["abs_eta_edges"]), rs["pt_bins"], rs["eta_bins"])
+    return {"dataset": spectrum["dataset"], "path": spectrum["path"], "entries": int(spectrum["entries"]),
+            "coarse": np.ascontiguousarray(coarse, dtype=np.int64)}
+
+
+def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> JobPlan:
+    """Plan job ``job`` of ``n_jobs`` from per-file spectra (dicts with dataset, path, entries and
+    counts_flow/pt_edges/abs_eta_edges as written by Spectrum, or their :func:`spectrum_summary`),
+    in input order."""
     rs = cfg.raw["resampling"]
     groups = {g.name: g for g in config_groups(cfg)}
     assigned = assign_groups(cfg, [(s["dataset"], s["path"]) for s in spectra])
@@ -254,8 +266,7 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
         files = []
         for ds, path in members:
             s = by_path[path]
-            N[g] += coarse_counts(np.asarray(s["counts_flow"]), np.asarray(s["pt_edges"]),
-                                  np.asarray(s["abs_eta_edges"]), rs["pt_bins"], rs["eta_bins"])
+            N[g] += s["coarse"] if "coarse" in s else spectrum_summary(cfg, s)["coarse"]
             files.append((path, int(s["entries"]), ds))
         keep = np.isin(cfg.class_names, groups[g].classes)
         N[g][~keep] = 0
@@ -337,16 +348,28 @@ class _Stream:
 
     def __init__(self, data: Columns, positions: np.ndarray, n_rows: int):
         self.data, self.positions, self.n_rows, self.cursor = data, positions, n_rows, 0
+        self._first = 0   # index (in positions) of the first row still held in data
 
     @property
     def done(self) -> bool:
         return self.cursor >= self.n_rows
 
     def advance(self, rows: int) -> Columns:
+        """The accepted rows read in the next ``rows`` read positions. Once at least half of the rows
+        held have been served, the rest is copied so that the served half is freed: a stream holds
+        its unserved rows (and at most as many served ones), not its whole block until it ends."""
         new = self.cursor + rows
         i0, i1 = np.searchsorted(self.positions, [self.cursor, new], side="left")
         self.cursor = new
-        return self.data.slice(int(i0), int(i1))
+        a, b = int(i0) - self._first, int(i1) - self._first
+        out = self.data.slice(a, b)
+        held = len(self.positions) - self._first
+        if self.done:
+            self.data = self.data.slice(0, 0)
+        elif b > 0 and 2 * b >= held:
+            self.data = self.data.slice(b, held).copy()
+            self._first += b
+        return out
 
 
 def _coarse_hist(values: np.ndarray, pt_bins, eta_bins) -> hist.Hist:
@@ -469,30 +492,46 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
 
     def load(block: _Block) -> _Stream:
         src, spec = sources.get(block.dataset, block.path), sources.spec(block.dataset)
-        chunk, n_read = read_prepared(spec, src, block.start, block.stop, wanted)
         entry = file_entry(block.path, block.dataset, block.group)
-        mask, labels = _accept(chunk, truth, cfg.truth_codes, allowed[block.group], P[block.group], p_class,
-                               pt_bins, eta_bins, (pt_lo, pt_hi), (eta_lo, eta_hi), rng, entry, classes, n_read)
-        pos = np.flatnonzero(mask)
-        n_rows = len(chunk)
-        cols = Columns.from_awkward(chunk[out_fields] if out_fields else chunk, coll_fields, rows=pos)
-        del chunk
+        if _direct_ok(spec, src, out_fields, coll_fields, truth):
+            # candidate tree, no alias or selection: the acceptance from pt, eta and the truth branch,
+            # then every output branch read on its own and cut to the accepted rows at once, so that
+            # no whole block of every branch is ever held (the same values as the general path)
+            head = src.read_numpy(block.start, block.stop, list(dict.fromkeys(["pt", "eta", truth])))
+            n_rows = n_read = block.stop - block.start
+            mask, labels = _accept(head, truth, cfg.truth_codes, allowed[block.group], P[block.group], p_class,
+                                   pt_bins, eta_bins, (pt_lo, pt_hi), (eta_lo, eta_hi), rng, entry, classes,
+                                   n_read)
+            pos = np.flatnonzero(mask)
+            cols = _direct_columns(src, block.start, block.stop, out_fields, coll_fields, pos, head)
+            del head
+        else:
+            chunk, n_read = read_prepared(spec, src, block.start, block.stop, wanted)
+            mask, labels = _accept(chunk, truth, cfg.truth_codes, allowed[block.group], P[block.group], p_class,
+                                   pt_bins, eta_bins, (pt_lo, pt_hi), (eta_lo, eta_hi), rng, entry, classes,
+                                   n_read)
+            pos = np.flatnonzero(mask)
+            n_rows = len(chunk)
+            cols = Columns.from_awkward(chunk[out_fields] if out_fields else chunk, coll_fields, rows=pos)
+            del chunk
         n = len(pos)
         cols = cols.with_column("class_label", labels[pos].astype(np.int32))
         cols = cols.with_column("dataset_id", np.full(n, dataset_id(block.dataset), dtype=np.int64))
         cols = cols.with_column("dataset_group_id", np.full(n, group_id(block.group), dtype=np.int64))
         return _Stream(cols, pos, n_rows)
 
-    # schema of an empty shard: the output fields of the first input, no rows
+    # schema of an empty shard: the output fields of the first input, no rows (read only when the
+    # shard gets no rows: reading it decompresses the first basket of every branch)
     schema = None
     if groups:
-        s0 = segs[groups[0]][0]
-        head, _ = read_prepared(sources.spec(s0.dataset), sources.get(s0.dataset, s0.path), s0.start,
-                                s0.start, wanted)  # no entries: the types only
-        head = head[out_fields][:0] if out_fields else head[:0]
-        head = ak.with_field(head, np.zeros(0, np.int32), "class_label")
-        head = ak.with_field(head, np.zeros(0, np.int64), "dataset_id")
-        schema = ak.with_field(head, np.zeros(0, np.int64), "dataset_group_id")
+        def schema():
+            s0 = segs[groups[0]][0]
+            head, _ = read_prepared(sources.spec(s0.dataset), sources.get(s0.dataset, s0.path), s0.start,
+                                    s0.start, wanted)  # no entries: the types only
+            head = head[out_fields][:0] if out_fields else head[:0]
+            head = ak.with_field(head, np.zeros(0, np.int32), "class_label")
+            head = ak.with_field(head, np.zeros(0, np.int64), "dataset_id")
+            return ak.with_field(head, np.zeros(0, np.int64), "dataset_group_id")
 
     # -- 4. mix and write ----------------------------------------------------------------------
     identity = f"{cfg.sections_hash(('name', 'seed', 'inputs', 'classes', 'spectrum', 'resampling'))}:shard:{job}"
@@ -524,10 +563,12 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
                     n_rounds += 1
                     if not pieces:
                         continue
-                    merged = Columns.concatenate(pieces).take(rng.permutation(sum(len(p) for p in pieces)))
-                    w.extend(merged)
+                    merged = Columns.concatenate_take(pieces, rng.permutation(sum(len(p) for p in pieces)))
+                    del pieces
                     n_written += len(merged)
                     written_per_class += np.bincount(merged.flat["class_label"], minlength=n_cls)
+                    w.extend(merged)   # the writer may take the arrays over (and empty merged)
+                    del merged
                 if nxt != len(blocks):
                     raise RuntimeError(f"job {job}: {len(blocks) - nxt} blocks unread (internal error)")
                 for g in segments:
@@ -567,6 +608,50 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
     return manifest
 
 
+def _direct_ok(spec, src, out_fields: list[str], coll_fields: dict[str, list[str]], truth: str) -> bool:
+    """Whether a block can be read branch by branch (see run_job's load): a candidate tree, no
+    selection and no alias, pt/eta/truth and every non-collection output field flat branches."""
+    if spec.selection or spec.aliases or not hasattr(src, "read_numpy"):
+        return False
+    grouped = {f"{c}_{f}" for c, fl in coll_fields.items() for f in fl}
+    src_colls = src.collections()
+    if any(f not in src_colls.get(c, ()) for c, fl in coll_fields.items() for f in fl):
+        return False
+    return all(src.is_flat(f) for f in dict.fromkeys(["pt", "eta", truth] +
+                                                    [f for f in out_fields if f not in grouped]))
+
+
+def _direct_columns(src, start: int, stop: int, out_fields: list[str], coll_fields: dict[str, list[str]],
+                    rows: np.ndarray, have: dict[str, np.ndarray]) -> Columns:
+    """Columns.from_awkward(<entries [start, stop) of out_fields>, coll_fields, rows) read one branch
+    at a time (each cut to ``rows`` before the next is read); ``have``: flat branches already read."""
+    grouped = {f"{c}_{f}" for c, fl in coll_fields.items() for f in fl}
+    flat = {}
+    for k in out_fields:
+        if k not in grouped:
+            v = have[k] if k in have else src.read_numpy(start, stop, [k])[k]
+            flat[k] = v[rows]
+            del v
+    colls = {}
+    for c, fields in coll_fields.items():
+        if not fields:
+            continue
+        gather = counts = None
+        vals = {}
+        for f in fields:
+            arr = src.read_branch(f"{c}_{f}", start, stop)
+            if gather is None:
+                all_counts = ak.to_numpy(ak.num(arr, axis=1)).astype(np.int64)
+                offs = np.concatenate([[0], np.cumsum(all_counts)])
+                counts = all_counts[rows]
+                gather = np.repeat(offs[:-1][rows] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + \
+                    np.arange(int(counts.sum()))
+            vals[f] = ak.to_numpy(ak.flatten(arr, axis=1))[gather]
+            del arr
+        colls[c] = (counts, vals)
+    return Columns(flat, colls)
+
+
 def _coarse_counts_of(chunk: ak.Array, truth: str, truth_codes, pt_bins, eta_bins, n_cls: int) -> np.ndarray:
     labels = labels_from_truth(ak.to_numpy(chunk[truth]), truth_codes)
     ipt = _bin_index(ak.to_numpy(chunk["pt"]).astype(np.float64), pt_bins)
@@ -577,24 +662,28 @@ def _coarse_counts_of(chunk: ak.Array, truth: str, truth_codes, pt_bins, eta_bin
     return np.bincount(idx, minlength=n_cls * n_pt * n_eta).reshape(n_cls, n_pt, n_eta)
 
 
-def _accept(chunk: ak.Array, truth: str, truth_codes, allowed: np.ndarray, P: np.ndarray, p_class: np.ndarray,
-            pt_bins, eta_bins, pt_range, eta_range, rng: np.random.Generator, entry: dict,
+def _accept(chunk: "ak.Array | dict[str, np.ndarray]", truth: str, truth_codes, allowed: np.ndarray, P: np.ndarray,
+            p_class: np.ndarray, pt_bins, eta_bins, pt_range, eta_range, rng: np.random.Generator, entry: dict,
             classes: list[str], n_read: int) -> tuple[np.ndarray, np.ndarray]:
-    labels = labels_from_truth(ak.to_numpy(chunk[truth]), truth_codes)
-    pt = ak.to_numpy(chunk["pt"]).astype(np.float64)
-    aeta = np.abs(ak.to_numpy(chunk["eta"]).astype(np.float64))
+    """Acceptance of the candidates of one block (an awkward chunk, or a dict of numpy arrays with the
+    truth branch, pt and eta); counts them into the manifest ``entry``."""
+    get = (lambda k: np.asarray(chunk[k])) if isinstance(chunk, dict) else (lambda k: ak.to_numpy(chunk[k]))
+    labels = labels_from_truth(get(truth), truth_codes)
+    n_sel = len(labels)
+    pt = get("pt").astype(np.float64)
+    aeta = np.abs(get("eta").astype(np.float64))
     ipt = _bin_index(pt, pt_bins)
     ieta = _bin_index(aeta, eta_bins)
     labelled = labels >= 0
     in_group = labelled & allowed[np.maximum(labels, 0)]
     in_range = (pt >= pt_range[0]) & (pt < pt_range[1]) & (aeta >= eta_range[0]) & (aeta < eta_range[1])
     ok = in_group & in_range & (ipt >= 0) & (ieta >= 0)
-    prob = np.zeros(len(chunk))
+    prob = np.zeros(n_sel)
     prob[ok] = p_class[labels[ok]] * P[labels[ok], ipt[ok], ieta[ok]]
-    u = rng.random(len(chunk))
+    u = rng.random(n_sel)
     mask = ok & (u < prob)
     entry["read"] += int(n_read)
-    entry["deselected"] += int(n_read - len(chunk))
+    entry["deselected"] += int(n_read - n_sel)
     entry["unlabelled"] += int(np.count_nonzero(~labelled))
     entry["out_of_range"] += int(np.count_nonzero(in_group & ~(in_range & (ipt >= 0) & (ieta >= 0))))
     acc = np.bincount(labels[mask], minlength=len(classes))

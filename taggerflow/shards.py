@@ -91,6 +91,41 @@ class Columns:
             colls[c] = (n, {f: v[gather] for f, v in values.items()})
         return Columns(flat, colls)
 
+    @staticmethod
+    def concatenate_take(parts: Sequence["Columns"], idx: np.ndarray) -> "Columns":
+        """``Columns.concatenate(parts).take(idx)``, one field at a time (the concatenation of a field
+        is dropped once gathered), so that only one field is held twice."""
+        if len(parts) == 1:
+            return parts[0].take(idx)
+        idx = np.asarray(idx, dtype=np.int64)
+        p0 = parts[0]
+        flat = {}
+        for k in p0.flat:
+            v = np.concatenate([p.flat[k] for p in parts])
+            flat[k] = v[idx]
+            del v
+        colls = {}
+        for c in p0.colls:
+            counts = np.concatenate([p.colls[c][0] for p in parts])
+            offs = np.concatenate([[0], np.cumsum(counts)])
+            n = counts[idx]
+            starts = offs[:-1][idx]
+            total = int(n.sum())
+            gather = np.repeat(starts - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(total)
+            vals = {}
+            for f in p0.colls[c][1]:
+                v = np.concatenate([p.colls[c][1][f] for p in parts])
+                vals[f] = v[gather]
+                del v
+            colls[c] = (n, vals)
+        return Columns(flat, colls)
+
+    def copy(self) -> "Columns":
+        """A copy that shares no memory with this one."""
+        return Columns({k: v.copy() for k, v in self.flat.items()},
+                       {c: (counts.copy(), {f: v.copy() for f, v in values.items()})
+                        for c, (counts, values) in self.colls.items()})
+
     def slice(self, a: int, b: int) -> "Columns":
         flat = {k: v[a:b] for k, v in self.flat.items()}
         colls = {}
@@ -101,14 +136,26 @@ class Columns:
         return Columns(flat, colls)
 
     @staticmethod
-    def concatenate(parts: Sequence["Columns"]) -> "Columns":
+    def concatenate(parts: Sequence["Columns"], consume: bool = False) -> "Columns":
+        """One Columns of ``parts`` in order. ``consume``: the parts give their arrays up one field at a
+        time (they are left empty), so that at most one field is held twice."""
         if len(parts) == 1:
             return parts[0]
         p0 = parts[0]
-        flat = {k: np.concatenate([p.flat[k] for p in parts]) for k in p0.flat}
-        colls = {c: (np.concatenate([p.colls[c][0] for p in parts]),
-                     {f: np.concatenate([p.colls[c][1][f] for p in parts]) for f in p0.colls[c][1]})
-                 for c in p0.colls}
+        if not consume:
+            flat = {k: np.concatenate([p.flat[k] for p in parts]) for k in p0.flat}
+            colls = {c: (np.concatenate([p.colls[c][0] for p in parts]),
+                         {f: np.concatenate([p.colls[c][1][f] for p in parts]) for f in p0.colls[c][1]})
+                     for c in p0.colls}
+            return Columns(flat, colls)
+        flat = {k: np.concatenate([p.flat.pop(k) for p in parts]) for k in list(p0.flat)}
+        colls = {}
+        for c in list(p0.colls):
+            counts = np.concatenate([p.colls[c][0] for p in parts])
+            vals = {f: np.concatenate([p.colls[c][1].pop(f) for p in parts]) for f in list(p0.colls[c][1])}
+            colls[c] = (counts, vals)
+            for p in parts:
+                del p.colls[c]
         return Columns(flat, colls)
 
     def to_uproot(self) -> dict:
@@ -145,8 +192,9 @@ class ShardWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        data = Columns.concatenate(self._pending)
-        self._pending, self._n_pending = [], 0
+        pending, self._pending, self._n_pending = self._pending, [], 0
+        data = Columns.concatenate(pending, consume=True)
+        del pending
         self._write(data)
         self.n_written += len(data)
 
@@ -172,7 +220,7 @@ class ShardWriter:
 
 class RootShardWriter(ShardWriter):
     def __init__(self, path: str, tree: str, collections, batch: int, identity: str, level: int = 5,
-                 schema: ak.Array | None = None):
+                 schema=None):
         super().__init__(path, tree, collections, batch)
         self._ctx = reproducible_root(identity)
         opts = self._ctx.__enter__()
@@ -206,8 +254,9 @@ class RootShardWriter(ShardWriter):
                 self.flush()
                 if not self._tree_made and self._schema is not None:
                     # an empty shard still has the tree with every branch
-                    self._make_tree(to_writable(self._schema[:0], self.collections))
-                    self._file[self.tree].extend(to_writable(self._schema[:0], self.collections))
+                    schema = _schema(self._schema)
+                    self._make_tree(to_writable(schema[:0], self.collections))
+                    self._file[self.tree].extend(to_writable(schema[:0], self.collections))
             self._file.close()
         finally:
             self._ctx.__exit__(None, None, None)
@@ -218,7 +267,7 @@ class H5ShardWriter(ShardWriter):
     ``n<coll>`` and the flat constituent values ``<coll>_<field>``."""
 
     def __init__(self, path: str, tree: str, collections, batch: int, identity: str, level: int = 4,
-                 schema: ak.Array | None = None):
+                 schema=None):
         import h5py
 
         super().__init__(path, tree, collections, batch)
@@ -267,14 +316,21 @@ class H5ShardWriter(ShardWriter):
             if ok:
                 self.flush()
                 if not self._made and self._schema is not None:
-                    self._write(Columns.from_awkward(self._schema[:0], self.collections))
+                    self._write(Columns.from_awkward(_schema(self._schema)[:0], self.collections))
                 self._group.attrs["num_entries"] = np.int64(self.n_written)
         finally:
             self._file.close()
 
 
+def _schema(schema) -> ak.Array:
+    """The schema of an empty shard: an array, or a function returning it (called only when needed)."""
+    return schema() if callable(schema) else schema
+
+
 def shard_writer(fmt: str, path: str, tree: str, collections, batch: int, identity: str,
-                 schema: ak.Array | None = None) -> ShardWriter:
+                 schema=None) -> ShardWriter:
+    """The shard writer of format ``fmt``; ``schema``: the fields and types of an empty shard (an
+    awkward array, or a function returning one, called only if no rows are written)."""
     if fmt == "root":
         return RootShardWriter(path, tree, collections, batch, identity, schema=schema)
     if fmt == "hdf5":

@@ -56,41 +56,210 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
 
 def flow_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin index with flow bins on regular ``edges`` (= np.searchsorted(edges, x, 'right'), exact at
-    the edges), computed arithmetically and corrected against the edges: a few vector operations."""
-    n = len(edges) - 1
-    x = np.asarray(x, dtype=np.float64)
-    idx = np.floor((x - edges[0]) * (n / (edges[-1] - edges[0]))).astype(np.int64) + 1 \
-        if np.isfinite(x).all() else np.searchsorted(edges, x, side="right")
-    np.clip(idx, 0, n + 1, out=idx)
-    low = np.take(edges, np.clip(idx - 1, 0, n))   # lower edge of the bin (idx >= 1)
-    high = np.take(edges, np.clip(idx, 0, n))      # upper edge of the bin (idx <= n)
-    idx -= ((idx >= 1) & (x < low))
-    idx += ((idx <= n) & (x >= high))
+    the edges): an arithmetic guess (off by at most one bin) corrected against the edges, in a few
+    vector operations. float32 values are binned in float32 against the edges rounded up to float32
+    (for a float32 x, x >= e exactly when x >= the smallest float32 >= e), which is exact too.
+    The guess is biased down by _BIAS of a bin (far more than its rounding error, far less than a
+    bin), so it is the true bin or the one below: one comparison with the upper edge corrects it."""
+    x = np.asarray(x)
+    tab = _edge_tables(edges, x.dtype) if x.dtype.kind == "f" else None
+    # NaN anywhere makes the sum NaN (so does +inf with -inf): those take the exact fallback
+    if tab is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            if np.isnan(np.add.reduce(x, axis=None)):
+                tab = None
+    if tab is None:
+        return np.searchsorted(edges, np.asarray(x, dtype=np.float64), side="right").astype(np.intp)
+    hi_ext, scale, shift, top = tab
+    t = x * scale
+    t += shift                       # (x - edges[0]) * n / width + 1 - _BIAS: the bin with flow, or one less
+    np.clip(t, 0, top, out=t)
+    idx = t.astype(np.intp)          # t >= 0: truncation is the floor
+    idx += np.greater_equal(x, hi_ext.take(idx))   # upper edge of bin i: hi_ext[i] (+inf for the overflow)
     return idx
 
 
+_BIAS = 0.05
+
+
+_EDGE_TABLES: dict = {}
+
+
+def _round_up(e: np.ndarray, dtype) -> np.ndarray:
+    """The smallest value of ``dtype`` >= each float64 ``e``."""
+    f = e.astype(dtype)
+    low = f.astype(np.float64) < e
+    f[low] = np.nextafter(f[low], dtype.type(np.inf))
+    return f
+
+
+def _edge_tables(edges: np.ndarray, dtype) -> tuple | None:
+    """(upper edges with +inf, scale, shift, n + 1) in ``dtype`` (float32 or float64; other float
+    types: float64 tables), or None where the arithmetic guess is not safe."""
+    dtype = np.dtype(dtype) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+    e = np.asarray(edges, dtype=np.float64)
+    key = (dtype.str, e.tobytes())
+    if key in _EDGE_TABLES:
+        return _EDGE_TABLES[key]
+    n = len(e) - 1
+    tab = None
+    if n >= 1 and np.all(np.diff(e) > 0) and np.isfinite(e).all():
+        scale = n / (e[-1] - e[0])
+        # the rounding error of the guess (a few ulps of these magnitudes) must stay far below _BIAS
+        limit = 1e3 if dtype == np.float32 else 1e10
+        if max(abs(e[0]), abs(e[-1])) * scale < limit:
+            r = _round_up(e, dtype) if dtype == np.float32 else e
+            inf = np.array([np.inf], dtype=dtype)
+            tab = (np.concatenate([r, inf]).astype(dtype), dtype.type(scale),
+                   dtype.type(1.0 - _BIAS - e[0] * scale), dtype.type(n + 1))
+    if len(_EDGE_TABLES) > 64:
+        _EDGE_TABLES.clear()
+    _EDGE_TABLES[key] = tab
+    return tab
+
+
+def _label_table(truth_codes: dict[str, list[int]], n_cls: int) -> tuple[int, np.ndarray] | None:
+    """(offset, table) mapping integer truth values to class indices (n_cls: no class) with one
+    look-up: table[clip(truth - offset, 0, len - 1)], the first and last entries being 'no class'.
+    Classes listed earlier win where codes repeat (as in labels_from_truth)."""
+    codes_all = [int(c) for codes in truth_codes.values() for c in codes]
+    if not codes_all or max(codes_all) - min(codes_all) >= 1 << 16:
+        return None
+    lo, hi = min(codes_all), max(codes_all)
+    table = np.full(hi - lo + 3, n_cls, dtype=np.intp)
+    for i, codes in reversed(list(enumerate(truth_codes.values()))):
+        table[np.asarray(codes, dtype=np.int64) - lo + 1] = i
+    return lo - 1, table
+
+
+def _truth_slabs(truth_codes: dict[str, list[int]], n_cls: int) -> tuple[int, int, np.ndarray] | None:
+    """(lo, hi, class of each slab) for integer truth values binned directly: slab
+    clip(truth, lo, hi) - lo, slabs 0 and hi - lo holding every value outside the codes ('no
+    class'); None where the codes span too many values (then a class table is used per candidate)."""
+    tab = _label_table(truth_codes, n_cls)
+    if tab is None or len(tab[1]) > 64:
+        return None
+    off, table = tab
+    return off, off + len(table) - 1, table
+
+
+class _Binner:
+    """Accumulates (slab, pt flow bin, |eta| flow bin) counts chunk by chunk, with preallocated
+    work arrays (no allocation per chunk on the fast path). A slab is a truth value (integer truth
+    with few codes: the classes are summed from the slabs at the end, so no per-candidate class
+    look-up is needed) or a class index (n_cls: no class)."""
+
+    def __init__(self, pt_e: np.ndarray, eta_e: np.ndarray, truth_codes: dict, n_cls: int):
+        self.pt_e, self.eta_e, self.truth_codes, self.n_cls = pt_e, eta_e, truth_codes, n_cls
+        self.n_pt, self.n_eta = len(pt_e) + 1, len(eta_e) + 1
+        self.slab = self.n_pt * self.n_eta
+        self.slabs = _truth_slabs(truth_codes, n_cls)
+        n_slabs = len(self.slabs[2]) if self.slabs is not None else n_cls + 1
+        self.counts = np.zeros(n_slabs * self.slab, dtype=np.int64)
+        if self.slabs is not None:   # slab 0 is always 'no class'; a class without codes never occurs
+            cls = self.slabs[2]
+            self._first_slab = np.array([int(np.flatnonzero(cls == k)[0]) if (cls == k).any() else 0
+                                         for k in range(n_cls + 1)], dtype=np.int32)
+        self._bufs: dict = {}
+
+    def _buf(self, name: str, n: int, dtype) -> np.ndarray:
+        b = self._bufs.get(name)
+        if b is None or len(b) < n or b.dtype != dtype:
+            b = self._bufs[name] = np.empty(n, dtype=dtype)
+        return b[:n]
+
+    def _flow(self, x: np.ndarray, edges: np.ndarray, name: str) -> np.ndarray:
+        """flow_index(x, edges) as int32, into a work array."""
+        tab = _edge_tables(edges, x.dtype) if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8) else None
+        if tab is not None:
+            with np.errstate(invalid="ignore", over="ignore"):
+                if np.isnan(np.add.reduce(x, axis=None)):
+                    tab = None
+        if tab is None or tab[0].dtype != x.dtype:
+            return flow_index(x, edges).astype(np.int32)
+        hi_ext, scale, shift, top = tab
+        n = len(x)
+        t = np.multiply(x, scale, out=self._buf(name + "t", n, x.dtype))
+        t += shift
+        np.clip(t, 0, top, out=t)
+        idx = self._buf(name + "i", n, np.int32)
+        idx[...] = t                      # t >= 0: truncation is the floor
+        hi = hi_ext.take(idx, out=t)      # t is free again
+        idx += np.greater_equal(x, hi, out=self._buf(name + "b", n, np.bool_))
+        return idx
+
+    def add(self, pt: np.ndarray, eta: np.ndarray, truth: np.ndarray) -> None:
+        n = len(truth)
+        if n == 0:
+            return
+        pt, eta, truth = np.asarray(pt), np.asarray(eta), np.asarray(truth)
+        if self.slabs is not None and truth.dtype.kind in "iub":
+            lo, hi, _ = self.slabs
+            if truth.dtype.kind != "i" or truth.dtype.itemsize < 4:
+                truth = truth.astype(np.int64)
+            c = np.clip(truth, lo, hi, out=self._buf("c", n, np.int32), casting="unsafe")
+            if lo:
+                c -= np.int32(lo)
+        else:
+            c = labels_from_truth(truth, self.truth_codes).astype(np.int32)
+            c[c < 0] = self.n_cls
+            if self.slabs is not None:   # slab layout: each class counted in a slab of its own
+                c = self._first_slab[c]
+        ip = self._flow(pt, self.pt_e, "p")
+        c *= np.int32(self.n_pt)
+        c += ip
+        c *= np.int32(self.n_eta)
+        if eta.dtype.kind == "f":
+            aeta = np.abs(eta, out=self._buf("a" + eta.dtype.str, n, eta.dtype))
+        else:
+            aeta = np.abs(eta)
+        c += self._flow(aeta, self.eta_e, "e")
+        self.counts += np.bincount(c, minlength=len(self.counts))
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """(counts (n_cls, n_pt+2, n_eta+2), unlabelled)."""
+        per_slab = self.counts.reshape(-1, self.n_pt, self.n_eta)
+        if self.slabs is None:
+            return per_slab[:self.n_cls].copy(), int(per_slab[self.n_cls].sum())
+        cls = self.slabs[2]
+        out = np.zeros((self.n_cls + 1, self.n_pt, self.n_eta), dtype=np.int64)
+        for s, k in enumerate(cls.tolist()):
+            out[k] += per_slab[s]
+        return out[:self.n_cls], int(out[self.n_cls].sum())
+
+
 def _count(cfg: Config, spec, src, start: int, stop: int) -> dict:
-    """Fine counts (n_classes, n_pt+2, n_eta+2) of entries [start, stop) of an open source."""
+    """Fine counts (n_classes, n_pt+2, n_eta+2) of entries [start, stop) of an open source.
+
+    One bincount per chunk over a (truth value or class, pt, |eta|) index (see _Binner): no per-class
+    masks, no copies of the selected candidates. Flat branches of a candidate tree with no alias or
+    selection involved are read straight into numpy arrays (no awkward arrays)."""
     pt_e, eta_e = fine_edges(cfg)
     n_cls = len(cfg.class_names)
-    shape = (n_cls, len(pt_e) + 1, len(eta_e) + 1)
-    flat = np.zeros(int(np.prod(shape)), dtype=np.int64)
-    read = selected = unlabelled = 0
+    binner = _Binner(pt_e, eta_e, cfg.truth_codes, n_cls)
+    read = selected = 0
     truth = cfg.truth_branch
-    for chunk, n in iter_prepared(spec, src, start, stop, ["pt", "eta", truth], cfg.chunk_size):
-        read += n
-        selected += len(chunk)
-        labels = labels_from_truth(ak.to_numpy(chunk[truth]), cfg.truth_codes)
-        ok = labels >= 0
-        unlabelled += int(len(labels) - np.count_nonzero(ok))
-        pt = ak.to_numpy(chunk["pt"])[ok]
-        aeta = np.abs(ak.to_numpy(chunk["eta"])[ok])
-        ipt = flow_index(pt, pt_e)     # 0: underflow, n+1: overflow (and NaN)
-        ieta = flow_index(aeta, eta_e)
-        idx = (labels[ok].astype(np.int64) * shape[1] + ipt) * shape[2] + ieta
-        flat += np.bincount(idx, minlength=flat.size)
-    return {"counts_flow": flat.reshape(shape), "candidates": read, "deselected": read - selected,
-            "unlabelled": unlabelled}
+    wanted = ["pt", "eta", truth]
+    direct = hasattr(src, "read_numpy") and not spec.selection and \
+        not any(a.name in wanted for a in spec.aliases) and all(src.is_flat(f) for f in wanted)
+    step = max(1, int(cfg.chunk_size))
+    if direct:
+        pos = start
+        while pos < stop:
+            nxt = min(pos + step, stop)
+            arrs = src.read_numpy(pos, nxt, wanted)
+            read += nxt - pos
+            selected += len(arrs[truth])
+            binner.add(arrs["pt"], arrs["eta"], arrs[truth])
+            del arrs
+            pos = nxt
+    else:
+        for chunk, n in iter_prepared(spec, src, start, stop, wanted, step):
+            read += n
+            selected += len(chunk)
+            binner.add(ak.to_numpy(chunk["pt"]), ak.to_numpy(chunk["eta"]), ak.to_numpy(chunk[truth]))
+    counts, unlabelled = binner.result()
+    return {"counts_flow": counts, "candidates": read, "deselected": read - selected, "unlabelled": unlabelled}
 
 
 def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[str]) -> None:

@@ -33,7 +33,7 @@ class ShuffleMergeSpectral(Workflow):
                 "ids": self.local_target(f"ids_{self.branch}.json")}
 
     def run(self):
-        from taggerflow.resample import plan_job, run_job
+        from taggerflow.resample import plan_job, run_job, spectrum_summary
         from taggerflow.spectrum import load_spectrum
 
         cfg = self.cfg
@@ -41,9 +41,11 @@ class ShuffleMergeSpectral(Workflow):
         spectra = []
         for b, (ds, path) in sorted(spectrum.get_branch_map().items()):
             spec = load_spectrum(spectrum.req(spectrum, branch=b).output()["npz"].path)
-            spectra.append({"dataset": ds, "path": path, "entries": int(spec["entries"]),
-                            "counts_flow": spec["counts_flow"], "pt_edges": spec["pt_edges"],
-                            "abs_eta_edges": spec["abs_eta_edges"]})
+            # only the coarse counts are kept: the memory of a job grows little with its input files
+            spectra.append(spectrum_summary(cfg, {"dataset": ds, "path": path, "entries": int(spec["entries"]),
+                                                  "counts_flow": spec["counts_flow"], "pt_edges": spec["pt_edges"],
+                                                  "abs_eta_edges": spec["abs_eta_edges"]}))
+            del spec
         plan = plan_job(cfg, spectra, self.branch, len(self.branch_map))
         out = self.output()
         manifest = run_job(cfg, self.branch, plan.segments, plan.P, plan.p_class, out["shard"].path,

@@ -41,3 +41,62 @@ def test_file_spectrum_matches_numpy(tiny_config, demo_files, tmp_path):
         sel = labels == i
         direct, _, _ = np.histogram2d(pt[sel], aeta[sel], bins=[pt_bins, eta_bins])
         np.testing.assert_array_equal(coarse[i], direct)
+
+
+def test_flow_index_is_searchsorted_exactly():
+    """The arithmetic binning equals np.searchsorted(edges, x, 'right') for float32 and float64 values,
+    on and next to every edge, far outside the range, and with NaN/inf (the overflow/underflow bins)."""
+    from taggerflow.spectrum import flow_index
+
+    rng = np.random.default_rng(7)
+    for edges in (np.linspace(20, 1000, 197), np.linspace(0, 2.3, 24), np.linspace(-5, 5, 11),
+                  np.linspace(0.1, 0.3, 7)):
+        lo, hi = edges[0], edges[-1]
+        base = np.concatenate([rng.uniform(lo - (hi - lo), hi + (hi - lo), 20_000), edges,
+                               np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [1e30, -1e30, 0.0, -0.0]])
+        for dtype in (np.float32, np.float64):
+            x = base.astype(dtype)
+            x = np.concatenate([x, np.nextafter(edges.astype(dtype), dtype(np.inf)),
+                                np.nextafter(edges.astype(dtype), dtype(-np.inf))])
+            ref = np.searchsorted(edges, x.astype(np.float64), side="right")
+            np.testing.assert_array_equal(flow_index(x, edges), ref)
+            xn = np.concatenate([x, np.array([np.nan, np.inf, -np.inf], dtype=dtype)])
+            np.testing.assert_array_equal(flow_index(xn, edges), np.searchsorted(edges, xn.astype(np.float64),
+                                                                                 side="right"))
+        ints = rng.integers(-10, 2000, 1000)
+        np.testing.assert_array_equal(flow_index(ints, edges), np.searchsorted(edges, ints.astype(float), side="right"))
+
+
+def test_binner_matches_reference():
+    """_Binner (truth slabs or class indices, int32 work arrays) equals searchsorted + labels_from_truth
+    for every truth dtype, float32/float64 values with NaN/inf, and codes too spread for slabs."""
+    from taggerflow.io import labels_from_truth
+    from taggerflow.spectrum import _Binner
+
+    rng = np.random.default_rng(3)
+    pt_e, eta_e = np.linspace(20, 1000, 197), np.linspace(0, 2.3, 24)
+    for codes in ({"tau": [5], "e": [1, 3], "mu": [2, 4], "jet": [0]}, {"a": [7, -2], "b": [7, 9]},
+                  {"a": [0], "b": [100_000]}):
+        for tdtype in (np.int32, np.int64, np.uint8, np.int16, np.float64, np.bool_):
+            for fdtype in (np.float32, np.float64):
+                b = _Binner(pt_e, eta_e, codes, len(codes))
+                ref = np.zeros((len(codes), len(pt_e) + 1, len(eta_e) + 1), dtype=np.int64)
+                unl = 0
+                for n in (5000, 0, 1234):
+                    pt = rng.uniform(0, 1100, n).astype(fdtype)
+                    eta = rng.uniform(-3, 3, n).astype(fdtype)
+                    if n:
+                        pt[:3] = [np.nan, np.inf, pt_e[5]]
+                        eta[3:6] = [-np.inf, np.nan, -eta_e[4]]
+                    tr = rng.integers(-3, 12, n)
+                    tr = (tr > 4) if tdtype is np.bool_ else tr.astype(tdtype)
+                    b.add(pt, eta, tr)
+                    lab = labels_from_truth(tr, codes)
+                    ok = lab >= 0
+                    unl += int((~ok).sum())
+                    ip = np.searchsorted(pt_e, pt.astype(np.float64), side="right")
+                    ie = np.searchsorted(eta_e, np.abs(eta.astype(np.float64)), side="right")
+                    np.add.at(ref, (lab[ok], ip[ok], ie[ok]), 1)
+                counts, unlabelled = b.result()
+                np.testing.assert_array_equal(counts, ref)
+                assert unlabelled == unl
