@@ -151,6 +151,8 @@ def test_slurm_job_file(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TAGGERFLOW_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("LAW_HOME", str(tmp_path / "law_home"))
+    # env.sh exports the login node's venv; on a shared filesystem the job is told to use the same one
+    monkeypatch.setenv("TAGGERFLOW_VENV", str(tmp_path / "venv"))
     config = write_config(tiny_raw(), tmp_path)
     args = ["ShuffleMergeSpectral", "--version", "b1", "--config", config, "--workflow", "slurm",
             "--slurm-runtime", "90m", "--slurm-memory", "3000", "--slurm-cpus", "2", "--slurm-partition", "short"]
@@ -165,7 +167,7 @@ def test_slurm_job_file(tmp_path, monkeypatch):
                     if line.startswith("#SBATCH --"))
         assert opts["time"] == "01:30:00" and opts["mem"] == "3000M" and opts["cpus-per-task"] == "2"
         assert opts["partition"] == "short"
-        assert opts["export"] == f"NONE,TAGGERFLOW_DATA={tmp_path / 'data'}"
+        assert opts["export"] == f"NONE,TAGGERFLOW_DATA={tmp_path / 'data'},TAGGERFLOW_VENV={tmp_path / 'venv'}"
         assert opts["output"] == os.path.join(log_dir, f"stdout_{branch}To{branch + 1}.%j.txt")
         assert opts["error"] == os.path.join(log_dir, f"stderr_{branch}To{branch + 1}.%j.txt")
         assert opts["chdir"] == os.path.join(task.local_path(), "slurm_jobs")
