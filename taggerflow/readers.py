@@ -175,7 +175,7 @@ class TreeSource(Source):
         try:
             self.num_entries = int(self.tree.num_entries)
             self._fields = input_branches(self.tree)
-            self._colls = collection_fields(self.tree, self._fields)
+            self._colls_cache: dict[str, list[str]] | None = None   # made when first asked for
         except BaseException:
             self.close()
             raise
@@ -185,6 +185,12 @@ class TreeSource(Source):
 
     def fields(self) -> list[str]:
         return list(self._fields)
+
+    @property
+    def _colls(self) -> dict[str, list[str]]:
+        if self._colls_cache is None:
+            self._colls_cache = collection_fields(self.tree, self._fields)
+        return self._colls_cache
 
     def collections(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._colls.items()}

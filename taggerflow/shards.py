@@ -170,12 +170,15 @@ class Columns:
 
 
 class ShardWriter:
-    """Buffers candidates and writes them in batches of at least ``batch`` rows."""
+    """Buffers candidates and writes them in batches of exactly ``batch`` rows (the last one: the
+    rest), whatever the sizes of the chunks given to :meth:`extend`: the rows held (and the baskets
+    written, with their converted copies) never exceed ``batch`` plus one chunk, independently of
+    the input size and of the acceptance, and the basket layout depends only on the row count."""
 
     def __init__(self, path: str, tree: str, collections: dict[str, list[str]], batch: int):
         self.path, self.tree, self.collections = path, tree, collections
         self.batch = max(1, int(batch))
-        self._pending: list[ak.Array] = []
+        self._pending: list[Columns] = []
         self._n_pending = 0
         self.n_written = 0
 
@@ -186,8 +189,29 @@ class ShardWriter:
             chunk = Columns.from_awkward(chunk, self.collections)
         self._pending.append(chunk)
         self._n_pending += len(chunk)
-        if self._n_pending >= self.batch:
-            self.flush()
+        while self._n_pending >= self.batch:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        """Write the first ``batch`` pending rows; the rest stays pending (copied: the written rows'
+        arrays are freed)."""
+        take, n = [], 0
+        while n < self.batch:
+            part = self._pending.pop(0)
+            need = self.batch - n
+            if len(part) > need:
+                take.append(part.slice(0, need))
+                self._pending.insert(0, part.slice(need, len(part)).copy())
+                del part
+                n = self.batch
+            else:
+                take.append(part)
+                n += len(part)
+        self._n_pending -= n
+        data = Columns.concatenate(take, consume=True)
+        del take
+        self._write(data)
+        self.n_written += len(data)
 
     def flush(self) -> None:
         if not self._pending:

@@ -76,7 +76,7 @@ def test_binner_matches_reference():
     rng = np.random.default_rng(3)
     pt_e, eta_e = np.linspace(20, 1000, 197), np.linspace(0, 2.3, 24)
     for codes in ({"tau": [5], "e": [1, 3], "mu": [2, 4], "jet": [0]}, {"a": [7, -2], "b": [7, 9]},
-                  {"a": [0], "b": [100_000]}):
+                  {"a": [0], "b": [100_000]}, {"a": [3_000_000_000, 4], "b": [3_000_000_001]}):
         for tdtype in (np.int32, np.int64, np.uint8, np.int16, np.float64, np.bool_):
             for fdtype in (np.float32, np.float64):
                 b = _Binner(pt_e, eta_e, codes, len(codes))
@@ -88,6 +88,11 @@ def test_binner_matches_reference():
                     if n:
                         pt[:3] = [np.nan, np.inf, pt_e[5]]
                         eta[3:6] = [-np.inf, np.nan, -eta_e[4]]
+                        for x, e in ((pt, pt_e), (eta, eta_e)):   # on and next to every edge
+                            on = np.concatenate([e, np.nextafter(e, -np.inf), np.nextafter(e, np.inf)]).astype(fdtype)
+                            on = np.concatenate([on, np.nextafter(e.astype(fdtype), fdtype(np.inf)),
+                                                 np.nextafter(e.astype(fdtype), fdtype(-np.inf)), [1e30, -1e30]])
+                            x[10:10 + len(on)] = on
                     tr = rng.integers(-3, 12, n)
                     tr = (tr > 4) if tdtype is np.bool_ else tr.astype(tdtype)
                     b.add(pt, eta, tr)
