@@ -86,14 +86,16 @@ def _schema() -> dict:
                            "disabled_branches": (list, False)},
             "features": {"candidate": (dict, True), "collections": (dict, False)},
             "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
-                                     "limits": (list, False), "default": (num, False)},
+                                     "limits": (list, False), "default": (num, False),
+                                     "selection": (str, False)},
             "features.collections.*": {"n_max": (int, True), "sort_by": (str, False),
                                        "variables": (dict, True), "cone": (dict, False)},
             "features.collections.*.cone": {"coef": (num, True), "min_pt": (num, True),
                                             "min_radius": (num, True), "outer_dR": (num, True),
                                             "deta": (str, False), "dphi": (str, False)},
             "features.collections.*.variables.*": {"expression": (str, False), "scaling": (str, True),
-                                                   "limits": ((list, dict), False), "default": (num, False)},
+                                                   "limits": ((list, dict), False), "default": (num, False),
+                                                   "selection": (str, False)},
             "scaling": {"log_step": (int, False)},
             "train_sample": {"split": (dict, True), "precision": (str, False),
                              "compression": ((str, type(None)), False), "chunk_rows": (int, False),
@@ -190,6 +192,15 @@ class Variable:
     limits: dict
     default: float
     names_used: tuple[str, ...]
+    #: an expression over the same fields: values where it is false are left out of the scaling
+    #: statistics (counted as ``cut``), e.g. to keep placeholder values such as -999 from the mean/std
+    selection: str | None = None
+    selection_names: tuple[str, ...] = ()
+
+    @property
+    def all_names_used(self) -> tuple[str, ...]:
+        """The fields read by the expression and the selection."""
+        return self.names_used + tuple(n for n in self.selection_names if n not in self.names_used)
 
     def limits_for(self, cone: str = GLOBAL_CONE) -> tuple[float, float] | None:
         if cone in self.limits:
@@ -348,11 +359,11 @@ class Config:
         need: dict[str, str] = {"pt": "spectrum", "eta": "spectrum", "event": "train_sample.split",
                                 self.truth_branch: "classes.truth_branch"}
         for var in self.candidate_variables:
-            for n in var.names_used:
+            for n in var.all_names_used:
                 need.setdefault(n, f"features.candidate.{var.name}")
         for coll in self.collections:
             for var in coll.variables:
-                for n in var.names_used:
+                for n in var.all_names_used:
                     branch = n[len("cand_"):] if n.startswith("cand_") else f"{coll.name}_{n}"
                     need.setdefault(branch, f"features.collections.{coll.name}.variables.{var.name}")
             if coll.sort_by:
@@ -393,8 +404,10 @@ def _variable(name: str, spec: dict) -> Variable:
         limits = {cone: (tuple(float(x) for x in lim) if lim is not None else None) for cone, lim in raw.items()}
     else:
         limits = {GLOBAL_CONE: tuple(float(x) for x in raw) if raw is not None else None}
+    sel = spec.get("selection")
     return Variable(name=name, expression=expr, scaling=spec["scaling"], limits=limits,
-                    default=float(spec.get("default", 0.0)), names_used=expression_names(expr))
+                    default=float(spec.get("default", 0.0)), names_used=expression_names(expr),
+                    selection=sel, selection_names=expression_names(sel) if sel else ())
 
 
 def expression_names(expr: str) -> tuple[str, ...]:
@@ -499,6 +512,11 @@ def _validate_semantics(cfg: Config) -> None:
             expression_names(spec.get("expression", name))
         except (SyntaxError, ValueError) as e:
             raise err(f"{key}.expression", f"invalid expression: {e}") from None
+        if "selection" in spec:
+            try:
+                expression_names(spec["selection"])
+            except (SyntaxError, ValueError) as e:
+                raise err(f"{key}.selection", f"invalid expression: {e}") from None
 
     for name, spec in raw["features"]["candidate"].items():
         check_var(f"features.candidate.{name}", spec, name)

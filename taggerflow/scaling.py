@@ -12,7 +12,8 @@ are excluded (their number is reported as ``outside_cones``). Without a cone: 'g
 One FeatureScaling job (:func:`feature_scaling_job`) streams its files chunk by chunk and returns
 a JSON-able dict with
 
-* ``moments``: {type: {var: {cone: {num, mean, m2, min, max, nan, inf}}}} over all its files;
+* ``moments``: {type: {var: {cone: {num, mean, m2, min, max, nan, inf, cut}}}} over all its files
+  (``cut``: values left out by the variable's ``selection``);
 * ``per_file``: per input file its entries, its own moments and its quantiles (below);
 * ``snapshots``: the cumulative moments after every ``log_step`` files (and after the last one),
   for convergence studies;
@@ -86,6 +87,8 @@ class Moments:
     max: float = -math.inf
     nan: int = 0
     inf: int = 0
+    #: values left out by the variable's ``selection`` (neither counted in num nor in nan/inf)
+    cut: int = 0
 
     @classmethod
     def of(cls, x: np.ndarray) -> "Moments":
@@ -113,7 +116,7 @@ class Moments:
             mean = self.mean + delta * other.num / n
             m2 = self.m2 + other.m2 + delta * delta * self.num * other.num / n
         return Moments(n, mean, m2, min(self.min, other.min), max(self.max, other.max),
-                       self.nan + other.nan, self.inf + other.inf)
+                       self.nan + other.nan, self.inf + other.inf, self.cut + other.cut)
 
     @property
     def std(self) -> float:
@@ -129,7 +132,8 @@ class Moments:
     def from_dict(cls, d: dict) -> "Moments":
         return cls(int(d["num"]), float(d["mean"]), float(d["m2"]),
                    math.inf if d["min"] is None else float(d["min"]),
-                   -math.inf if d["max"] is None else float(d["max"]), int(d["nan"]), int(d["inf"]))
+                   -math.inf if d["max"] is None else float(d["max"]), int(d["nan"]), int(d["inf"]),
+                   int(d.get("cut", 0)))
 
 
 def variable_types(cfg: Config) -> dict[str, list]:
@@ -164,7 +168,7 @@ def export_name(type_name: str, cone: str) -> str:
 class _MomentBlock:
     """Moments of k variables (float64 arrays), updated with (k, m) blocks of values."""
 
-    __slots__ = ("num", "mean", "m2", "min", "max", "nan", "inf")
+    __slots__ = ("num", "mean", "m2", "min", "max", "nan", "inf", "cut")
 
     def __init__(self, k: int):
         self.num = np.zeros(k, dtype=np.int64)
@@ -174,10 +178,16 @@ class _MomentBlock:
         self.max = np.full(k, -np.inf)
         self.nan = np.zeros(k, dtype=np.int64)
         self.inf = np.zeros(k, dtype=np.int64)
+        self.cut = np.zeros(k, dtype=np.int64)
 
-    def add(self, x: np.ndarray) -> bool:
-        """Add a (k, m) C-contiguous block; returns whether all its values were finite."""
+    def add(self, x: np.ndarray, cut: np.ndarray | None = None) -> bool:
+        """Add a (k, m) C-contiguous block; returns whether all its values were finite. ``cut``: per
+        row, how many of its values were set to NaN because they fail the variable's selection
+        (they are counted as cut, not as NaN)."""
         k, m = x.shape
+        if cut is not None and cut.any():
+            self.cut = self.cut + cut
+            self.nan = self.nan - cut   # the NaNs added below include them
         if m == 0:
             return True
         total = x.sum(axis=1)  # rows are contiguous: pairwise summation
@@ -211,6 +221,7 @@ class _MomentBlock:
 
     def merge_block(self, other: "_MomentBlock") -> None:
         self._merge(other.num, other.mean, other.m2, other.min, other.max, other.nan, other.inf)
+        self.cut = self.cut + other.cut
 
     def _merge(self, n, mean, m2, mn, mx, nan, inf) -> None:
         # the same operations, in the same order, as Moments.merge (so both give identical bits)
@@ -231,13 +242,13 @@ class _MomentBlock:
 
     def copy(self) -> "_MomentBlock":
         c = _MomentBlock(0)
-        for s in self.__slots__:
-            setattr(c, s, getattr(self, s).copy())
+        for name in self.__slots__:
+            setattr(c, name, getattr(self, name).copy())
         return c
 
     def moments(self, j: int) -> Moments:
         return Moments(int(self.num[j]), float(self.mean[j]), float(self.m2[j]), float(self.min[j]),
-                       float(self.max[j]), int(self.nan[j]), int(self.inf[j]))
+                       float(self.max[j]), int(self.nan[j]), int(self.inf[j]), int(self.cut[j]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,12 +473,12 @@ def scaling_branches(cfg: Config) -> dict[str, str]:
     """The input branches a FeatureScaling job reads -> the config key that needs them."""
     need: dict[str, str] = {}
     for var in cfg.candidate_variables:
-        for n in var.names_used:
+        for n in var.all_names_used:
             need.setdefault(n, f"features.candidate.{var.name}")
     for coll in cfg.collections:
         key = f"features.collections.{coll.name}"
         for var in coll.variables:
-            for n in var.names_used:
+            for n in var.all_names_used:
                 branch = n[len("cand_"):] if n.startswith("cand_") else f"{coll.name}_{n}"
                 need.setdefault(branch, f"{key}.variables.{var.name}")
         need.setdefault(f"{coll.name}_{_count_field(coll)}", key)
@@ -564,21 +575,49 @@ def _evaluate_into(out: np.ndarray, var, ns: dict) -> None:
             out[:] = np.asarray(evaluate(var.expression, ns))
 
 
-def _candidate_block(variables, arrs: _ChunkArrays, n: int) -> np.ndarray:
+def _apply_selection(xi: np.ndarray, var, ns: dict, rejected: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Set the values of row ``xi`` failing ``var.selection`` to NaN and mark them in row i of
+    ``rejected`` ((k, m) bool, made on first use); returns ``rejected``."""
+    if not var.selection:
+        return rejected
+    with np.errstate(all="ignore"):
+        keep = np.asarray(evaluate(var.selection, ns))
+    if keep.dtype != np.bool_:
+        keep = keep != 0
+    keep = np.broadcast_to(keep, xi.shape)
+    bad = ~keep
+    if bad.any():
+        if rejected is None:
+            rejected = np.zeros((ns["__k__"], len(xi)), dtype=np.bool_)
+        rejected[i] = bad
+        xi[bad] = np.nan
+    return rejected
+
+
+def _candidate_block(variables, arrs: _ChunkArrays, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(k, n) raw values of the candidate variables and the (k, n) mask of values cut by their
+    selections (None when nothing is cut); cut values are NaN in the block."""
     x = np.empty((len(variables), n))
+    rejected = None
     for i, var in enumerate(variables):
         _evaluate_into(x[i], var, {name: arrs.flat(name) for name in var.names_used})
-    return x
+        if var.selection:
+            ns = {name: arrs.flat(name) for name in var.selection_names}
+            ns["__k__"] = len(variables)
+            rejected = _apply_selection(x[i], var, ns, rejected, i)
+    return x, rejected
 
 
-def _collection_block(coll, arrs: _ChunkArrays) -> tuple[np.ndarray, np.ndarray]:
-    """(k, sum counts) raw values of one collection's variables and the counts per candidate."""
+def _collection_block(coll, arrs: _ChunkArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(k, sum counts) raw values of one collection's variables, the counts per candidate and the
+    (k, sum counts) mask of values cut by the variables' selections (None when nothing is cut)."""
     counts = arrs.counts(f"{coll.name}_{_count_field(coll)}")
     m = int(counts.sum())
     x = np.empty((len(coll.variables), m))
-    for i, var in enumerate(coll.variables):
+
+    def namespace(names) -> dict:
         ns = {}
-        for name in var.names_used:
+        for name in names:
             if name.startswith("cand_"):
                 ns[name] = arrs.repeated(name[len("cand_"):], counts)
             else:
@@ -587,8 +626,16 @@ def _collection_block(coll, arrs: _ChunkArrays) -> tuple[np.ndarray, np.ndarray]
                     raise ScalingError(f"collection '{coll.name}': branch {coll.name}_{name} has "
                                        f"{len(data)} values, expected {m} (not the same counter?)")
                 ns[name] = data
-        _evaluate_into(x[i], var, ns)
-    return x, counts
+        return ns
+
+    rejected = None
+    for i, var in enumerate(coll.variables):
+        _evaluate_into(x[i], var, namespace(var.names_used))
+        if var.selection:
+            ns = namespace(var.selection_names)
+            ns["__k__"] = len(coll.variables)
+            rejected = _apply_selection(x[i], var, ns, rejected, i)
+    return x, counts, rejected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,7 +652,8 @@ def job_signature(cfg: Config) -> dict:
             for c in cones[t]:
                 lim = v.limits_for(c)
                 lims[c] = None if lim is None else [float(lim[0]), float(lim[1])]
-            variables[t][v.name] = {"expression": v.expression, "scaling": v.scaling, "limits": lims}
+            variables[t][v.name] = {"expression": v.expression, "scaling": v.scaling, "limits": lims,
+                                    "selection": v.selection}
     coll_cones = {c.name: (None if c.cone is None else asdict(c.cone)) for c in cfg.collections}
     return {"variables": variables, "cones": coll_cones}
 
@@ -653,18 +701,18 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
         for chunk in read_range(path, cfg.tree, branches, 0, entries, cfg.chunk_size):
             arrs = _ChunkArrays(chunk)
             n = len(chunk)
-            x = _candidate_block(cand_vars, arrs, n)
+            x, rejected = _candidate_block(cand_vars, arrs, n)
             k = index[(CANDIDATE, GLOBAL_CONE)]
-            finite = blocks[k].add(x)
+            finite = blocks[k].add(x, None if rejected is None else np.count_nonzero(rejected, axis=1))
             if sketches is not None:
                 sketches[k].add(x, np.arange(cand_offset, cand_offset + n, dtype=np.int64), finite)
             cand_offset += n
             for coll in colls:
-                x, counts = _collection_block(coll, arrs)
+                x, counts, rejected = _collection_block(coll, arrs)
                 m = x.shape[1]
                 if coll.cone is None:
                     k = index[(coll.name, GLOBAL_CONE)]
-                    finite = blocks[k].add(x)
+                    finite = blocks[k].add(x, None if rejected is None else np.count_nonzero(rejected, axis=1))
                     if sketches is not None:
                         off = coll_offset[coll.name]
                         sketches[k].add(x, np.arange(off, off + m, dtype=np.int64), finite)
@@ -679,7 +727,8 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
                         in_cones += len(idx)
                         xc = _take_columns(x, idx)
                         k = index[(coll.name, cone)]
-                        finite = blocks[k].add(xc)
+                        finite = blocks[k].add(xc, None if rejected is None else
+                                               np.count_nonzero(rejected[:, idx], axis=1))
                         if sketches is not None:
                             sketches[k].add(xc, idx + coll_offset[coll.name], finite)
                     outside[coll.name] += m - in_cones
@@ -784,7 +833,7 @@ def _signature_diff(a: dict, b: dict) -> list[str]:
             if ea is None or eb is None:
                 out.append(f"{t}.{v}: {'missing' if eb is None else 'extra'}")
                 continue
-            for key in ("expression", "scaling", "limits"):
+            for key in ("expression", "scaling", "limits", "selection"):
                 if ea.get(key) != eb.get(key):
                     out.append(f"{t}.{v}.{key}: {ea.get(key)!r} vs {eb.get(key)!r}")
     ca, cb = a.get("cones", {}), b.get("cones", {})
@@ -899,7 +948,7 @@ def write_scaling_outputs(cfg: Config, job_paths: Sequence[str], out_dir: str, p
 # ---------------------------------------------------------------------------------------------
 # the scaling file and its exports
 def scaling_parameters(cfg: Config, stats: dict) -> dict:
-    """The scaling file content: {type: {var: {cone: {mean, std, lim_min, lim_max, num, nan, inf,
+    """The scaling file content: {type: {var: {cone: {mean, std, lim_min, lim_max, num, nan, inf, cut,
     min, max, raw_mean, raw_std, scaling, default}}}}. lim_min/lim_max are in scaled units; null
     means unbounded; min, max, raw_mean and raw_std describe the raw finite values (null when there
     is none; for 'normal' scaling raw_mean/raw_std equal mean/std)."""
@@ -930,7 +979,7 @@ def scaling_parameters(cfg: Config, stats: dict) -> dict:
                     lim = var.limits_for(cone)
                     lo, hi = lim if lim is not None else (None, None)
                 out[t][var.name][cone] = {"mean": mean, "std": std, "lim_min": lo, "lim_max": hi,
-                                          "num": m.num, "nan": m.nan, "inf": m.inf,
+                                          "num": m.num, "nan": m.nan, "inf": m.inf, "cut": m.cut,
                                           "min": None if m.num == 0 else m.min,
                                           "max": None if m.num == 0 else m.max,
                                           "raw_mean": None if m.num == 0 else m.mean,

@@ -326,3 +326,76 @@ def test_flags_without_quantiles_and_constant_variable():
     p = scaling_parameters(cfg, _stats(cfg, [np.nan]))
     assert [f["code"] for f in suspicious_variables(cfg, p)] == ["nan_inf", "empty"]
     assert p["candidate"]["x"]["global"]["raw_std"] is None
+
+
+def test_variable_selection_excludes_values_from_the_statistics(demo_files):
+    """A variable's ``selection`` leaves the values failing it out of the moments (counted as cut),
+    for candidate variables and per cone for constituents; the statistics equal numpy on the
+    selected values, jobs merge exactly, and a job with another selection is refused."""
+    import awkward as ak
+
+    from taggerflow.cones import cone_masks
+
+    sel = {"ip_sig_pos": {"expression": "ip_sig", "scaling": "normal", "limits": [-5, 5],
+                          "selection": "(ip_sig > 0) & (pt > 25)"}}
+    cfg = _files_cfg(demo_files, **sel)
+    raw = dict(cfg.raw)
+    raw["features"]["collections"]["pfcand"]["variables"]["d0"]["selection"] = "abs(dz) < 0.05"
+    cfg = config_from_dict(raw)
+    paths = list(demo_files.values())
+    jobs = [feature_scaling_job(cfg, g) for g in (paths[:1], paths[1:])]
+    merged = merge_jobs(cfg, jobs, ["a.json", "b.json"])["scaling"]
+
+    branches = ["pt", "ip_sig", "pfcand_d0", "pfcand_dz", "pfcand_deta", "pfcand_dphi"]
+    chunks = [c for p in paths for c in read_range(p, cfg.tree, branches, 0, 1500, 10**6)]
+    arr = ak.concatenate(chunks)
+    ip, pt = ak.to_numpy(arr["ip_sig"]).astype(np.float64), ak.to_numpy(arr["pt"])
+    keep = (ip > 0) & (pt > 25)
+    assert 0 < keep.sum() < len(ip)
+    e = merged["candidate"]["ip_sig_pos"]["global"]
+    assert (e["num"], e["cut"], e["nan"]) == (int(keep.sum()), int((~keep).sum()), 0)
+    assert e["mean"] == pytest.approx(ip[keep].mean(), rel=1e-12)
+    assert e["std"] == pytest.approx(ip[keep].std(), rel=1e-12)
+    # the unselected variable of the same branch still sees every value
+    assert merged["candidate"]["ip_sig"]["global"]["num"] == len(ip)
+    assert merged["candidate"]["ip_sig"]["global"]["cut"] == 0
+
+    counts = ak.to_numpy(ak.num(arr["pfcand_d0"]))
+    d0 = ak.to_numpy(ak.flatten(arr["pfcand_d0"])).astype(np.float64)
+    dz = ak.to_numpy(ak.flatten(arr["pfcand_dz"]))
+    masks = cone_masks(cand_pt=pt, deta=ak.to_numpy(ak.flatten(arr["pfcand_deta"])),
+                       dphi=ak.to_numpy(ak.flatten(arr["pfcand_dphi"])), counts=counts,
+                       cone=cfg.collections[0].cone)
+    for cone in ("inner", "outer"):
+        ok = masks[cone] & (np.abs(dz) < 0.05)
+        e = merged["pfcand"]["d0"][cone]
+        assert (e["num"], e["cut"]) == (int(ok.sum()), int((masks[cone] & ~(np.abs(dz) < 0.05)).sum())), cone
+        assert 0 < e["cut"] and e["num"] > 1
+        assert e["mean"] == pytest.approx(d0[ok].mean(), rel=1e-12, abs=1e-12 * d0[ok].std()), cone
+        assert e["std"] == pytest.approx(d0[ok].std(), rel=1e-12), cone
+        assert merged["pfcand"]["dz"][cone]["cut"] == 0
+
+    # a job computed with another selection is not merged
+    raw2 = dict(cfg.raw)
+    raw2["features"]["candidate"]["ip_sig_pos"] = dict(sel["ip_sig_pos"], selection="ip_sig > 1")
+    other = feature_scaling_job(config_from_dict(raw2), paths[:1])
+    with pytest.raises(ScalingError, match=r"b.json: .*candidate.ip_sig_pos.selection"):
+        merge_jobs(cfg, [jobs[0], other], ["a.json", "b.json"])
+
+
+def test_variable_selection_config_errors(demo_files):
+    from taggerflow.config import ConfigError
+
+    raw = _files_cfg(demo_files).raw
+    bad = json.loads(json.dumps(raw))
+    bad["features"]["candidate"]["pt"]["selection"] = "pt >"
+    with pytest.raises(ConfigError, match=r"features.candidate.pt.selection: invalid expression"):
+        config_from_dict(bad)
+    bad = json.loads(json.dumps(raw))
+    bad["features"]["candidate"]["pt"]["selection"] = 5
+    with pytest.raises(ConfigError, match=r"features.candidate.pt.selection"):
+        config_from_dict(bad)
+    # a branch the selection reads is required from the inputs (named with the key that needs it)
+    ok = json.loads(json.dumps(raw))
+    ok["features"]["candidate"]["pt"]["selection"] = "no_such_branch > 0"
+    assert config_from_dict(ok).required_branches()["no_such_branch"] == "features.candidate.pt"
