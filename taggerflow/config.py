@@ -482,6 +482,14 @@ def _validate_semantics(cfg: Config) -> None:
             raise err(f"resampling.class_ratio.{cls}", "expected a number >= 0, or -1 (take all)")
     _validate_resampling(cfg, err)
 
+    # the deployment contract: C++ must reproduce Keras' scores to 1e-5 at worst
+    tol = raw["export"]["tolerance"]
+    if not 0 < tol <= 1e-5:
+        raise err("export.tolerance", f"expected 0 < tolerance <= 1e-05 (the lwtnn agreement required for "
+                                      f"deployment), got {tol}")
+    if raw["export"]["n_check"] < 1:
+        raise err("export.n_check", f"expected at least 1 candidate, got {raw['export']['n_check']}")
+
     def check_var(key: str, spec: dict, name: str, cones: tuple[str, ...] = (GLOBAL_CONE,)) -> None:
         if spec["scaling"] not in SCALING_TYPES:
             raise err(f"{key}.scaling", f"unknown scaling type '{spec['scaling']}' "

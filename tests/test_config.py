@@ -31,6 +31,10 @@ def _error(raw, tmp_path) -> str:
 
 @pytest.mark.parametrize("mutate, key, words", [
     (lambda r: r["resampling"].update(n_jobz=3), "resampling.n_jobz", "unknown key"),
+    (lambda r: r["export"].update(tolerance=1e-4), "export.tolerance", "tolerance <= 1e-05"),
+    (lambda r: r["export"].update(n_check=0), "export.n_check", "at least 1"),
+    (lambda r: r["features"]["candidate"]["pt"].update(selection="pt >"), "features.candidate.pt.selection",
+     "invalid expression"),
     (lambda r: r.update(colour="red"), "colour", "unknown key"),
     (lambda r: r["features"]["candidate"]["pt"].update(scaling="norm"), "features.candidate.pt.scaling",
      "unknown scaling type 'norm'"),

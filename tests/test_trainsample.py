@@ -99,6 +99,35 @@ def test_splits_disjoint_by_event(files_config, shard_and_scaling):
     assert all(len(v) == 1 for v in keys.values())
     assert any(list(ev).count(e) > 1 for e in ev[:300])  # events with several candidates exist
 
+    # the written files: every candidate once, and no (event, dataset) in two splits, also when the
+    # shard's candidates are written by two branches (two halves of the shard in separate files)
+    half = len(ev) // 2
+    a_path, b_path = str(d / "half_a.root"), str(d / "half_b.root")
+    arr = t.arrays()
+    from taggerflow.shards import shard_writer
+
+    colls = {"pfcand": [k[len("pfcand_"):] for k in arr.fields if k.startswith("pfcand_")]}
+    for path, part in ((a_path, arr[:half]), (b_path, arr[half:])):
+        with shard_writer("root", path, "candidates", colls, 10_000, "test") as w:
+            w.extend(part)
+    seen: dict[str, set] = {}
+    total = 0
+    for i, path in enumerate((a_path, b_path)):
+        outputs = {sp: str(d / f"branch{i}_{sp}.h5") for sp in ("train", "validation", "test")}
+        write_train_sample(cfg, [path], scaling, outputs)
+        for sp, out in outputs.items():
+            with h5py.File(out, "r") as f:
+                pairs = set(zip(f["jets/event"][:].tolist(), f["jets/dataset_id"][:].tolist()))
+                total += len(f["jets/event"])
+            seen.setdefault(sp, set()).update(pairs)
+    assert total == len(ev)
+    assert not (seen["train"] & seen["validation"]) and not (seen["train"] & seen["test"]) \
+        and not (seen["validation"] & seen["test"])
+    assert all(len(v) > 0 for v in seen.values())
+    # events split across the two halves (the same event written by both branches) exist
+    first = set(zip(ev[:half].tolist(), ds[:half].tolist()))
+    assert first & set(zip(ev[half:].tolist(), ds[half:].tolist()))
+
 
 def test_missing_scaling_variable_is_an_error(files_config, shard_and_scaling, tmp_path):
     shard, scaling, _ = shard_and_scaling
