@@ -6,13 +6,17 @@ train sample holds per-class pt-|eta| flattening weights (``train_sample.weights
 loss as Keras sample weights (``use_sample_weights``: null = whenever the sample has them), multiplied
 by the class weights. Sequence widths are those of the files (``concat_jet_tracks`` included).
 
-A checkpoint (model + epoch) is written after every epoch; a rerun after an interruption resumes
-from it. The per-epoch history goes to CSV (appended on resume).
+A checkpoint is written after every epoch and a rerun after an interruption resumes from it (see
+train_model). Its ``state.json`` is the single commit point: it names the model file of the epoch
+(with its SHA-256), and holds the per-epoch history and the early-stopping state, so a kill at any
+moment resumes after the last committed epoch with its weights, optimizer state, patience count and
+exactly one history row per epoch.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -26,9 +30,10 @@ import numpy as np
 from taggerflow.metrics import accuracy, pairwise_aucs
 from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, record_dataset
 from taggerflow.trainsample import CANDIDATE_GROUP
-from taggerflow.utils import atomic_path, write_json
+from taggerflow.utils import atomic_path, read_json, write_json
 
 SOURCES = ("records", "h5")  # = taggerflow.config.TRAINING_SOURCES
+CHECKPOINT_VERSION = 2  # state.json naming its model file; older checkpoints are not resumed
 
 
 def device_info() -> dict:
@@ -154,10 +159,83 @@ def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str],
     return train, val
 
 
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(ckpt_dir: str, log=print) -> dict | None:
+    """The committed checkpoint state of ``ckpt_dir`` (its state.json), or None to start from
+    scratch: no state, a state of an older format, or one whose model file is missing, differs from
+    the recorded SHA-256 or whose history is not one row per epoch 0..epoch-1. The state's ``model``
+    is then the path of the model file."""
+    path = os.path.join(ckpt_dir, "state.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        state = read_json(path)
+        if state.get("version") != CHECKPOINT_VERSION:
+            log(f"checkpoint {path}: older format (no model file named), training from scratch")
+            return None
+        model = os.path.join(ckpt_dir, os.path.basename(state["model"]))
+        epoch = int(state["epoch"])
+        history = state["history"]
+        problem = None
+        if not os.path.exists(model):
+            problem = f"model file {model} missing"
+        elif file_sha256(model) != state["model_sha256"]:
+            problem = f"model file {model} differs from the one the state recorded"
+        elif [int(r["epoch"]) for r in history] != list(range(epoch)):
+            problem = f"history epochs {[r.get('epoch') for r in history]} are not 0..{epoch - 1}"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        problem = f"unreadable ({err})"
+    if problem:
+        log(f"checkpoint {path}: {problem}; training from scratch")
+        return None
+    return dict(state, model=model)
+
+
+def write_history(path: str, rows: Sequence[dict]) -> None:
+    """The per-epoch history as CSV (atomically): epoch, then the sorted metric names; 'NA' where an
+    epoch lacks a metric (as keras.callbacks.CSVLogger writes)."""
+    keys = sorted({k for r in rows for k in r if k != "epoch"})
+    with atomic_path(path, suffix=".csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", *keys], restval="NA")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _clean_checkpoint_dir(ckpt_dir: str, keep: str | None) -> None:
+    """Remove model files other than ``keep`` (a later epoch's file saved just before a kill, the
+    legacy last.keras) and temporary files a kill left behind."""
+    for name in os.listdir(ckpt_dir):
+        stale_model = name.endswith(".keras") and name != keep and (name.startswith("epoch-") or name == "last.keras")
+        stale_tmp = name.startswith((".epoch-", ".state.json.", ".history.csv.", ".last.keras."))
+        if stale_model or stale_tmp:
+            try:
+                os.remove(os.path.join(ckpt_dir, name))
+            except FileNotFoundError:
+                pass
+
+
+def _skip_epochs(dataset, n: int) -> None:
+    """Advance the per-epoch shuffling of a tf.data dataset by ``n`` epochs: every iterator draws
+    its shuffle seeds from the dataset's seed generators when it is created, so that a resumed run
+    sees, from epoch n on, the orders an uninterrupted one sees."""
+    for _ in range(n):
+        it = iter(dataset)
+        del it
+
+
 def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[int, int]], n_candidate_vars: int,
                 train_files: Sequence[str], val_files: Sequence[str], metadata: dict,
                 test_h5: Sequence[str], out: dict[str, str], seed: int, log=print,
-                class_counts: Sequence[int] | None = None, weighted_sample: bool | None = None) -> dict:
+                class_counts: Sequence[int] | None = None, weighted_sample: bool | None = None,
+                callbacks: Sequence = ()) -> dict:
     """Train one variant; write out['model'] (.keras), out['history'] (.csv), out['summary'] (.json),
     out['config'] (the resolved configuration and seed). out['checkpoint_dir'] holds the resumable
     state; out['tensorboard'] the TensorBoard logs (when enabled).
@@ -165,10 +243,19 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     ``train_files``/``val_files``: TFRecord files with their ``metadata`` (``source: records``) or
     training HDF5 files with ``metadata = h5_metadata(...)`` (``source: h5``). ``collections``: per
     sequence (n_max, n_vars) as written (checked against the metadata). ``weighted_sample``: whether
-    the train sample holds flattening weights; None: read from the ``test_h5`` files (same writer)."""
+    the train sample holds flattening weights; None: read from the ``test_h5`` files (same writer).
+    ``callbacks``: further Keras callbacks, called after the epoch checkpoint.
+
+    Checkpoint, after every epoch: the model (with its optimizer state) goes to a new file
+    ``epoch-NNNN.keras`` (renamed into place), then ``state.json`` (renamed into place: the commit)
+    names it with its SHA-256, the epochs done, the history rows and the early-stopping state; then
+    the checkpoint's history.csv is rewritten from the state and older model files removed. A rerun
+    resumes from the committed state (validated by load_checkpoint), restores the early-stopping
+    patience count and best value (and does not train at all if the run had stopped early) and
+    advances the shuffling to the epoch it resumes at."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: F401
 
     from taggerflow.models import build_model
 
@@ -178,7 +265,6 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
 
     ckpt_dir = out["checkpoint_dir"]
     os.makedirs(ckpt_dir, exist_ok=True)
-    ckpt_model = os.path.join(ckpt_dir, "last.keras")
     ckpt_state = os.path.join(ckpt_dir, "state.json")
     history_tmp = os.path.join(ckpt_dir, "history.csv")
 
@@ -189,10 +275,12 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     with_weights = use_sample_weights(variant, weighted_sample)
 
     initial_epoch = 0
-    if os.path.exists(ckpt_state) and os.path.exists(ckpt_model):
-        with open(ckpt_state) as f:
-            initial_epoch = int(json.load(f)["epoch"])
-        model = keras.models.load_model(ckpt_model)
+    state = load_checkpoint(ckpt_dir, log=log)
+    _clean_checkpoint_dir(ckpt_dir, keep=os.path.basename(state["model"]) if state else None)
+    if state:
+        initial_epoch = int(state["epoch"])
+        model = keras.models.load_model(state["model"])
+        write_history(history_tmp, state["history"])  # a kill may have come before its rewrite
         log(f"resuming from checkpoint after epoch {initial_epoch}")
     else:
         n_add = len(metadata.get("add_vars") or [])
@@ -225,47 +313,95 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     train_ds, val_ds = training_datasets(variant, metadata, train_files, val_files, batch, seed, coll_names,
                                          with_add_vars=with_add, with_weights=with_weights, class_weight=weights)
 
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose patience count, best value and epoch continue those of the checkpoint."""
+
+        def __init__(self, restored: dict | None, **kwargs):
+            super().__init__(**kwargs)
+            self.restored = restored if restored and restored.get("monitor") == self.monitor else None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self.restored:
+                r = self.restored
+                self.wait, self.best_epoch = int(r["wait"]), int(r["best_epoch"])
+                self.stopped_epoch = int(r["stopped_epoch"])
+                self.best = None if r["best"] is None else float(r["best"])
+
+        def state(self) -> dict:
+            return {"monitor": self.monitor, "patience": int(self.patience), "wait": int(self.wait),
+                    "best": None if self.best is None else float(self.best), "best_epoch": int(self.best_epoch),
+                    "stopped_epoch": int(self.stopped_epoch)}
+
+    def loggable(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return str(v)
+
     class EpochCheckpoint(keras.callbacks.Callback):
-        """Model + epoch after every epoch, renamed into place so a kill never leaves half a checkpoint."""
+        """The checkpoint of every epoch, after the early-stopping update of that epoch (see train_model)."""
+
+        def __init__(self, history: list[dict], early_stopping: ResumableEarlyStopping):
+            super().__init__()
+            self.history = list(history)
+            self.early_stopping = early_stopping
 
         def on_epoch_end(self, epoch, logs=None):
-            with atomic_path(ckpt_model, suffix=".keras") as tmp:
+            logs = {k: loggable(v) for k, v in (logs or {}).items()}
+            self.history = [r for r in self.history if int(r["epoch"]) < epoch] + [{"epoch": epoch, **logs}]
+            name = f"epoch-{epoch + 1:04d}.keras"
+            path = os.path.join(ckpt_dir, name)
+            with atomic_path(path, suffix=".keras") as tmp:
                 self.model.save(tmp)
-            write_json(ckpt_state, {"epoch": epoch + 1, "logs": {k: float(v) for k, v in (logs or {}).items()}})
+            write_json(ckpt_state, {"version": CHECKPOINT_VERSION, "epoch": epoch + 1, "model": name,
+                                    "model_sha256": file_sha256(path), "logs": logs, "history": self.history,
+                                    "early_stopping": self.early_stopping.state(),
+                                    "stopped": bool(self.model.stop_training)})
+            write_history(history_tmp, self.history)
+            _clean_checkpoint_dir(ckpt_dir, keep=name)
 
-    callbacks = [keras.callbacks.CSVLogger(history_tmp, append=initial_epoch > 0), EpochCheckpoint(),
-                 keras.callbacks.EarlyStopping(monitor="val_loss" if val_ds is not None else "loss",
-                                               patience=int(variant.get("early_stopping_patience", 5)),
-                                               restore_best_weights=False)]
+    early_stopping = ResumableEarlyStopping((state or {}).get("early_stopping"),
+                                            monitor="val_loss" if val_ds is not None else "loss",
+                                            patience=int(variant.get("early_stopping_patience", 5)),
+                                            restore_best_weights=False)
+    checkpoint = EpochCheckpoint(state["history"] if state else [], early_stopping)
+    # early stopping first: the checkpoint of an epoch holds the early-stopping state after it
+    fit_callbacks = [early_stopping, checkpoint]
     if variant.get("tensorboard", False) and out.get("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=out["tensorboard"], write_graph=False))
+        fit_callbacks.append(keras.callbacks.TensorBoard(log_dir=out["tensorboard"], write_graph=False))
+    fit_callbacks.extend(callbacks)
     start = time.time()
     epochs = int(variant["epochs"])
-    if initial_epoch < epochs:
+    stopped = bool(state and state.get("stopped"))
+    if stopped:
+        log(f"the checkpointed run stopped early after epoch {initial_epoch}: not training further")
+    if initial_epoch < epochs and not stopped:
+        _skip_epochs(train_ds, initial_epoch)
         # with sample weights the class weights are already in the batches' weights
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=2, shuffle=False, class_weight=None if with_weights else weights)
+                  callbacks=fit_callbacks, verbose=2, shuffle=False, class_weight=None if with_weights else weights)
     duration = time.time() - start
 
     # evaluation on the test split
     arrays = read_h5(test_h5)
     probs = predict(model, arrays, metadata.get("add_vars"), metadata["variables"]["jets/inputs"])
     labels = arrays["jets/labels"]
-    history = read_history(history_tmp)
+    history = checkpoint.history
     summary = {"name": variant["name"], "seed": seed, "device": info, "train_seconds": duration,
                "epochs_run": len(history), "resumed_from_epoch": initial_epoch, "class_weights": weights,
                "source": source, "sample_weights": with_weights,
+               "stopped_early": bool(early_stopping.stopped_epoch > 0 or stopped),
                "test": {"n": int(len(labels)), "accuracy": accuracy(probs, labels),
                         "auc": pairwise_aucs(probs, labels, classes)},
                "config": variant}
     with atomic_path(out["model"], suffix=".keras") as tmp:
         model.save(tmp)
-    with atomic_path(out["history"], suffix=".csv") as tmp:
-        with open(history_tmp) as src, open(tmp, "w") as dst:
-            dst.write(src.read())
+    write_history(out["history"], history)
     write_json(out["summary"], summary)
     if variant.get("mlflow", True) and out.get("mlruns"):
-        log_mlflow(out["mlruns"], variant, summary, history, [out["model"], out["history"], out["summary"]])
+        log_mlflow(out["mlruns"], variant, summary, read_history(out["history"]),
+                   [out["model"], out["history"], out["summary"]])
     return summary
 
 

@@ -153,3 +153,191 @@ def test_conditional_training_from_h5(files_config, records, tmp_path):
                           log=lambda m: None)
     assert summary["source"] == "h5" and not summary["sample_weights"]
     assert summary["test"]["auc"]["tau_vs_jet"] > 0.7
+
+
+# ----------------------------------------------------------------------------------------------
+# resuming after a kill: the checkpoint weights, one history row per epoch, early stopping
+
+
+class Killed(BaseException):
+    """A kill simulated: raised inside the training, caught by nothing (not an Exception)."""
+
+
+N_EPOCHS = 3
+
+
+def _variant(cfg, **kw) -> dict:
+    return dict(cfg.training_variants()[0], **{"epochs": N_EPOCHS, "batch_size": 128, "class_weights": None,
+                                               "tensorboard": False, "mlflow": False, **kw})
+
+
+def _train(cfg, records, variant, out, callbacks=()):
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    return train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), [records["records"]["train"]],
+                       [records["records"]["validation"]], records["meta"], [records["h5"]["test"]], out, 7,
+                       log=lambda m: None, callbacks=callbacks)
+
+
+def _recorder():
+    """A callback recording the first epoch a fit runs and the model/optimizer variables it starts from."""
+    import keras
+
+    class Recorder(keras.callbacks.Callback):
+        first_epoch = None
+        weights = optimizer = None
+
+        def on_train_begin(self, logs=None):
+            self.weights = [np.array(w) for w in self.model.get_weights()]
+            self.optimizer = [np.array(v) for v in self.model.optimizer.variables]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+
+    return Recorder()
+
+
+def _killer(at_epoch: int):
+    """Kills the training at the end of epoch ``at_epoch`` (0-based), after its checkpoint."""
+    import keras
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == at_epoch:
+                raise Killed(f"after epoch {epoch}")
+
+    return Kill()
+
+
+def _model_weights(path):
+    import keras
+
+    import taggerflow.models  # noqa: F401
+
+    model = keras.models.load_model(path)
+    return [np.array(w) for w in model.get_weights()], [np.array(v) for v in model.optimizer.variables]
+
+
+def _epochs(history) -> list[int]:
+    return [int(r["epoch"]) for r in history]
+
+
+@pytest.fixture(scope="module")
+def reference_run(files_config, records, tmp_path_factory):
+    """An uninterrupted run of N_EPOCHS epochs: summary, history rows and final weights."""
+    out = _outputs(tmp_path_factory.mktemp("reference"))
+    summary = _train(files_config, records, _variant(files_config), out)
+    return {"summary": summary, "history": read_history(out["history"]), "weights": _model_weights(out["model"])[0]}
+
+
+@pytest.mark.parametrize("kill", ["after_checkpoint", "before_state", "before_history"])
+def test_resume_after_kill(files_config, records, reference_run, tmp_path, monkeypatch, kill):
+    """Killed in epoch 1 (0-based) at three moments, the rerun resumes after the last committed epoch
+    from its weights and optimizer state, and ends with the weights and history of the uninterrupted run."""
+    import taggerflow.training as training
+    from taggerflow.models import build_model
+
+    cfg = files_config
+    out = _outputs(tmp_path / "run")
+    state_path = os.path.join(out["checkpoint_dir"], "state.json")
+    ckpt_history = os.path.join(out["checkpoint_dir"], "history.csv")
+    callbacks, committed = (), 2
+    if kill == "after_checkpoint":  # everything of epoch 1 written
+        callbacks = (_killer(1),)
+    elif kill == "before_state":  # epoch 1's model file renamed into place, its state.json not written
+        committed = 1
+        real = training.write_json
+
+        def write_json(path, obj):
+            if path == state_path and obj["epoch"] == 2:
+                raise Killed("before state.json")
+            real(path, obj)
+        monkeypatch.setattr(training, "write_json", write_json)
+    else:  # epoch 1's state.json committed, the checkpoint history.csv not rewritten
+        real = training.write_history
+
+        def write_history(path, rows):
+            if path == ckpt_history and len(rows) == 2:
+                raise Killed("before history.csv")
+            real(path, rows)
+        monkeypatch.setattr(training, "write_history", write_history)
+    with pytest.raises(Killed):
+        _train(cfg, records, _variant(cfg), out, callbacks=callbacks)
+    monkeypatch.undo()
+    state = json.load(open(state_path))
+    assert state["epoch"] == committed and _epochs(state["history"]) == list(range(committed))
+    assert len(read_history(ckpt_history)) == (1 if kill == "before_history" else committed)
+    ckpt_weights, ckpt_optimizer = _model_weights(os.path.join(out["checkpoint_dir"], state["model"]))
+
+    rec = _recorder()
+    summary = _train(cfg, records, _variant(cfg), out, callbacks=(rec,))
+    assert summary["resumed_from_epoch"] == committed and rec.first_epoch == committed
+    # the resumed fit starts from the checkpointed weights and optimizer state, not a fresh model
+    assert len(rec.weights) == len(ckpt_weights) and len(rec.optimizer) == len(ckpt_optimizer)
+    for a, b in zip(rec.weights + rec.optimizer, ckpt_weights + ckpt_optimizer):
+        np.testing.assert_array_equal(a, b)
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    fresh = build_model(_variant(cfg)["model"], len(cfg.candidate_variables), seqs, 4, seed=7).get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh, rec.weights))
+    assert int(rec.optimizer[0]) > 0  # the optimizer's iteration count went on
+    # exactly one history row per epoch, in the final and the checkpoint history
+    history = read_history(out["history"])
+    assert _epochs(history) == _epochs(read_history(ckpt_history)) == list(range(N_EPOCHS))
+    assert summary["epochs_run"] == N_EPOCHS
+    # the same epochs as the uninterrupted run: losses, and the final weights
+    for mine, ref in zip(history, reference_run["history"]):
+        assert set(mine) == set(ref)
+        assert float(mine["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
+        assert float(mine["val_loss"]) == pytest.approx(float(ref["val_loss"]), rel=1e-5)
+    final = _model_weights(out["model"])[0]
+    for a, b in zip(final, reference_run["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # one model file left in the checkpoint, no temporary files
+    assert sorted(os.listdir(out["checkpoint_dir"])) == ["epoch-0003.keras", "history.csv", "state.json"]
+
+
+def test_resume_rejects_a_checkpoint_whose_model_differs(files_config, records, tmp_path):
+    cfg = files_config
+    out = _outputs(tmp_path / "run")
+    with pytest.raises(Killed):
+        _train(cfg, records, _variant(cfg, epochs=2), out, callbacks=(_killer(0),))
+    state = json.load(open(os.path.join(out["checkpoint_dir"], "state.json")))
+    with open(os.path.join(out["checkpoint_dir"], state["model"]), "ab") as f:
+        f.write(b"\0")  # not the file the state recorded
+    messages = []
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    summary = train_model(_variant(cfg, epochs=2), cfg.class_names, seqs, len(cfg.candidate_variables),
+                          [records["records"]["train"]], [records["records"]["validation"]], records["meta"],
+                          [records["h5"]["test"]], out, 7, log=messages.append)
+    assert any("differs from the one the state recorded" in m for m in messages)
+    assert summary["resumed_from_epoch"] == 0 and _epochs(read_history(out["history"])) == [0, 1]
+
+
+def test_early_stopping_survives_a_resume(files_config, records, tmp_path):
+    """With a learning rate of 0 the validation loss never improves after epoch 0: patience 2 stops
+    the run after epoch 2. Killed after epoch 1, the rerun continues the patience count and stops
+    there too (a restarted count would train epochs 2-4); killed after the stopping epoch's
+    checkpoint, the rerun trains nothing."""
+    cfg = files_config
+    variant = _variant(cfg, epochs=8, learning_rate=0.0, lr_schedule={"type": "constant"}, early_stopping_patience=2)
+    ref = _train(cfg, records, variant, _outputs(tmp_path / "ref"))
+    assert ref["stopped_early"] and ref["epochs_run"] == 3
+
+    out = _outputs(tmp_path / "run")
+    with pytest.raises(Killed):
+        _train(cfg, records, variant, out, callbacks=(_killer(1),))
+    es = json.load(open(os.path.join(out["checkpoint_dir"], "state.json")))["early_stopping"]
+    assert es["wait"] == 1 and es["best_epoch"] == 0 and es["monitor"] == "val_loss"
+    rec = _recorder()
+    resumed = _train(cfg, records, variant, out, callbacks=(rec,))
+    assert rec.first_epoch == 2 and resumed["stopped_early"]
+    assert _epochs(read_history(out["history"])) == [0, 1, 2]
+
+    out = _outputs(tmp_path / "run2")
+    with pytest.raises(Killed):
+        _train(cfg, records, variant, out, callbacks=(_killer(2),))
+    assert json.load(open(os.path.join(out["checkpoint_dir"], "state.json")))["stopped"]
+    rec = _recorder()
+    rerun = _train(cfg, records, variant, out, callbacks=(rec,))
+    assert rec.first_epoch is None and rerun["resumed_from_epoch"] == 3 and rerun["stopped_early"]
+    assert _epochs(read_history(out["history"])) == [0, 1, 2]
