@@ -30,30 +30,62 @@ def roc_curve(sig: np.ndarray, bkg: np.ndarray, n_points: int = 200) -> dict[str
 
 
 def working_point(sig: np.ndarray, bkg: np.ndarray, efficiency: float) -> dict[str, float]:
-    """Threshold giving ``efficiency`` on the signal, and what it does to the background."""
+    """Threshold giving ``efficiency`` on the signal, and what it does to the background.
+    Without signal the threshold is NaN; without background the efficiency and rejection are NaN
+    (no background passing gives rejection inf)."""
     thr = float(np.quantile(sig, 1.0 - efficiency)) if len(sig) else float("nan")
-    eff_s = float(np.mean(sig >= thr)) if len(sig) else float("nan")
-    eff_b = float(np.mean(bkg >= thr)) if len(bkg) else float("nan")
-    return {"threshold": thr, "signal_efficiency": eff_s, "background_efficiency": eff_b,
-            "background_rejection": (1.0 / eff_b) if eff_b > 0 else float("inf")}
+    return {"threshold": thr, **_efficiencies(sig, bkg, thr)}
+
+
+def _efficiencies(sig: np.ndarray, bkg: np.ndarray, thr: float) -> dict[str, float]:
+    """Signal and background efficiency of ``score >= thr`` and the rejection 1 / background eff.
+    (all NaN for a NaN threshold: no signal to derive it from)."""
+    defined = not np.isnan(thr)
+    eff_s = float(np.mean(sig >= thr)) if len(sig) and defined else float("nan")
+    eff_b = float(np.mean(bkg >= thr)) if len(bkg) and defined else float("nan")
+    rej = float("nan") if np.isnan(eff_b) else (1.0 / eff_b if eff_b > 0 else float("inf"))
+    return {"signal_efficiency": eff_s, "background_efficiency": eff_b, "background_rejection": rej}
+
+
+def _null(x):
+    """NaN (undefined: an empty bin, a class absent from it) -> None, i.e. null in JSON."""
+    if isinstance(x, float) and np.isnan(x):
+        return None
+    return x
 
 
 def _bin_of(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     idx = np.searchsorted(np.asarray(edges, dtype=float), values, side="right") - 1
-    idx[(values < edges[0]) | (values >= edges[-1])] = -1
+    idx[(values < edges[0]) | (values >= edges[-1]) | np.isnan(values)] = -1
     return idx
 
 
 def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals: list[str],
              working_points: Sequence[float], pt: np.ndarray, eta: np.ndarray,
-             pt_bins: Sequence[float], eta_bins: Sequence[float]) -> dict:
+             pt_bins: Sequence[float], eta_bins: Sequence[float], n_roc_points_binned: int = 100) -> dict:
     """Metrics of every signal class against every other class: AUC, ROC curve, working points
-    (thresholds fixed on the whole sample), and efficiency/rejection at those thresholds in bins of
-    pt and |eta|."""
+    (thresholds fixed on the whole sample), and the same in bins of pt and |eta|.
+
+    Per pair (``pairs[s_vs_b]``):
+
+    - ``auc``, ``roc``, ``working_points[wp]``: on the whole sample;
+    - ``binned_roc[var]`` (var: ``pt``, ``abs_eta``): one row per bin with ``low``, ``high``,
+      ``n_signal``, ``n_background``, ``auc`` and ``roc`` (``n_roc_points_binned`` points) of the
+      candidates in that bin;
+    - ``binned[wp][var]``: one row per bin with, at the inclusive threshold of the working point,
+      ``signal_efficiency``, ``background_efficiency``, ``background_rejection``, and, at the
+      threshold derived in that bin (flat signal efficiency), ``bin_threshold``,
+      ``bin_signal_efficiency``, ``bin_background_efficiency``, ``bin_background_rejection``.
+
+    Values that are undefined in a bin (no signal, or no background, in it) are None (JSON null);
+    a rejection where no background passes is inf.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     abs_eta = np.abs(np.asarray(eta, dtype=np.float64))
     pt = np.asarray(pt, dtype=np.float64)
+    binnings = [(var, _bin_of(values, edges), [float(e) for e in edges])
+                for var, values, edges in (("pt", pt, pt_bins), ("abs_eta", abs_eta, eta_bins))]
     out: dict = {"n": int(len(labels)), "per_class": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
                  "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)) if len(labels) else float("nan"),
                  "pairs": {}}
@@ -63,33 +95,52 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
             if bi == si:
                 continue
             d = discriminant(probs, si, bi)
-            sig, bkg = d[labels == si], d[labels == bi]
+            is_s, is_b = labels == si, labels == bi
+            sig, bkg = d[is_s], d[is_b]
             pair = {"auc": roc_auc(sig, bkg), "roc": {k: v.tolist() for k, v in roc_curve(sig, bkg).items()},
-                    "working_points": {}, "binned": {}}
-            for wp in working_points:
-                w = working_point(sig, bkg, wp)
-                pair["working_points"][f"{wp:g}"] = w
-                binned = {}
-                for var, values, edges in (("pt", pt, pt_bins), ("abs_eta", abs_eta, eta_bins)):
-                    b_idx = _bin_of(values, edges)
-                    rows = []
-                    for k in range(len(edges) - 1):
-                        in_s = (labels == si) & (b_idx == k)
-                        in_b = (labels == bi) & (b_idx == k)
-                        eff_s = float(np.mean(d[in_s] >= w["threshold"])) if in_s.any() else float("nan")
-                        eff_b = float(np.mean(d[in_b] >= w["threshold"])) if in_b.any() else float("nan")
-                        rows.append({"low": float(edges[k]), "high": float(edges[k + 1]),
-                                     "n_signal": int(in_s.sum()), "n_background": int(in_b.sum()),
-                                     "signal_efficiency": eff_s, "background_efficiency": eff_b})
-                    binned[var] = rows
-                pair["binned"][f"{wp:g}"] = binned
+                    "working_points": {}, "binned": {}, "binned_roc": {}}
+            effs = {f"{wp:g}": float(wp) for wp in working_points}
+            wps = {key: working_point(sig, bkg, eff) for key, eff in effs.items()}
+            pair["working_points"] = wps
+            binned: dict = {key: {} for key in wps}
+            for var, b_idx, edges in binnings:
+                roc_rows = []
+                rows: dict = {key: [] for key in wps}
+                for k in range(len(edges) - 1):
+                    sig_k, bkg_k = d[is_s & (b_idx == k)], d[is_b & (b_idx == k)]
+                    head = {"low": edges[k], "high": edges[k + 1],
+                            "n_signal": int(len(sig_k)), "n_background": int(len(bkg_k))}
+                    roc_k = None
+                    if len(sig_k):
+                        roc_k = {key: [_null(float(x)) for x in v]
+                                 for key, v in roc_curve(sig_k, bkg_k, n_roc_points_binned).items()}
+                    roc_rows.append({**head, "auc": _null(roc_auc(sig_k, bkg_k)), "roc": roc_k})
+                    for key, w in wps.items():
+                        inclusive = _efficiencies(sig_k, bkg_k, w["threshold"])
+                        local = working_point(sig_k, bkg_k, effs[key])
+                        rows[key].append({**head, **{k2: _null(v) for k2, v in inclusive.items()},
+                                          **{f"bin_{k2}": _null(v) for k2, v in local.items()}})
+                pair["binned_roc"][var] = roc_rows
+                for key in wps:
+                    binned[key][var] = rows[key]
+            pair["binned"] = binned
             out["pairs"][f"{s}_vs_{b}"] = pair
     return out
 
 
 def thresholds(metrics: dict) -> dict:
-    """The working-point thresholds alone: {pair: {efficiency: threshold}} (the file analyses use)."""
-    return {pair: {wp: v["threshold"] for wp, v in m["working_points"].items()} for pair, m in metrics["pairs"].items()}
+    """The working-point thresholds (the file analyses use): {pair: {efficiency: threshold}} on the
+    whole sample, and under ``binned`` the thresholds derived in each bin (flat signal efficiency):
+    {"binned": {pair: {efficiency: {"pt" | "abs_eta": [{low, high, threshold, n_signal}]}}}}, the
+    threshold None (null) in a bin without signal."""
+    out: dict = {pair: {wp: v["threshold"] for wp, v in m["working_points"].items()}
+                 for pair, m in metrics["pairs"].items()}
+    out["binned"] = {pair: {wp: {var: [{"low": r["low"], "high": r["high"], "threshold": r["bin_threshold"],
+                                        "n_signal": r["n_signal"]} for r in rows]
+                                 for var, rows in by_var.items()}
+                            for wp, by_var in m["binned"].items()}
+                     for pair, m in metrics["pairs"].items()}
+    return out
 
 
 def write_predictions(path: str, probs: np.ndarray, arrays: dict[str, np.ndarray], classes: list[str]) -> None:

@@ -92,23 +92,58 @@ def plot_rocs(curves: dict[str, dict], pair: str, path: str) -> str:
 
 
 def plot_efficiency_binned(binned: dict[str, dict], var: str, path: str, what: str = "signal_efficiency",
-                           label: str = "") -> str:
-    """Efficiency in bins of ``var`` for each working point ({wp: {var: [rows]}})."""
+                           label: str = "", logy: bool = False) -> str:
+    """Efficiency (or any other per-bin value, ``what``) in bins of ``var`` for each working point
+    ({wp: {var: [rows]}}). Undefined (None, NaN) and infinite values are left out."""
     plt = _plt()
     fig, ax = plt.subplots()
+    positive = False
     for wp, by_var in binned.items():
         rows = by_var[var]
         lo = np.array([r["low"] for r in rows])
         hi = np.array([r["high"] for r in rows])
-        val = np.array([r[what] for r in rows], dtype=float)
+        val = np.array([np.nan if r.get(what) is None else r[what] for r in rows], dtype=float)
+        ok = np.isfinite(val)
+        positive |= bool(np.any(val[ok] > 0))
         centers = 0.5 * (lo + hi)
-        ax.errorbar(centers, val, xerr=0.5 * (hi - lo), fmt="o", label=f"WP {float(wp):.0%}")
+        ax.errorbar(centers[ok], val[ok], xerr=0.5 * (hi - lo)[ok], fmt="o", label=f"WP {float(wp):.0%}")
     if var == "pt":
         ax.set_xscale("log")
+    if logy and positive:  # (a log axis needs a positive value; e.g. no background passing anywhere)
+        ax.set_yscale("log")
     ax.set_xlabel({"pt": "pt [GeV]", "abs_eta": "|eta|"}.get(var, var))
     ax.set_ylabel(label or what.replace("_", " "))
     ax.legend()
     return _save(fig, path)
+
+
+BINNED_PLOT_KINDS = ("rej_abs_eta", "rej_flat_pt", "rej_flat_abs_eta")
+
+
+def binned_plot_files(classes: list[str], signals: list[str]) -> dict[str, str]:
+    """Plot files of an evaluation beside those of taggerflow.training.evaluation_plots(): key -> file
+    name. rej_abs_eta: mis-id rate vs |eta| at the inclusive thresholds (as rej_pt vs pt);
+    rej_flat_pt / rej_flat_abs_eta: background rejection at thresholds derived in each bin (flat
+    signal efficiency)."""
+    return {f"{kind}_{s}_vs_{b}": f"{kind}_{s}_vs_{b}.png"
+            for s in signals for b in classes if b != s for kind in BINNED_PLOT_KINDS}
+
+
+def plot_binned_rejections(metrics: dict, out: dict[str, str]) -> list[str]:
+    """The plots of binned_plot_files() from evaluate()'s metrics, each written where ``out`` says
+    (keys missing from ``out`` are skipped). Returns the paths written."""
+    written = []
+    for pair, m in metrics["pairs"].items():
+        bkg = pair.split("_vs_")[1]
+        specs = {"rej_abs_eta": ("abs_eta", "background_efficiency", f"{bkg} mis-id rate", False),
+                 "rej_flat_pt": ("pt", "bin_background_rejection", f"{bkg} rejection (flat efficiency)", True),
+                 "rej_flat_abs_eta": ("abs_eta", "bin_background_rejection", f"{bkg} rejection (flat efficiency)",
+                                      True)}
+        for kind, (var, what, label, logy) in specs.items():
+            key = f"{kind}_{pair}"
+            if key in out:
+                written.append(plot_efficiency_binned(m["binned"], var, out[key], what=what, label=label, logy=logy))
+    return written
 
 
 def markdown_report(title: str, sections: Sequence[tuple[str, Sequence[str], str]], path: str) -> str:
