@@ -178,3 +178,34 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
     assert proc.returncode != 0
     assert f"{config}: features.candidate.pt.scaling: unknown scaling type 'gaussian'" in out
     assert not (tmp_path / "data" / "GenerateDemoSamples").exists()
+
+
+def test_publish_to_a_store(e2e, tmp_path):
+    """Publish copies the deliverables through law's targets to the file system a law.cfg section
+    names, with a manifest of sizes and sha256 written last; a missing store is a clear error."""
+    import hashlib
+
+    store = tmp_path / "store"
+    cfg = tmp_path / "law.cfg"
+    cfg.write_text(f"[core]\ninherit: {os.path.join(REPO, 'law.cfg')}\n\n[test_store]\nbase: {store}\n")
+    env = dict(e2e["env"], LAW_CONFIG_FILE=str(cfg))
+    _law(["run", "Publish", "--version", "e2e", "--config", e2e["config"], "--store", "test_store"], env)
+    manifest = json.loads(_one(str(store / "e2e" / "*" / "published.json")) and
+                          open(_one(str(store / "e2e" / "*" / "published.json"))).read())
+    names = set(manifest["files"])
+    for variant in ("deepsets", "dense"):
+        assert {f"{variant}/lwtnn.json", f"{variant}/model.onnx", f"{variant}/model_card.json"} <= names
+    assert "report/report.md" in names
+    root = os.path.dirname(_one(str(store / "e2e" / "*" / "published.json")))
+    for name, info in manifest["files"].items():
+        data = open(os.path.join(root, name), "rb").read()
+        assert len(data) == info["size"] and hashlib.sha256(data).hexdigest() == info["sha256"], name
+    # the published lwtnn file is the one ConvertLwtnn wrote
+    src = _one(str(e2e["data"] / "ConvertLwtnn/e2e/*/deepsets/lwtnn.json"))
+    assert open(os.path.join(root, "deepsets/lwtnn.json"), "rb").read() == open(src, "rb").read()
+    # no store configured, or a section that does not exist: the error says what to set
+    proc = _law(["run", "Publish", "--version", "e2e", "--config", e2e["config"]], e2e["env"], check=False)
+    assert proc.returncode != 0 and "publish_store" in proc.stdout + proc.stderr
+    proc = _law(["run", "Publish", "--version", "e2e", "--config", e2e["config"], "--store", "nope"], env,
+                check=False)
+    assert proc.returncode != 0 and "no section [nope]" in proc.stdout + proc.stderr
