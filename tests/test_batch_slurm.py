@@ -177,6 +177,19 @@ def test_slurm_job_file(tmp_path, monkeypatch):
         assert "--local-scheduler=True" in params and f"--config={config}" in params
         assert not any(p.startswith(("--workflow", "--slurm")) for p in params)
         assert base64.b64decode(cmd[4]).decode() == str(branch)
+        assert "gres" not in opts and "account" not in opts and "mem-per-gpu" not in opts
+
+    # GPUs with memory per GPU, and an account: in every job file; none of them part of the output path
+    args_gpu = args + ["--slurm-gpus", "2", "--slurm-gpu-memory", "16GB", "--slurm-account", "atlas-ftag"]
+    with luigi.cmdline_parser.CmdlineParser.global_instance(args_gpu) as cp:
+        gpu_task = cp.get_task_obj()
+        gpu_results = job_files(gpu_task, "slurm")
+    assert gpu_task.local_path() == task.local_path()
+    for res in gpu_results:
+        text = open(res["job"]).read()
+        opts = dict(line[len("#SBATCH --"):].split("=", 1) for line in text.splitlines()
+                    if line.startswith("#SBATCH --"))
+        assert (opts["gres"], opts["mem-per-gpu"], opts["account"]) == ("gpu:2", "16384M", "atlas-ftag")  # law: 1 GB = 1024 MB
 
 
 def _squeue(env: dict) -> list[tuple[str, str, str]]:

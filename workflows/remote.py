@@ -590,12 +590,17 @@ class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
                                     description="CPUs per job; default: 1")
     slurm_gpus = luigi.IntParameter(default=int(_cfg("taggerflow_slurm", "gpus", 0)), significant=False,
                                     description="GPUs per job; default: 0")
+    slurm_gpu_memory = law.BytesParameter(default=float(_cfg("taggerflow_slurm", "gpu_memory", 0)), unit="MB",
+                                          significant=False, description="memory per GPU (--mem-per-gpu); "
+                                          "default unit MB; 0: the cluster's default")
+    slurm_account = luigi.Parameter(default=_cfg("taggerflow_slurm", "account", ""), significant=False,
+                                    description="account the jobs are charged to (--account); default: the user's")
     slurm_shared_fs = luigi.BoolParameter(default=_cfg_bool("taggerflow_slurm", "shared_fs", True),
                                           parsing=luigi.BoolParameter.EXPLICIT_PARSING, significant=False,
                                           description="nodes see the checkout and its environment; default: True")
 
-    _slurm_resources = {"slurm_runtime", "slurm_memory", "slurm_cpus", "slurm_gpus"}
-    exclude_params_branch = _slurm_resources | {"slurm_partition", "slurm_shared_fs"}
+    _slurm_resources = {"slurm_runtime", "slurm_memory", "slurm_cpus", "slurm_gpus", "slurm_gpu_memory"}
+    exclude_params_branch = _slurm_resources | {"slurm_partition", "slurm_shared_fs", "slurm_account"}
     exclude_params_req = set(_slurm_resources)
 
     def slurm_output_directory(self):
@@ -633,6 +638,10 @@ class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
             config.partition = self.slurm_partition
         if self.slurm_gpus > 0:
             content.append(("gres", f"gpu:{self.slurm_gpus}"))
+            if self.slurm_gpu_memory > 0:
+                content.append(("mem-per-gpu", f"{int(round(self.slurm_gpu_memory))}M"))
+        if self.slurm_account:
+            content.append(("account", self.slurm_account))
         # a bare environment, like HTCondor's, plus what the job needs
         env = ",".join(f"{k}={v}" for k, v in self.job_environment("slurm").items())
         content.append(("export", f"NONE,{env}"))
