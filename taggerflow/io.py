@@ -236,19 +236,17 @@ def candidate_features(chunk: ak.Array, variables) -> np.ndarray:
 
 def collection_features(chunk: ak.Array, coll) -> tuple[np.ndarray, np.ndarray]:
     """Raw constituent features of one collection, flattened: (sum n_i, n_vars) float64, counts (n,)."""
-    first = None
-    columns = []
-    for var in coll.variables:
+    first = chunk[f"{coll.name}_{_first_field(coll)}"]
+    counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
+    # each column converted straight into the (m, n_vars) array: no per-column float64 copies to stack
+    flat = np.empty((int(counts.sum()), len(coll.variables)), dtype=np.float64)
+    for i, var in enumerate(coll.variables):
         ns = {}
         for name in var.names_used:
             ns[name] = chunk[name[len("cand_"):]] if name.startswith("cand_") else chunk[f"{coll.name}_{name}"]
         value = evaluate(var.expression, ns)
-        if first is None:
-            first = chunk[f"{coll.name}_{_first_field(coll)}"]
         value = ak.broadcast_arrays(value, first)[0]
-        columns.append(ak.to_numpy(ak.flatten(value, axis=1)).astype(np.float64))
-    counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
-    flat = np.stack(columns, axis=1) if columns else np.zeros((int(counts.sum()), 0))
+        flat[:, i] = ak.to_numpy(ak.flatten(value, axis=1))
     return flat, counts
 
 

@@ -1109,8 +1109,18 @@ def scaling_arrays(scaling: dict, type_name: str, variables: list[str], cone: st
     return mean, std, lo, hi, default
 
 
-def apply_scaling(x: np.ndarray, mean, std, lo, hi, default) -> np.ndarray:
-    """(x - mean) / std, clamped to [lo, hi]; NaN (and inf left unbounded by the limits) -> default."""
-    y = (np.asarray(x, dtype=np.float64) - mean) / std
-    y = np.clip(y, lo, hi)
-    return np.where(np.isfinite(y), y, default)
+def apply_scaling(x: np.ndarray, mean, std, lo, hi, default, inplace: bool = False) -> np.ndarray:
+    """(x - mean) / std, clamped to [lo, hi]; NaN (and inf left unbounded by the limits) -> default.
+    float64 arithmetic, in one work array (``inplace``: ``x`` itself when it is a float64 array);
+    the same values, bit for bit, as the expression written out."""
+    if inplace and isinstance(x, np.ndarray) and x.dtype == np.float64:
+        y = x
+    else:
+        y = np.array(x, dtype=np.float64)
+    y -= mean
+    y /= std
+    np.clip(y, lo, hi, out=y)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        y[bad] = np.broadcast_to(np.asarray(default, dtype=np.float64), y.shape)[bad]
+    return y

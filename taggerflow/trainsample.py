@@ -263,7 +263,7 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
     out: dict[str, np.ndarray] = {}
     cand_vars = [v.name for v in cfg.candidate_variables]
     x = candidate_features(chunk, cfg.candidate_variables)
-    cand = apply_scaling(x, *scaling_arrays(scaling, "candidate", cand_vars))
+    cand = apply_scaling(x, *scaling_arrays(scaling, "candidate", cand_vars), inplace=True)
     out[CANDIDATE_GROUP] = cand
     concat = cand[:, [cand_vars.index(v) for v in opts.concat]] if opts.concat else None
     # labels only where their branches were read (the writer reads them; model-input checks need not)
@@ -271,7 +271,9 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
              if all(f"{c}_{f}" in chunk.fields for f in fields)}
     for name, (coll, cone, flat, counts, key) in sequence_constituents(cfg, chunk, extra).items():
         nv, n_max = len(coll.variables), coll.n_max
-        scaled = apply_scaling(flat[:, :nv], *scaling_arrays(scaling, coll.name, coll.variable_names, cone))
+        # flat is this chunk's own work array: scaled in place (its label columns, past nv, untouched)
+        scaled = apply_scaling(flat[:, :nv], *scaling_arrays(scaling, coll.name, coll.variable_names, cone),
+                               inplace=True)
         plan = pad_plan(counts, key, n_max)
         n, dst, src = plan
         k = 0 if concat is None else concat.shape[1]

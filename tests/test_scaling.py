@@ -399,3 +399,28 @@ def test_variable_selection_config_errors(demo_files):
     ok = json.loads(json.dumps(raw))
     ok["features"]["candidate"]["pt"]["selection"] = "no_such_branch > 0"
     assert config_from_dict(ok).required_branches()["no_such_branch"] == "features.candidate.pt"
+
+
+def test_apply_scaling_in_place_is_bit_identical():
+    """The one-work-array scaling gives the bits of the expression written out, NaN/inf -> default,
+    and in place only when asked for (the input is otherwise left alone)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(50, 7, (1000, 3))
+    x[::17, 0] = np.nan
+    x[::29, 1] = np.inf
+    x[::31, 2] = -np.inf
+    mean, std = np.array([50.0, 49.0, 51.0]), np.array([7.0, 6.5, 0.3])
+    lo, hi = np.array([-5.0, -np.inf, -3.0]), np.array([5.0, np.inf, 3.0])
+    default = np.array([0.5, -1.0, 2.0])
+    y = (x - mean) / std
+    y = np.clip(y, lo, hi)
+    ref = np.where(np.isfinite(y), y, default)
+    keep = x.copy()
+    out = apply_scaling(x, mean, std, lo, hi, default)
+    assert out.tobytes() == ref.tobytes()
+    assert np.array_equal(x, keep, equal_nan=True)   # not in place unless asked
+    assert out[0, 0] == 0.5 and out[29, 1] == -1.0 and out[31, 2] == -3.0   # NaN, inf unbounded, -inf clamped
+    inplace = apply_scaling(x, mean, std, lo, hi, default, inplace=True)
+    assert inplace is x and x.tobytes() == ref.tobytes()
+    f32 = keep.astype(np.float32)
+    assert apply_scaling(f32, mean, std, lo, hi, default, inplace=True).dtype == np.float64  # never in float32
