@@ -37,6 +37,17 @@ def test_check_on_shard_candidates(files_config, shard_and_scaling, model_type):
     assert inputs["n"] == 250
     counts = inputs["raw"]["pfcand"][1]
     assert counts.max() == cfg.collections[0].n_max  # candidates with more constituents were truncated
+    # the same test-split candidates in the shard: some have more than n_max constituents, some none
+    import awkward as ak
+    import uproot
+
+    from taggerflow.trainsample import split_index
+    t = uproot.open(shard)["candidates"]
+    arr = t.arrays(["event", "dataset_id", "pfcand_pt"])
+    test = split_index(ak.to_numpy(arr["event"]), ak.to_numpy(arr["dataset_id"]), cfg.raw["train_sample"]["split"]) == 2
+    n_raw = ak.to_numpy(ak.num(arr["pfcand_pt"][test]))[:250]
+    np.testing.assert_array_equal(np.minimum(n_raw, cfg.collections[0].n_max), counts)
+    assert n_raw.max() > cfg.collections[0].n_max and (n_raw == 0).any()
     result = check(model, config, clamps, inputs, ["pfcand"], tolerance=1e-5)
     assert result["passed"] and result["max_abs_diff"] < 1e-5
     assert result["fraction_above"]["1e-05"] == 0.0
