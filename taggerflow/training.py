@@ -16,7 +16,6 @@ exactly one history row per epoch.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ import numpy as np
 from taggerflow.metrics import accuracy, pairwise_aucs
 from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, record_dataset
 from taggerflow.trainsample import CANDIDATE_GROUP
-from taggerflow.utils import atomic_path, read_json, write_json
+from taggerflow.utils import atomic_path, file_sha256, read_json, write_json
 
 SOURCES = ("records", "h5")  # = taggerflow.config.TRAINING_SOURCES
 CHECKPOINT_VERSION = 2  # state.json naming its model file; older checkpoints are not resumed
@@ -157,14 +156,6 @@ def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str],
                           deterministic=True)
     val = make(val_files, 0) if val_files else None
     return train, val
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(ckpt_dir: str, log=print) -> dict | None:

@@ -87,16 +87,7 @@ class Publish(Task):
         return files
 
     def run(self):
-        import hashlib
-
-        from taggerflow.utils import write_json
-
-        def sha256(path: str) -> str:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            return h.hexdigest()
+        from taggerflow.utils import file_sha256, write_json
 
         out_dir = self._dir()
         manifest = {"config": self.cfg.name, "version": str(self.version), "files": {}}
@@ -105,7 +96,7 @@ class Publish(Task):
             target.parent.touch()
             # law copies to a temporary name and renames where the file system can (local, gfal2)
             target.copy_from_local(path)
-            manifest["files"][name] = {"size": os.path.getsize(path), "sha256": sha256(path)}
+            manifest["files"][name] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
             self.publish_message(f"published {name} -> {target.uri()}")
         tmp = law.LocalFileTarget(is_tmp="json")
         write_json(tmp.path, manifest)
