@@ -136,6 +136,10 @@ class Source:
         """Entry numbers where all fields start a new compressed block (for aligned reads)."""
         return np.array([0, self.num_entries], dtype=np.int64)
 
+    def has_fields(self, names) -> set[str]:
+        """Those of ``names`` the file has."""
+        return set(names) & set(self.fields())
+
     def check_fields(self, required: dict[str, str], provided: Sequence[str] = ()) -> None:
         present = set(self.fields()) | set(provided)
         for name, key in required.items():
@@ -174,8 +178,10 @@ class TreeSource(Source):
         self.tree = open_tree(path, tree, direct=True)
         try:
             self.num_entries = int(self.tree.num_entries)
-            self._fields = input_branches(self.tree)
-            self._colls_cache: dict[str, list[str]] | None = None   # made when first asked for
+            self._keys = set(self.tree.keys())
+            # made when first asked for (a scan of every branch's count leaf: Spectrum never needs it)
+            self._fields_cache: list[str] | None = None
+            self._colls_cache: dict[str, list[str]] | None = None
         except BaseException:
             self.close()
             raise
@@ -183,8 +189,26 @@ class TreeSource(Source):
     def describe(self) -> str:
         return f"tree '{self.tree_name}'"
 
+    @property
+    def _fields(self) -> list[str]:
+        if self._fields_cache is None:
+            self._fields_cache = input_branches(self.tree)
+        return self._fields_cache
+
     def fields(self) -> list[str]:
         return list(self._fields)
+
+    def has_fields(self, names) -> set[str]:
+        return set(names) & self._keys
+
+    def check_fields(self, required: dict[str, str], provided: Sequence[str] = ()) -> None:
+        # the tree's branch names answer this without the counter scan (a counter branch, if a
+        # config asks for one, holds real data and reads like any flat branch)
+        present = self._keys | set(provided)
+        for name, key in required.items():
+            if name not in present:
+                raise InputError(f"{self.path}: branch '{name}' (needed by config key {key}) not found "
+                                 f"in {self.describe()}")
 
     @property
     def _colls(self) -> dict[str, list[str]]:
@@ -234,7 +258,7 @@ class TreeSource(Source):
         return cache[name]
 
     def _is_flat(self, name: str) -> bool:
-        if name not in self._fields:
+        if name not in self._keys or "/" in name or "." in name:
             return False
         b = self.tree[name]
         try:

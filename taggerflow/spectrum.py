@@ -80,7 +80,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     try:
         src.check_fields(_required_branches(cfg), spec.alias_names)
         if hasattr(src, "check_integrity"):  # the branches read here (the shuffle job checks all)
-            src.check_integrity(sorted(spec.raw_fields_for(["pt", "eta", cfg.truth_branch]) & set(src.fields())))
+            src.check_integrity(sorted(src.has_fields(spec.raw_fields_for(["pt", "eta", cfg.truth_branch]))))
         counts = _count(cfg, spec, src, 0, src.num_entries)
         entries = src.num_entries
     finally:
