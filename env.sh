@@ -56,11 +56,6 @@ _tf_setup() {
     export LAW_HOME="${base}/.law"
     export LAW_CONFIG_FILE="${base}/law.cfg"
     export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-    # glibc malloc: keep freed chunk-sized buffers (up to 32 MB each, 256 MB in all) for the next chunk
-    # instead of unmapping and faulting fresh pages in for every chunk read (10-40 % of a stage's time);
-    # the peak RSS does not change (benchmarks/bench_spectrum_shuffle.py measures it). Ignored elsewhere.
-    export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
-    export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-268435456}"
     mkdir -p "${LAW_HOME}" "${TAGGERFLOW_DATA}"
 
     # batch jobs (law sets LAW_JOB_HOME) run their task by module and need neither index nor completion
