@@ -193,7 +193,7 @@ class Variable:
     default: float
     names_used: tuple[str, ...]
     #: an expression over the same fields: values where it is false are left out of the scaling
-    #: statistics (counted as ``cut``), e.g. to keep placeholder values such as -999 from the mean/std
+    #: statistics (counted as ``cut``), e.g. to keep sentinel values such as -999 out of the mean/std
     selection: str | None = None
     selection_names: tuple[str, ...] = ()
 
