@@ -141,7 +141,7 @@ class Source:
         return set(names) & set(self.fields())
 
     def check_fields(self, required: dict[str, str], provided: Sequence[str] = ()) -> None:
-        present = set(self.fields()) | set(provided)
+        present = self.has_fields(required) | set(provided)
         for name, key in required.items():
             if name not in present:
                 raise InputError(f"{self.path}: branch '{name}' (needed by config key {key}) not found "
@@ -199,16 +199,9 @@ class TreeSource(Source):
         return list(self._fields)
 
     def has_fields(self, names) -> set[str]:
+        # the tree's branch names answer this without the counter scan of fields() (a counter
+        # branch, if a config asks for one, holds real data and reads like any flat branch)
         return set(names) & self._keys
-
-    def check_fields(self, required: dict[str, str], provided: Sequence[str] = ()) -> None:
-        # the tree's branch names answer this without the counter scan (a counter branch, if a
-        # config asks for one, holds real data and reads like any flat branch)
-        present = self._keys | set(provided)
-        for name, key in required.items():
-            if name not in present:
-                raise InputError(f"{self.path}: branch '{name}' (needed by config key {key}) not found "
-                                 f"in {self.describe()}")
 
     @property
     def _colls(self) -> dict[str, list[str]]:

@@ -575,22 +575,17 @@ def _evaluate_into(out: np.ndarray, var, ns: dict) -> None:
             out[:] = np.asarray(evaluate(var.expression, ns))
 
 
-def _apply_selection(xi: np.ndarray, var, ns: dict, rejected: np.ndarray | None, i: int) -> np.ndarray | None:
-    """Set the values of row ``xi`` failing ``var.selection`` to NaN and mark them in row i of
-    ``rejected`` ((k, m) bool, made on first use); returns ``rejected``."""
-    if not var.selection:
-        return rejected
+def _apply_selection(x: np.ndarray, i: int, var, ns: dict, rejected: np.ndarray | None) -> np.ndarray | None:
+    """Set the values of row i of the (k, m) block ``x`` failing ``var.selection`` (evaluated on
+    ``ns``) to NaN and mark them in ``rejected`` ((k, m) bool, made on first use); returns it."""
     with np.errstate(all="ignore"):
         keep = np.asarray(evaluate(var.selection, ns))
-    if keep.dtype != np.bool_:
-        keep = keep != 0
-    keep = np.broadcast_to(keep, xi.shape)
-    bad = ~keep
+    bad = ~np.broadcast_to(keep if keep.dtype == np.bool_ else keep != 0, x[i].shape)
     if bad.any():
         if rejected is None:
-            rejected = np.zeros((ns["__k__"], len(xi)), dtype=np.bool_)
+            rejected = np.zeros(x.shape, dtype=np.bool_)
         rejected[i] = bad
-        xi[bad] = np.nan
+        x[i][bad] = np.nan
     return rejected
 
 
@@ -602,9 +597,8 @@ def _candidate_block(variables, arrs: _ChunkArrays, n: int) -> tuple[np.ndarray,
     for i, var in enumerate(variables):
         _evaluate_into(x[i], var, {name: arrs.flat(name) for name in var.names_used})
         if var.selection:
-            ns = {name: arrs.flat(name) for name in var.selection_names}
-            ns["__k__"] = len(variables)
-            rejected = _apply_selection(x[i], var, ns, rejected, i)
+            rejected = _apply_selection(x, i, var, {name: arrs.flat(name) for name in var.selection_names},
+                                        rejected)
     return x, rejected
 
 
@@ -632,9 +626,7 @@ def _collection_block(coll, arrs: _ChunkArrays) -> tuple[np.ndarray, np.ndarray,
     for i, var in enumerate(coll.variables):
         _evaluate_into(x[i], var, namespace(var.names_used))
         if var.selection:
-            ns = namespace(var.selection_names)
-            ns["__k__"] = len(coll.variables)
-            rejected = _apply_selection(x[i], var, ns, rejected, i)
+            rejected = _apply_selection(x, i, var, namespace(var.selection_names), rejected)
     return x, counts, rejected
 
 
