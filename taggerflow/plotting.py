@@ -117,21 +117,9 @@ def plot_efficiency_binned(binned: dict[str, dict], var: str, path: str, what: s
     return _save(fig, path)
 
 
-BINNED_PLOT_KINDS = ("rej_abs_eta", "rej_flat_pt", "rej_flat_abs_eta")
-
-
-def binned_plot_files(classes: list[str], signals: list[str]) -> dict[str, str]:
-    """Plot files of an evaluation beside those of taggerflow.training.evaluation_plots(): key -> file
-    name. rej_abs_eta: mis-id rate vs |eta| at the inclusive thresholds (as rej_pt vs pt);
-    rej_flat_pt / rej_flat_abs_eta: background rejection at thresholds derived in each bin (flat
-    signal efficiency)."""
-    return {f"{kind}_{s}_vs_{b}": f"{kind}_{s}_vs_{b}.png"
-            for s in signals for b in classes if b != s for kind in BINNED_PLOT_KINDS}
-
-
 def plot_binned_rejections(metrics: dict, out: dict[str, str]) -> list[str]:
-    """The plots of binned_plot_files() from evaluate()'s metrics, each written where ``out`` says
-    (keys missing from ``out`` are skipped). Returns the paths written."""
+    """The binned rejection plots (taggerflow.training.BINNED_PLOT_KINDS) from evaluate()'s metrics,
+    each written where ``out`` says (keys missing from ``out`` are skipped). Returns the paths written."""
     written = []
     for pair, m in metrics["pairs"].items():
         bkg = pair.split("_vs_")[1]

@@ -456,6 +456,11 @@ def predict(model, arrays: dict[str, np.ndarray], add_vars: Sequence[str] | None
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
+#: rej_abs_eta: mis-id rate vs |eta| at the inclusive thresholds (as rej_pt vs pt); rej_flat_pt /
+#: rej_flat_abs_eta: background rejection at thresholds derived in each bin (flat signal efficiency)
+BINNED_PLOT_KINDS = ("rej_abs_eta", "rej_flat_pt", "rej_flat_abs_eta")
+
+
 def evaluation_plots(classes: list[str], signals: list[str]) -> dict[str, str]:
     """The plot files of one evaluation: key -> file name."""
     names = {"history": "history.png"}
@@ -463,7 +468,7 @@ def evaluation_plots(classes: list[str], signals: list[str]) -> dict[str, str]:
         names[f"scores_{s}"] = f"scores_{s}.png"
         for b in classes:
             if b != s:
-                for kind in ("roc", "eff_pt", "eff_abs_eta", "rej_pt"):
+                for kind in ("roc", "eff_pt", "eff_abs_eta", "rej_pt") + BINNED_PLOT_KINDS:
                     names[f"{kind}_{s}_vs_{b}"] = f"{kind}_{s}_vs_{b}.png"
     return names
 
@@ -505,4 +510,5 @@ def evaluate_training(model_path: str, test_files: Sequence[str], history_path: 
                                         label=f"{pair.split('_vs_')[0]} efficiency")
         plotting.plot_efficiency_binned(m["binned"], "pt", out[f"rej_pt_{pair}"], what="background_efficiency",
                                         label=f"{pair.split('_vs_')[1]} mis-id rate")
+    plotting.plot_binned_rejections(metrics, out)
     return metrics

@@ -40,7 +40,6 @@ class Evaluation(Workflow):
                 "train_sample": WriteTrainSample.req_different_branching(self, branch=-1)}
 
     def output(self):
-        from taggerflow.plotting import binned_plot_files
         from taggerflow.training import evaluation_plots
 
         name = self.branch_data
@@ -48,14 +47,11 @@ class Evaluation(Workflow):
         out = {"predictions": self.local_target(name, "predictions_test.h5"),
                "metrics": self.local_target(name, "metrics.json"),
                "working_points": self.local_target(name, "working_points.json")}
-        plots = {**evaluation_plots(self.cfg.class_names, ev["signals"]),
-                 **binned_plot_files(self.cfg.class_names, ev["signals"])}
-        for key, fname in plots.items():
+        for key, fname in evaluation_plots(self.cfg.class_names, ev["signals"]).items():
             out[key] = self.local_target(name, "plots", fname)
         return out
 
     def run(self):
-        from taggerflow.plotting import plot_binned_rejections
         from taggerflow.training import evaluate_training
         from taggerflow.utils import read_json
 
@@ -65,8 +61,6 @@ class Evaluation(Workflow):
         metrics = evaluate_training(training["model"].path, [samples[b]["test"].path for b in sorted(samples)],
                                     training["history"].path, self.cfg.class_names, evaluation_config(self.cfg),
                                     out, name=self.branch_data, training_config=read_json(training["config"].path))
-        # rejection vs |eta| and at per-bin (flat-efficiency) thresholds vs pt and |eta|
-        plot_binned_rejections(metrics, out)
         aucs = ", ".join(f"{p}: {m['auc']:.4f}" for p, m in metrics["pairs"].items())
         self.publish_message(f"{self.branch_data}: accuracy {metrics['accuracy']:.4f}; AUC {aucs}")
 
