@@ -247,7 +247,9 @@ class _Binner:
         # work arrays shared by both axes (a small working set stays in the CPU caches)
         t = np.multiply(x, scale, out=self._buf("t", n, x.dtype))
         t += dt(shift + dt(_BIAS))            # (x - edges[0]) * n / width + 1: the flow bin, up to rounding
-        np.clip(t, 0, top, out=t)             # NaN stays NaN
+        # clipped half a bin inside the flow bins, so that values far outside the edges (an exact bin:
+        # no edge within a bin of them) are not taken for values next to a boundary; NaN stays NaN
+        np.clip(t, dt(0.5), top + dt(0.5), out=t)
         idx = self._buf("i", n, np.int32)
         f = self._buf("f", n, x.dtype)
         with np.errstate(invalid="ignore"):
