@@ -4,9 +4,9 @@
 
 Input (prepared once, cached, not timed): atlas-ftag-tools' ``ftag.get_mock_file`` in chunks of
 --chunk jets with 40 tracks each, a different seed per chunk (get_mock_file fixes seed 42 inside:
-the seed is swapped in while each chunk is made). taggerflow reads ROOT candidate trees only, so
-the same jets are converted to our layout (jet branches; the valid tracks as the jagged collection
-``tracks``; pt in GeV; event = jet index), also not timed.
+the seed is swapped in while each chunk is made), plus an ``eventNumber`` jet field (the jet's index
+over all files: the mock has none, real TDD files do; taggerflow's split hashes it). Both tools read
+these same files: taggerflow through its HDF5 reader (``inputs.format: h5``).
 
 Timed, each in its own process, one after the other:
 - taggerflow: Spectrum + ShuffleMergeSpectral + FeatureScaling + MergeScaling + WriteTrainSample
@@ -14,9 +14,15 @@ Timed, each in its own process, one after the other:
 - UPP: ``preprocess --config ... --no-plot`` (prep, resample, merge, norm of the train split) in its
   own virtualenv (--upp-venv, created with pip when missing: umami-preprocessing==0.3.3).
 Equivalent configuration: classes b/c/light (HadronConeExclTruthLabelID 5/4/0), 50 pt bins in
-[20, 400) GeV x 10 |eta| bins in [0, 2.5), the same jet and track variables, and UPP asked for
+[20, 400) GeV x 10 |eta| bins in [0, 2.5), the same jet and track variables (the other input
+fields disabled in our shuffle, as UPP reads only the variables of its config), and UPP asked for
 as many jets per class as taggerflow wrote (all splits together).
-Prints input jets/s of both, the ratio, and the peak RSS of each.
+
+Also measured: the one-pass I/O floor, reading the input fields the chain needs once (h5py, in the
+chain's chunks) plus writing the chain's output files once (same datasets, chunks and compression),
+with no processing. No chain can be faster than that on this machine, so UPP's time / the floor is
+the highest ratio any implementation could reach here.
+Prints input jets/s of both, the ratio, the bound, and the peak RSS of each.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -51,6 +58,26 @@ CLASSES = {"bjets": 5, "cjets": 4, "ujets": 0}
 PT_RANGE, ETA_MAX, N_PT, N_ETA = (20.0, 400.0), 2.5, 50, 10
 
 
+def add_event_number(path: str, first: int) -> int:
+    """Give the jets of one mock file an ``eventNumber`` field (first, first + 1, ...), in place."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        jets = f["jets"][:]
+        if "eventNumber" not in jets.dtype.names:
+            dt = np.dtype(jets.dtype.descr + [("eventNumber", "<i8")])
+            out = np.empty(len(jets), dtype=dt)
+            for name in jets.dtype.names:
+                out[name] = jets[name]
+            out["eventNumber"] = np.arange(first, first + len(jets))
+            attrs = dict(f["jets"].attrs)
+            del f["jets"]
+            ds = f.create_dataset("jets", data=out)
+            for k, v in attrs.items():
+                ds.attrs[k] = v
+        return len(jets)
+
+
 def make_mock_files(ntuple_dir: str, n_jets: int, chunk: int) -> list[str]:
     """TDD-like HDF5 files, one per chunk, each from get_mock_file with its own seed."""
     import ftag
@@ -63,6 +90,7 @@ def make_mock_files(ntuple_dir: str, n_jets: int, chunk: int) -> list[str]:
         path = os.path.join(ntuple_dir, f"mock_{i:03d}.h5")
         paths.append(path)
         if os.path.exists(path):
+            add_event_number(path, start)   # files cached by an older version of this benchmark
             continue
         ftag.mock.np.random.default_rng = lambda *a, _s=1000 + i, **k: real(_s)  # seed per chunk
         try:
@@ -70,54 +98,45 @@ def make_mock_files(ntuple_dir: str, n_jets: int, chunk: int) -> list[str]:
             f.close()
         finally:
             ftag.mock.np.random.default_rng = real
+        add_event_number(path + ".tmp", start)
         os.replace(path + ".tmp", path)
     return paths
 
 
-def to_root(h5_path: str, root_path: str, first_event: int) -> int:
-    """One TDD HDF5 file -> our candidate tree (not timed)."""
-    import awkward as ak
+def used_fields() -> tuple[list[str], list[str]]:
+    """(jet fields, track fields) that the chain reads: everything else is disabled in the shuffle."""
+    return (["pt", "eta", "eventNumber", "HadronConeExclTruthLabelID", *JET_VARS],
+            FLOAT_TRACK_VARS + list(VARIED_HITS))
+
+
+def disabled_fields(h5_path: str) -> list[str]:
     import h5py
-    import uproot
 
-    if os.path.exists(root_path):
-        with uproot.open(root_path) as f:
-            return int(f["candidates"].num_entries)
+    jet_used, track_used = used_fields()
     with h5py.File(h5_path, "r") as f:
-        jets, tracks = f["jets"][:], f["tracks"][:]
-    n = len(jets)
-    valid = tracks["valid"]
-    counts = valid.sum(axis=1)
-    data = {"pt": (jets["pt"] / 1000).astype(np.float32), "eta": jets["eta"].astype(np.float32),
-            "mass": (jets["mass"] / 1000).astype(np.float32),
-            "event": np.arange(first_event, first_event + n, dtype=np.uint64),
-            "HadronConeExclTruthLabelID": jets["HadronConeExclTruthLabelID"].astype(np.int32)}
-    for v in JET_VARS:
-        data[v] = jets[v]
-    data["tracks"] = ak.zip({v: ak.unflatten(tracks[v][valid], counts) for v in FLOAT_TRACK_VARS + HIT_VARS})
-    tmp = root_path + ".tmp"
-    with uproot.recreate(tmp, compression=uproot.ZSTD(5)) as out:
-        out.mktree("candidates", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype) for k, v in data.items()})
-        out["candidates"].extend(data)
-    os.replace(tmp, root_path)
-    return n
+        jets = [n for n in f["jets"].dtype.names if n not in jet_used]
+        tracks = [f"tracks_{n}" for n in f["tracks"].dtype.names if n not in track_used and n != "valid"]
+    return jets + tracks
 
 
-def taggerflow_raw(root_glob: str, chunk_size: int = 50_000, mix_buffer: int = 50_000) -> dict:
+def taggerflow_raw(h5_glob: str, disabled: list[str], chunk_size: int = 50_000, mix_buffer: int = 50_000) -> dict:
     pt_bins = [round(float(x), 6) for x in np.linspace(*PT_RANGE, N_PT + 1)]
     eta_bins = [round(float(x), 6) for x in np.linspace(0, ETA_MAX, N_ETA + 1)]
     track_vars = {v: {"scaling": "normal", "limits": [-5, 5]} for v in FLOAT_TRACK_VARS}
     track_vars.update({v: {"scaling": "normal"} for v in VARIED_HITS})
     return {
         "name": "vs_upp", "seed": 1,
-        "inputs": {"format": "candidate_tree", "tree": "candidates", "chunk_size": chunk_size,
-                   "datasets": {"mock": {"files": [root_glob]}}},
+        "inputs": {"format": "h5", "chunk_size": chunk_size, "datasets": {"mock": {"files": [h5_glob]}},
+                   "h5": {"candidates": "jets", "constituents": {"tracks": "tracks"}, "valid": "valid"},
+                   # GeV from MeV (UPP's cuts and bins are in MeV); the jet's event number for the split
+                   "aliases": {"pt": "pt / 1000", "event": "eventNumber"}},
         "classes": {"truth_branch": "HadronConeExclTruthLabelID", "labels": {k: [v] for k, v in CLASSES.items()}},
         # fine bins of 0.2 GeV x 0.05 so that the 50 x 10 resampling bins lie on their edges
         "spectrum": {"pt_fine": {"start": PT_RANGE[0], "stop": PT_RANGE[1], "n_bins": 1900},
                      "abs_eta_fine": {"start": 0.0, "stop": ETA_MAX, "n_bins": 50}},
         "resampling": {"n_jobs": 4, "pt_bins": pt_bins, "eta_bins": eta_bins,
-                       "class_ratio": {k: 1 for k in CLASSES}, "mix_buffer": mix_buffer},
+                       "class_ratio": {k: 1 for k in CLASSES}, "mix_buffer": mix_buffer,
+                       "disabled_branches": disabled},
         "features": {"candidate": {v: {"scaling": "normal", "limits": [-5, 5]} for v in JET_VARS},
                      "collections": {"tracks": {"n_max": 40, "variables": track_vars}}},
         "train_sample": {"split": {"train": 0.7, "validation": 0.15, "test": 0.15}, "precision": "float32",
@@ -148,6 +167,39 @@ def upp_config(workdir: str, n_jets: int, per_class: dict[str, int], n_out: int)
     }
 
 
+def io_floor(h5s: list[str], ours_out: str, floor_dir: str, chunk: int) -> dict:
+    """Seconds to read the input fields the chain uses once (h5py, ``chunk`` jets at a time) and to
+    write the chain's output files once (the same datasets, dtypes, chunks and compression, written
+    whole from memory): what a chain with no processing at all would cost (see the module doc)."""
+    import h5py
+
+    jet_used, track_used = used_fields()
+    t0 = time.perf_counter()
+    for p in h5s:
+        with h5py.File(p, "r") as f:
+            jets, tracks = f["jets"], f["tracks"]
+            for start in range(0, jets.shape[0], chunk):
+                jets.fields(jet_used)[start:start + chunk]
+                tracks.fields(track_used + ["valid"])[start:start + chunk]
+    read_s = time.perf_counter() - t0
+    outputs = sorted(glob.glob(os.path.join(ours_out, "*.h5")))
+    contents = []
+    for p in outputs:
+        with h5py.File(p, "r") as f:
+            items = []
+            f.visititems(lambda name, obj: items.append(name) if isinstance(obj, h5py.Dataset) else None)
+            contents.append([(n, f[n][:], f[n].chunks, f[n].compression, f[n].compression_opts) for n in items])
+    os.makedirs(floor_dir, exist_ok=True)
+    t0 = time.perf_counter()
+    for i, datasets in enumerate(contents):
+        with h5py.File(os.path.join(floor_dir, f"floor_{i}.h5"), "w") as f:
+            for name, data, chunks, comp, opts in datasets:
+                f.create_dataset(name, data=data, chunks=chunks, compression=comp, compression_opts=opts)
+    write_s = time.perf_counter() - t0
+    shutil.rmtree(floor_dir, ignore_errors=True)
+    return {"read_s": read_s, "write_s": write_s, "total_s": read_s + write_s}
+
+
 def measured(cmd: list[str], log_path: str, env: dict | None = None) -> tuple[dict, str]:
     """Run cmd under _measure.py; its output goes to log_path; returns (measure, output)."""
     with open(log_path, "w") as log:
@@ -176,22 +228,21 @@ def main() -> None:
 
     t = time.perf_counter()
     h5s = make_mock_files(os.path.join(w, "ntuples"), args.jets, args.chunk)
-    os.makedirs(os.path.join(w, "root"), exist_ok=True)
-    n_jets, first = 0, 0
-    for h5 in h5s:
-        n = to_root(h5, os.path.join(w, "root", os.path.basename(h5).replace(".h5", ".root")), first)
-        first += n
-        n_jets += n
+    import h5py
+
+    n_jets = 0
+    for p in h5s:
+        with h5py.File(p, "r") as f:
+            n_jets += f["jets"].shape[0]
     tdd_mb = sum(os.path.getsize(p) for p in h5s) / 1e6
-    root_mb = sum(os.path.getsize(p) for p in glob.glob(os.path.join(w, "root", "*.root"))) / 1e6
-    print(f"input: {n_jets} jets x 40 track slots in {len(h5s)} TDD-style files ({tdd_mb:.0f} MB), converted to "
-          f"our ROOT layout ({root_mb:.0f} MB); prepared in {time.perf_counter() - t:.0f} s (not timed)", flush=True)
+    print(f"input: {n_jets} jets x 40 track slots in {len(h5s)} TDD-style files ({tdd_mb:.0f} MB); prepared in "
+          f"{time.perf_counter() - t:.0f} s (not timed)", flush=True)
 
     # taggerflow
     cfg_path = os.path.join(w, "taggerflow.yaml")
     with open(cfg_path, "w") as f:
-        yaml.safe_dump(taggerflow_raw(os.path.join(w, "root", "mock_*.root"), args.chunk_size, args.mix_buffer), f,
-                       sort_keys=False)
+        yaml.safe_dump(taggerflow_raw(os.path.join(w, "ntuples", "mock_*.h5"), disabled_fields(h5s[0]),
+                                      args.chunk_size, args.mix_buffer), f, sort_keys=False)
     ours_m, text = measured([sys.executable, os.path.join(HERE, "_ours_chain.py"), "--config", cfg_path,
                              "--out", os.path.join(w, "ours_out")], os.path.join(w, "ours.log"))
     ours = json.loads([line for line in text.splitlines() if line.startswith("RESULT ")][-1][7:])
@@ -201,6 +252,10 @@ def main() -> None:
           flush=True)
 
     result = {"jets": n_jets, "ours": {**ours_m, **ours}}
+    floor = io_floor(h5s, os.path.join(w, "ours_out"), os.path.join(w, "floor_out"), args.chunk_size)
+    result["floor"] = floor
+    print(f"one-pass I/O floor: {floor['total_s']:.1f} s (read the input fields once {floor['read_s']:.1f} s, "
+          f"write the output files once {floor['write_s']:.1f} s; no processing)", flush=True)
     if not args.skip_upp:
         venv = os.path.abspath(args.upp_venv)
         if not os.path.exists(os.path.join(venv, "bin", "preprocess")):
@@ -230,8 +285,12 @@ def main() -> None:
         print_table(f"{n_jets} input jets, 40 tracks each (1 process each, {os.cpu_count()} CPUs, "
                     f"load average {os.getloadavg()[0]:.1f})", rows,
                     ("", "wall s", "input jets/s", "jets written", "output MB", "peak RSS MB"))
-        print(f"\ntaggerflow / UPP input jets/s = {upp_m['wall_s'] / ours_m['wall_s']:.2f}; "
+        print(f"\ntaggerflow / UPP input jets/s = {upp_m['wall_s'] / ours_m['wall_s']:.2f} (target >= 5); "
               f"peak RSS taggerflow / UPP = {ours_m['peak_rss_mb'] / upp_m['peak_rss_mb']:.2f}")
+        print(f"UPP / one-pass I/O floor = {upp_m['wall_s'] / floor['total_s']:.2f}: the highest ratio that any "
+              f"chain reading this input and writing this output could reach on this machine")
+        result["ratio"] = upp_m["wall_s"] / ours_m["wall_s"]
+        result["ratio_bound"] = upp_m["wall_s"] / floor["total_s"]
     dump(args.json, result)
 
 
