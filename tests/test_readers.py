@@ -313,3 +313,38 @@ def test_missing_nanoaod_branches_name_the_key(nano_files, tmp_path):
     cfg = config_from_dict(raw, str(tmp_path / "c.yaml"))
     with pytest.raises(InputError, match=r"branch 'chargedIso' \(needed by config key features.candidate.chargedIso\)"):
         file_spectrum(cfg, path, "DYnano")
+
+
+def test_h5_reader_whole_records_and_field_subsets_agree(tmp_path):
+    """Whole records (read into a reused buffer) and field subsets give h5py's values; a result stays
+    intact after later reads of the same or another file (no aliasing of the buffer)."""
+    from ftag import get_mock_file
+
+    from taggerflow.readers import H5Source
+
+    paths = []
+    for i in range(2):
+        fname = str(tmp_path / f"mock_{i}.h5")
+        get_mock_file(900 + 100 * i, fname=fname, num_tracks=20)[1].close()
+        paths.append(fname)
+    srcs = [H5Source(p, {}) for p in paths]
+    every = srcs[0].fields()                    # all fields: whole records
+    few = ["pt", "tracks_d0"]                   # a small part of each record: HDF5 field subsets
+    with h5py_file(paths[0]) as f:
+        jets, tracks = f["jets"][:], f["tracks"][:]
+    first = srcs[0].read(100, 400, every)
+    kept = {k: ak.to_list(first[k]) for k in ("pt", "eta", "tracks_d0", "tracks_numberOfPixelHits")}
+    srcs[0].read(400, 900, every)               # the buffer is reused for the next read ...
+    srcs[1].read(0, 1000, every)                # ... and for another file with the same records
+    for k, v in kept.items():
+        assert ak.to_list(first[k]) == v
+    valid = tracks["valid"][100:400]
+    np.testing.assert_array_equal(ak.to_numpy(first["pt"]), jets["pt"][100:400])
+    assert ak.to_list(ak.num(first["tracks_d0"])) == valid.sum(axis=1).tolist()
+    for name in ("d0", "numberOfPixelHits", "leptonID"):
+        np.testing.assert_array_equal(ak.to_numpy(ak.flatten(first[f"tracks_{name}"])),
+                                      tracks[name][100:400][valid])
+    subset = srcs[0].read(100, 400, few)
+    assert ak.to_list(subset["pt"]) == kept["pt"] and ak.to_list(subset["tracks_d0"]) == kept["tracks_d0"]
+    for s in srcs:
+        s.close()
