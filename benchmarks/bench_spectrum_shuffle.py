@@ -119,6 +119,15 @@ def read_floor(files, branches, step: int, library: str) -> None:
         f.close()
 
 
+def shard_level(cfg) -> int:
+    """The ZSTD level of the stage's shards (older checkouts: 5), so that the floor writes the same."""
+    try:
+        from taggerflow.shards import ROOT_LEVEL
+    except ImportError:
+        return 5
+    return int(cfg.raw["resampling"].get("compression_level", ROOT_LEVEL))
+
+
 def uproot_open(path: str):
     import uproot
 
@@ -241,7 +250,7 @@ def main() -> None:
 
     def write_floor():
         with reproducible_root("floor") as opts, \
-                uproot.recreate(floor_path, compression=uproot.ZSTD(5), **opts) as f:
+                uproot.recreate(floor_path, compression=uproot.ZSTD(shard_level(cfg)), **opts) as f:
             made = False
             for start in range(0, len(content), batch):
                 w = to_writable(content[start:start + batch], colls)

@@ -83,6 +83,7 @@ def _schema() -> dict:
                            "lastbin_takeall": (bool, False), "lastbin_disbalance": (num, False),
                            "refill_spectrum": (bool, False), "pt_range": (list, False),
                            "abs_eta_range": (list, False), "output_format": (str, False),
+                           "compression_level": (int, False),
                            "disabled_branches": (list, False)},
             "features": {"candidate": (dict, True), "collections": (dict, False)},
             "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
@@ -762,6 +763,12 @@ def _validate_resampling(cfg: Config, err) -> None:
             raise err(f"resampling.{key}", "must be >= 1")
     if rs.get("output_format", "root") not in OUTPUT_FORMATS:
         raise err("resampling.output_format", f"expected one of {', '.join(OUTPUT_FORMATS)}")
+    if "compression_level" in rs:
+        lo, hi = (1, 22) if rs.get("output_format", "root") == "root" else (0, 9)
+        if not lo <= rs["compression_level"] <= hi:
+            raise err("resampling.compression_level", f"expected {lo} to {hi} for "
+                      f"{rs.get('output_format', 'root')} shards (ZSTD for root, gzip for hdf5), "
+                      f"got {rs['compression_level']}")
     try:
         required = cfg.required_branches() if rs.get("disabled_branches") else {}
     except (SyntaxError, ValueError):

@@ -541,7 +541,8 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
     write_batch = max(cfg.chunk_size, mix_buffer)
     try:
         with atomic_output(shard_path) as tmp:
-            with shard_writer(fmt, tmp, cfg.tree, coll_fields, write_batch, identity, schema=schema) as w:
+            with shard_writer(fmt, tmp, cfg.tree, coll_fields, write_batch, identity, schema=schema,
+                              level=rs.get("compression_level")) as w:
                 streams: list[_Stream] = []
                 nxt = 0
                 while True:

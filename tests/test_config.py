@@ -54,6 +54,10 @@ def _error(raw, tmp_path) -> str:
      "demo.datasets.DY.class_fractions.gluon", "class without a label"),
     (lambda r: r["classes"]["labels"].update(b=[5]), "classes.labels.b", "also used by class 'tau'"),
     (lambda r: r["resampling"].update(n_jobs="4"), "resampling.n_jobs", "expected an integer"),
+    (lambda r: r["resampling"].update(compression_level=23), "resampling.compression_level",
+     "expected 1 to 22 for root shards"),
+    (lambda r: r["resampling"].update(compression_level=12, output_format="hdf5"), "resampling.compression_level",
+     "expected 0 to 9 for hdf5 shards"),
 ])
 def test_errors_name_file_and_key(tmp_path, mutate, key, words):
     raw = load_default_raw()

@@ -479,3 +479,31 @@ def test_shard_writer_fixed_batches(tmp_path):
     (tmp_path / "b").mkdir()
     write(tmp_path / "b" / "a.root")   # the same file name: ROOT files record it
     assert (tmp_path / "a.root").read_bytes() == (tmp_path / "b" / "a.root").read_bytes()
+
+
+def test_compression_level_of_the_shards(big_files, tmp_path):
+    """resampling.compression_level sets the ZSTD level of ROOT shards (default 1) and the gzip level
+    of HDF5 shards (default 4); the content does not depend on it."""
+    import h5py
+    import uproot
+
+    files = big_files[3:4]
+    levels = {}
+    for fmt, level in (("root", None), ("root", 7), ("hdf5", None), ("hdf5", 2)):
+        d = tmp_path / f"{fmt}_{level}"
+        d.mkdir()
+        extra = {} if level is None else {"compression_level": level}
+        cfg = _cfg(files, d, n_jobs=1, output_format=fmt, **extra)
+        _run_all(cfg, files, d, 1)
+        path = str(d / f"shard_0{shard_suffix(cfg)}")
+        if fmt == "root":
+            with uproot.open(path) as f:
+                levels[fmt, level] = (type(f.file.compression).__name__, f.file.compression.level)
+        else:
+            with h5py.File(path, "r") as f:
+                levels[fmt, level] = ("gzip", {ds.compression_opts for ds in f["candidates"].values()})
+    assert levels == {("root", None): ("ZSTD", 1), ("root", 7): ("ZSTD", 7),
+                      ("hdf5", None): ("gzip", {4}), ("hdf5", 2): ("gzip", {2})}
+    a = _shard(str(tmp_path / "root_None" / "shard_0.root"))
+    b = _shard(str(tmp_path / "root_7" / "shard_0.root"))
+    assert ak.to_list(a["event"]) == ak.to_list(b["event"]) and ak.to_list(a["pfcand_pt"]) == ak.to_list(b["pfcand_pt"])
