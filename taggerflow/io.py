@@ -238,16 +238,29 @@ def collection_features(chunk: ak.Array, coll) -> tuple[np.ndarray, np.ndarray]:
     """Raw constituent features of one collection, flattened: (sum n_i, n_vars) float64, counts (n,)."""
     first = chunk[f"{coll.name}_{_first_field(coll)}"]
     counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
-    # each column converted straight into the (m, n_vars) array: no per-column float64 copies to stack
-    flat = np.empty((int(counts.sum()), len(coll.variables)), dtype=np.float64)
-    for i, var in enumerate(coll.variables):
+    columns = []
+    for var in coll.variables:
         ns = {}
         for name in var.names_used:
             ns[name] = chunk[name[len("cand_"):]] if name.startswith("cand_") else chunk[f"{coll.name}_{name}"]
         value = evaluate(var.expression, ns)
         value = ak.broadcast_arrays(value, first)[0]
-        flat[:, i] = ak.to_numpy(ak.flatten(value, axis=1))
+        columns.append(ak.to_numpy(ak.flatten(value, axis=1)))
+    # each column converted straight into the (m, n_vars) array, a block of rows at a time: one
+    # column alone would touch every cache line of the whole array (n_vars passes over memory)
+    m = int(counts.sum())
+    flat = np.empty((m, len(columns)), dtype=np.float64)
+    step = max(1, _FILL_BLOCK_BYTES // (8 * max(1, len(columns))))
+    for start in range(0, m, step):
+        stop = min(start + step, m)
+        block = flat[start:stop]
+        for i, col in enumerate(columns):
+            block[:, i] = col[start:stop]
     return flat, counts
+
+
+#: rows of a (m, n_vars) float64 array filled column by column at once: small enough to stay in the CPU's caches
+_FILL_BLOCK_BYTES = 256 << 10
 
 
 def _first_field(coll) -> str:

@@ -278,7 +278,8 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
         n, dst, src = plan
         k = 0 if concat is None else concat.shape[1]
         padded = np.zeros((n * n_max, nv + k), dtype=dtype)
-        padded[dst, :nv] = np.take(scaled, src, axis=0)
+        # no sort key and nothing truncated: src is every row in order (no gathered copy needed)
+        padded[dst, :nv] = scaled if key is None and len(src) == len(scaled) else np.take(scaled, src, axis=0)
         if k:  # the candidate's (scaled) variables on every real constituent; padded slots stay 0
             padded[dst, nv:] = np.take(concat, dst // n_max, axis=0)
         valid = np.zeros(n * n_max, dtype=bool)
