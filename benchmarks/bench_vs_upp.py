@@ -56,6 +56,7 @@ HIT_VARS = ["numberOfPixelHits", "numberOfSCTHits", "numberOfInnermostPixelLayer
 VARIED_HITS = ("numberOfPixelSharedHits", "numberOfSCTSharedHits")
 CLASSES = {"bjets": 5, "cjets": 4, "ujets": 0}
 PT_RANGE, ETA_MAX, N_PT, N_ETA = (20.0, 400.0), 2.5, 50, 10
+CHUNK_ROWS = 1024  # our train_sample.chunk_rows
 
 
 def add_event_number(path: str, first: int) -> int:
@@ -140,7 +141,7 @@ def taggerflow_raw(h5_glob: str, disabled: list[str], chunk_size: int = 50_000, 
         "features": {"candidate": {v: {"scaling": "normal", "limits": [-5, 5]} for v in JET_VARS},
                      "collections": {"tracks": {"n_max": 40, "variables": track_vars}}},
         "train_sample": {"split": {"train": 0.7, "validation": 0.15, "test": 0.15}, "precision": "float32",
-                         "compression": "lzf", "chunk_rows": 1024},
+                         "compression": "lzf", "chunk_rows": CHUNK_ROWS},
         "records": {"chunk_size": 256},
         "training": {"batch_size": 256, "epochs": 1, "learning_rate": 0.001,
                      "model": {"type": "deepsets", "phi_layers": [8], "f_layers": [8]}},
@@ -167,11 +168,14 @@ def upp_config(workdir: str, n_jets: int, per_class: dict[str, int], n_out: int)
     }
 
 
-def io_floor(h5s: list[str], ours_out: str, floor_dir: str, chunk: int) -> dict:
+def io_floor(h5s: list[str], ours_out: str, floor_dir: str, chunk: int, block_rows: int) -> dict:
     """Seconds to read the input fields the chain uses once (h5py, ``chunk`` jets at a time) and to
-    write the chain's output files once (the same datasets, dtypes, chunks and compression, written
-    whole from memory): what a chain with no processing at all would cost (see the module doc)."""
+    write the chain's output files once (bench_write_train_sample's write floor: the same datasets,
+    dtypes, chunks and compression, from memory): what a chain with no processing at all would cost
+    (see the module doc)."""
     import h5py
+
+    from bench_write_train_sample import floor_write, load_outputs
 
     jet_used, track_used = used_fields()
     t0 = time.perf_counter()
@@ -182,19 +186,10 @@ def io_floor(h5s: list[str], ours_out: str, floor_dir: str, chunk: int) -> dict:
                 jets.fields(jet_used)[start:start + chunk]
                 tracks.fields(track_used + ["valid"])[start:start + chunk]
     read_s = time.perf_counter() - t0
-    outputs = sorted(glob.glob(os.path.join(ours_out, "*.h5")))
-    contents = []
-    for p in outputs:
-        with h5py.File(p, "r") as f:
-            items = []
-            f.visititems(lambda name, obj: items.append(name) if isinstance(obj, h5py.Dataset) else None)
-            contents.append([(n, f[n][:], f[n].chunks, f[n].compression, f[n].compression_opts) for n in items])
+    contents = load_outputs(sorted(glob.glob(os.path.join(ours_out, "*.h5"))))
     os.makedirs(floor_dir, exist_ok=True)
     t0 = time.perf_counter()
-    for i, datasets in enumerate(contents):
-        with h5py.File(os.path.join(floor_dir, f"floor_{i}.h5"), "w") as f:
-            for name, data, chunks, comp, opts in datasets:
-                f.create_dataset(name, data=data, chunks=chunks, compression=comp, compression_opts=opts)
+    floor_write(contents, floor_dir, block_rows)
     write_s = time.perf_counter() - t0
     shutil.rmtree(floor_dir, ignore_errors=True)
     return {"read_s": read_s, "write_s": write_s, "total_s": read_s + write_s}
@@ -252,7 +247,9 @@ def main() -> None:
           flush=True)
 
     result = {"jets": n_jets, "ours": {**ours_m, **ours}}
-    floor = io_floor(h5s, os.path.join(w, "ours_out"), os.path.join(w, "floor_out"), args.chunk_size)
+    # the writer's flush size (chunk_rows x 32), as bench_write_train_sample.py writes its floor
+    floor = io_floor(h5s, os.path.join(w, "ours_out"), os.path.join(w, "floor_out"), args.chunk_size,
+                     block_rows=CHUNK_ROWS * 32)
     result["floor"] = floor
     print(f"one-pass I/O floor: {floor['total_s']:.1f} s (read the input fields once {floor['read_s']:.1f} s, "
           f"write the output files once {floor['write_s']:.1f} s; no processing)", flush=True)

@@ -363,12 +363,11 @@ def shard_writer(fmt: str, path: str, tree: str, collections, batch: int, identi
     """The shard writer of format ``fmt``; ``schema``: the fields and types of an empty shard (an
     awkward array, or a function returning one, called only if no rows are written); ``level``: the
     compression level (ZSTD for root, gzip for hdf5; None: ROOT_LEVEL / HDF5_LEVEL)."""
+    kw = {"schema": schema} if level is None else {"schema": schema, "level": level}
     if fmt == "root":
-        return RootShardWriter(path, tree, collections, batch, identity, schema=schema,
-                               level=ROOT_LEVEL if level is None else level)
+        return RootShardWriter(path, tree, collections, batch, identity, **kw)
     if fmt == "hdf5":
-        return H5ShardWriter(path, tree, collections, batch, identity, schema=schema,
-                             level=HDF5_LEVEL if level is None else level)
+        return H5ShardWriter(path, tree, collections, batch, identity, **kw)
     raise ValueError(f"unknown shard format '{fmt}' (allowed: {', '.join(FORMATS)})")
 
 
