@@ -4,7 +4,8 @@ Generates (or reuses) demo files (taggerflow.demo.generate_demo_file, ~10 consti
 then measures in one run, over the same files, branches and chunk size:
 
   (a) Spectrum read floor: uproot reading pt, eta and the truth branch of every file in chunks of
-      inputs.chunk_size, doing nothing else;
+      inputs.chunk_size, doing nothing else (with Python's garbage collector paused while a file is
+      opened and read, as the stage does);
   (b) Spectrum: taggerflow.spectrum.file_spectrum of every file (histograms per class);
   (c) ShuffleMergeSpectral read+write floor: uproot reading every branch of every file in chunks,
       plus writing the job's output rows (the shard's content, read back untimed) to a new ROOT file
@@ -32,6 +33,7 @@ and loads them as the ShuffleMergeSpectral task does (keeping only the coarse co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -97,7 +99,7 @@ def spectra_of(cfg, files):
     for ds, p in files:
         r = file_spectrum(cfg, p, ds)
         out.append({"dataset": ds, "path": p, "entries": r["entries"], "pt_edges": pt_e, "abs_eta_edges": eta_e,
-                    "counts_flow": np.stack([r["hists"][c].values(flow=True) for c in cfg.class_names])})
+                    "counts_flow": (r["counts_flow"] if "counts_flow" in r else np.stack([r["hists"][c].values(flow=True) for c in cfg.class_names]))})
     return out
 
 
@@ -111,12 +113,27 @@ def open_options(path: str) -> dict:
 
 
 def read_floor(files, branches, step: int, library: str) -> None:
+    """Read ``branches`` of every file in chunks of ``step``. The numpy reads (the Spectrum floor) are
+    done as the Spectrum stage does them: with the garbage collector paused while a file is opened
+    and while it is read (taggerflow.utils.gc_paused); the awkward reads as the shuffle does them."""
+    pause = gc_pause() if library == "np" else contextlib.nullcontext
     for _, p in files:
-        f = uproot_open(p)
-        t = f["candidates"]
-        for start in range(0, t.num_entries, step):
-            t.arrays(branches, entry_start=start, entry_stop=start + step, library=library)
+        with pause():
+            f = uproot_open(p)
+            t = f["candidates"]
+        with pause():
+            for start in range(0, t.num_entries, step):
+                t.arrays(branches, entry_start=start, entry_stop=start + step, library=library)
         f.close()
+
+
+def gc_pause():
+    """taggerflow.utils.gc_paused (older checkouts: no pause, as their stages)."""
+    try:
+        from taggerflow.utils import gc_paused
+    except ImportError:
+        return contextlib.nullcontext
+    return gc_paused
 
 
 def shard_level(cfg) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Mapping
 
 import awkward as ak
 import hist
@@ -13,7 +14,7 @@ import uproot
 from taggerflow.config import Config
 from taggerflow.io import atomic_output, labels_from_truth, reproducible_root
 from taggerflow.readers import input_spec, iter_prepared, open_source
-from taggerflow.utils import atomic_path
+from taggerflow.utils import atomic_path, gc_paused
 
 
 def fine_edges(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -71,27 +72,52 @@ def _required_branches(cfg: Config) -> dict[str, str]:
 def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     """Histogram one file (any input format, after the config's aliases and selection).
 
-    Returns the per-class histograms (with flow bins, so every labelled candidate is counted), the
-    entry count of the file (tree entries: what the jobs split), the candidates read, those removed by
-    ``inputs.selection`` and those without a class. Checks first that every branch the config needs
-    exists, so a missing branch fails here, naming the file, the branch and the config key."""
+    Returns the per-class counts with flow bins, ``counts_flow`` (n_classes, n_pt+2, n_eta+2), so
+    that every labelled candidate is counted, with their edges (``pt_edges``, ``abs_eta_edges``),
+    the same counts as ``hist.Hist`` objects per class (``hists``, made when first looked up), the
+    entry count of the file (tree entries: what the jobs split), the candidates read, those removed
+    by ``inputs.selection`` and those without a class. Checks first that every branch the config
+    needs exists, so a missing branch fails here, naming the file, the branch and the config key."""
     spec = input_spec(cfg, dataset)
-    src = open_source(spec, path)
+    with gc_paused():   # the object storm of opening a file (see gc_paused)
+        src = open_source(spec, path)
     try:
-        src.check_fields(_required_branches(cfg), spec.alias_names)
-        if hasattr(src, "check_integrity"):  # the branches read here (the shuffle job checks all)
-            src.check_integrity(sorted(src.has_fields(spec.raw_fields_for(["pt", "eta", cfg.truth_branch]))))
+        with gc_paused():
+            src.check_fields(_required_branches(cfg), spec.alias_names)
+            if hasattr(src, "check_integrity"):  # the branches read here (the shuffle job checks all)
+                src.check_integrity(sorted(src.has_fields(spec.raw_fields_for(["pt", "eta", cfg.truth_branch]))))
         counts = _count(cfg, spec, src, 0, src.num_entries)
         entries = src.num_entries
     finally:
         src.close()
-    hists = {}
-    for i, c in enumerate(cfg.class_names):
-        h = _new_hist(cfg)
-        h.view(flow=True)[...] = counts["counts_flow"][i]
-        hists[c] = h
+    pt_e, eta_e = fine_edges(cfg)
     return {"entries": entries, "candidates": counts["candidates"], "deselected": counts["deselected"],
-            "unlabelled": counts["unlabelled"], "hists": hists, "dataset": dataset or "", "path": path}
+            "unlabelled": counts["unlabelled"], "counts_flow": counts["counts_flow"], "pt_edges": pt_e,
+            "abs_eta_edges": eta_e, "hists": ClassHists(cfg, counts["counts_flow"]),
+            "dataset": dataset or "", "path": path}
+
+
+class ClassHists(Mapping):
+    """{class: hist.Hist (pt, |eta|) with Int64 counts} over a counts array with flow bins, each
+    histogram made when first looked up (a Hist costs ~0.1 ms to make: most callers want the array)."""
+
+    def __init__(self, cfg: Config, counts_flow: np.ndarray):
+        self._cfg, self._counts = cfg, counts_flow
+        self._index = {c: i for i, c in enumerate(cfg.class_names)}
+        self._made: dict[str, hist.Hist] = {}
+
+    def __getitem__(self, name: str) -> hist.Hist:
+        if name not in self._made:
+            h = _new_hist(self._cfg)
+            h.view(flow=True)[...] = self._counts[self._index[name]]
+            self._made[name] = h
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def flow_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -326,15 +352,18 @@ def _count(cfg: Config, spec, src, start: int, stop: int) -> dict:
         not any(a.name in wanted for a in spec.aliases) and all(src.is_flat(f) for f in wanted)
     step = max(1, int(cfg.chunk_size))
     if direct:
-        pos = start
-        while pos < stop:
-            nxt = min(pos + step, stop)
-            arrs = src.read_numpy(pos, nxt, wanted)
-            read += nxt - pos
-            selected += len(arrs[truth])
-            binner.add(arrs["pt"], arrs["eta"], arrs[truth])
-            del arrs
-            pos = nxt
+        # numpy reads of flat branches make no reference cycles (tested): no collections needed, memory
+        # stays that of one chunk; awkward reads (below) do make some, so the collector stays on there
+        with gc_paused():
+            pos = start
+            while pos < stop:
+                nxt = min(pos + step, stop)
+                arrs = src.read_numpy(pos, nxt, wanted)
+                read += nxt - pos
+                selected += len(arrs[truth])
+                binner.add(arrs["pt"], arrs["eta"], arrs[truth])
+                del arrs
+                pos = nxt
     else:
         for chunk, n in iter_prepared(spec, src, start, stop, wanted, step):
             read += n
@@ -348,7 +377,10 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
     """Save as numpy (counts with flow bins, edges) and as ROOT TH2D per class (uproot)."""
     hists = result["hists"]
     first = hists[classes[0]]
-    counts = np.stack([hists[c].values(flow=True) for c in classes]).astype(np.int64)
+    if result.get("counts_flow") is not None and list(hists) == list(classes):
+        counts = np.asarray(result["counts_flow"], dtype=np.int64)
+    else:
+        counts = np.stack([hists[c].values(flow=True) for c in classes]).astype(np.int64)
     with atomic_path(npz_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, counts_flow=counts, pt_edges=first.axes[0].edges, abs_eta_edges=first.axes[1].edges,

@@ -23,13 +23,18 @@ def test_file_spectrum_matches_numpy(tiny_config, demo_files, tmp_path):
         sel = labels == i
         expected, _, _ = np.histogram2d(pt[sel], aeta[sel], bins=[pt_e, eta_e])
         np.testing.assert_array_equal(res["hists"][c].values(), expected)
+        np.testing.assert_array_equal(res["counts_flow"][i], res["hists"][c].values(flow=True))
         total += res["hists"][c].values(flow=True).sum()
     assert total + res["unlabelled"] == res["entries"]
+    assert list(res["hists"]) == tiny_config.class_names
+    np.testing.assert_array_equal(res["pt_edges"], pt_e)
+    np.testing.assert_array_equal(res["abs_eta_edges"], eta_e)
 
     npz, root = str(tmp_path / "s.npz"), str(tmp_path / "s.root")
     write_spectrum(res, npz, root, tiny_config.class_names)
     loaded = load_spectrum(npz)
     assert loaded["counts_flow"].sum() + loaded["unlabelled"] == loaded["entries"] == t.num_entries
+    np.testing.assert_array_equal(loaded["counts_flow"], res["counts_flow"])
     h = uproot.open(root)["spectrum_tau"]
     assert h.classname.startswith("TH2")
     np.testing.assert_array_equal(h.values(), res["hists"]["tau"].values())
@@ -105,3 +110,69 @@ def test_binner_matches_reference():
                 counts, unlabelled = b.result()
                 np.testing.assert_array_equal(counts, ref)
                 assert unlabelled == unl
+
+
+def test_collector_paused_only_where_reads_make_no_cycles(demo_files, tmp_path):
+    """Spectrum pauses Python's garbage collector while it opens a file and while it reads flat
+    branches as numpy arrays (reads that make no reference cycles, so memory stays that of one chunk),
+    not while it reads awkward arrays (a selection), and gc_paused restores the collector's state."""
+    import gc
+
+    from conftest import tiny_raw
+    from taggerflow.config import config_from_dict
+    from taggerflow.readers import input_spec, open_source
+    from taggerflow.spectrum import _Binner, _count
+    from taggerflow.utils import gc_paused
+
+    assert gc.isenabled()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+            raise KeyError("x")
+    except KeyError:
+        pass
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()   # left as it was found
+    finally:
+        gc.enable()
+
+    path = demo_files["WJets"]
+    seen: list[bool] = []
+    real_add = _Binner.add
+
+    def add(self, *args):
+        seen.append(gc.isenabled())
+        return real_add(self, *args)
+
+    _Binner.add = add
+    try:
+        for selection, collector_on in ((None, False), ("pt > 30", True)):
+            raw = tiny_raw()
+            raw["inputs"]["chunk_size"] = 100
+            if selection:
+                raw["inputs"]["selection"] = selection
+            cfg = config_from_dict(raw, str(tmp_path / "c.yaml"))
+            seen.clear()
+            res = file_spectrum(cfg, path)
+            assert len(seen) == -(-res["entries"] // 100) and set(seen) == {collector_on}
+            assert gc.isenabled()
+        # the numpy reads leave nothing for the collector: no memory held back while it is paused
+        cfg = config_from_dict(tiny_raw() | {"inputs": {**tiny_raw()["inputs"], "chunk_size": 100}},
+                               str(tmp_path / "c2.yaml"))
+        spec = input_spec(cfg, None)
+        src = open_source(spec, path)
+        try:
+            gc.collect()
+            gc.disable()
+            counts = _count(cfg, spec, src, 0, src.num_entries)
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+            src.close()
+        assert counts["candidates"] == res["entries"]
+    finally:
+        _Binner.add = real_add
