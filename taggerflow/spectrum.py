@@ -391,10 +391,10 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
                      classes=np.array(classes))
     with atomic_output(root_path) as tmp, reproducible_root(f"spectrum:{result.get('path', '')}") as opts:
         with uproot.recreate(tmp, **opts) as f:
-            for c in classes:
-                # ROOT's TH2 holds floating-point (or 32-bit) counts: write a Double copy
-                h = hist.Hist(*hists[c].axes, storage=hist.storage.Double())
-                h.view(flow=True)[...] = hists[c].view(flow=True)
+            for i, c in enumerate(classes):
+                # ROOT's TH2 holds floating-point (or 32-bit) counts: write Double histograms
+                h = hist.Hist(*first.axes, storage=hist.storage.Double())
+                h.view(flow=True)[...] = counts[i]
                 f[f"spectrum_{c}"] = h
 
 
