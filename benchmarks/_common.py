@@ -72,7 +72,7 @@ def demo_shards(workdir: str, n_candidates: int, n_shards: int = 2) -> tuple[obj
         coarse, per_ds = {}, {}
         for ds, path in files.items():
             res = file_spectrum(cfg, path)
-            counts = (res["counts_flow"] if "counts_flow" in res else np.stack([res["hists"][c].values(flow=True) for c in cfg.class_names])).astype(np.int64)
+            counts = res["counts_flow"]
             coarse[ds] = coarse_counts(counts, pt_e, eta_e, rs["pt_bins"], rs["eta_bins"])
             per_ds[ds] = [(path, res["entries"])]
         P, p = acceptance(coarse, cfg.class_names, rs["class_ratio"], False, rs["pt_bins"], rs["eta_bins"])

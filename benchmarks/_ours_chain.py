@@ -47,7 +47,7 @@ def main() -> None:
     for ds, paths in cfg.dataset_files().items():
         for path in paths:
             res = file_spectrum(cfg, path)
-            counts = (res["counts_flow"] if "counts_flow" in res else np.stack([res["hists"][c].values(flow=True) for c in cfg.class_names])).astype(np.int64)
+            counts = res["counts_flow"]
             coarse[ds] = coarse.get(ds, 0) + coarse_counts(counts, pt_e, eta_e, rs["pt_bins"], rs["eta_bins"])
             files.setdefault(ds, []).append((path, res["entries"]))
             n_in += int(res["entries"])

@@ -376,11 +376,10 @@ def _count(cfg: Config, spec, src, start: int, stop: int) -> dict:
 def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[str]) -> None:
     """Save as numpy (counts with flow bins, edges) and as ROOT TH2D per class (uproot)."""
     hists = result["hists"]
+    if list(hists) != list(classes):
+        raise ValueError(f"write_spectrum: classes {classes} are not those of the counts {list(hists)}")
     first = hists[classes[0]]
-    if result.get("counts_flow") is not None and list(hists) == list(classes):
-        counts = np.asarray(result["counts_flow"], dtype=np.int64)
-    else:
-        counts = np.stack([hists[c].values(flow=True) for c in classes]).astype(np.int64)
+    counts = np.asarray(result["counts_flow"], dtype=np.int64)
     with atomic_path(npz_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, counts_flow=counts, pt_edges=first.axes[0].edges, abs_eta_edges=first.axes[1].edges,
