@@ -120,71 +120,43 @@ class ClassHists(Mapping):
         return len(self._index)
 
 
-def flow_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin index with flow bins on regular ``edges`` (= np.searchsorted(edges, x, 'right'), exact at
-    the edges): an arithmetic guess (off by at most one bin) corrected against the edges, in a few
-    vector operations. float32 values are binned in float32 against the edges rounded up to float32
-    (for a float32 x, x >= e exactly when x >= the smallest float32 >= e), which is exact too.
-    The guess is biased down by _BIAS of a bin (far more than its rounding error, far less than a
-    bin), so it is the true bin or the one below: one comparison with the upper edge corrects it."""
-    x = np.asarray(x)
-    tab = _edge_tables(edges, x.dtype) if x.dtype.kind == "f" else None
-    # NaN anywhere makes the sum NaN (so does +inf with -inf): those take the exact fallback
-    if tab is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            if np.isnan(np.add.reduce(x, axis=None)):
-                tab = None
-    if tab is None:
-        return np.searchsorted(edges, np.asarray(x, dtype=np.float64), side="right").astype(np.intp)
-    hi_ext, scale, shift, top = tab
-    t = x * scale
-    t += shift                       # (x - edges[0]) * n / width + 1 - _BIAS: the bin with flow, or one less
-    np.clip(t, 0, top, out=t)
-    idx = t.astype(np.intp)          # t >= 0: truncation is the floor
-    idx += np.greater_equal(x, hi_ext.take(idx))   # upper edge of bin i: hi_ext[i] (+inf for the overflow)
-    return idx
+_GUESS_TABLES: dict = {}
 
 
-_BIAS = 0.05
+def _guess_table(edges: np.ndarray, dtype) -> tuple | None:
+    """(scale, shift - near, n + 1.5, 2 * near) in ``dtype`` (float32 or float64) for _Binner's
+    arithmetic bin guess on regular ``edges`` (n bins): t = x * scale + shift lies in [k, k + 1) for
+    the values of flow bin k, up to rounding. None for other value types or edges not regular
+    (np.searchsorted for every value).
 
-#: the part of a bin next to each boundary where _Binner bins with np.searchsorted (far more than the
-#: rounding error of its arithmetic guess, see _edge_tables)
-_NEAR = 0.005
-
-
-_EDGE_TABLES: dict = {}
-
-
-def _round_up(e: np.ndarray, dtype) -> np.ndarray:
-    """The smallest value of ``dtype`` >= each float64 ``e``."""
-    f = e.astype(dtype)
-    low = f.astype(np.float64) < e
-    f[low] = np.nextafter(f[low], dtype.type(np.inf))
-    return f
-
-
-def _edge_tables(edges: np.ndarray, dtype) -> tuple | None:
-    """(upper edges with +inf, scale, shift, n + 1) in ``dtype`` (float32 or float64; other float
-    types: float64 tables), or None where the arithmetic guess is not safe."""
-    dtype = np.dtype(dtype) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+    ``near`` is four times a bound on the error of the computed t: the float rounding of the scale,
+    the shift, the product and the sum (one unit in the last place each of the largest |x * scale|,
+    |shift| and |t| of values within a bin of the edges; values further out are clipped into their
+    flow bin) plus the edges' own deviation from a regular grid (linspace's rounding). A value whose
+    t lies within ``near`` of an integer is binned with np.searchsorted, so the guess of every other
+    value is its exact bin."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        return None
     e = np.asarray(edges, dtype=np.float64)
     key = (dtype.str, e.tobytes())
-    if key in _EDGE_TABLES:
-        return _EDGE_TABLES[key]
+    if key in _GUESS_TABLES:
+        return _GUESS_TABLES[key]
     n = len(e) - 1
     tab = None
-    if n >= 1 and np.all(np.diff(e) > 0) and np.isfinite(e).all():
+    if n >= 1 and np.isfinite(e).all() and np.all(np.diff(e) > 0):
         scale = n / (e[-1] - e[0])
-        # the rounding error of the guess (a few ulps of these magnitudes) must stay far below _BIAS
-        limit = 1e3 if dtype == np.float32 else 1e10
-        if max(abs(e[0]), abs(e[-1])) * scale < limit:
-            r = _round_up(e, dtype) if dtype == np.float32 else e
-            inf = np.array([np.inf], dtype=dtype)
-            tab = (np.concatenate([r, inf]).astype(dtype), dtype.type(scale),
-                   dtype.type(1.0 - _BIAS - e[0] * scale), dtype.type(n + 1))
-    if len(_EDGE_TABLES) > 64:
-        _EDGE_TABLES.clear()
-    _EDGE_TABLES[key] = tab
+        shift = 1.0 - e[0] * scale
+        deviation = float(np.max(np.abs(e * scale + shift - np.arange(1, n + 2))))
+        unit = np.finfo(dtype).eps / 2
+        largest = max(abs(e[0]), abs(e[-1])) * scale + 2
+        error = 4 * unit * (largest + abs(shift) + n + 3) + deviation + 1e-12
+        near = 4 * error
+        if near < 0.05:
+            tab = (dtype.type(scale), dtype.type(shift - near), dtype.type(n + 1.5), dtype.type(2 * near))
+    if len(_GUESS_TABLES) > 64:
+        _GUESS_TABLES.clear()
+    _GUESS_TABLES[key] = tab
     return tab
 
 
@@ -213,6 +185,25 @@ def _truth_slabs(truth_codes: dict[str, list[int]], n_cls: int) -> tuple[int, in
     return off, off + len(table) - 1, table
 
 
+_SLAB_LAYOUTS: dict = {}
+
+
+def _slab_layout(truth_codes: dict[str, list[int]], n_cls: int) -> tuple:
+    """(_truth_slabs, first slab of each class index or None), computed once per class definition."""
+    key = (n_cls, tuple((k, tuple(v)) for k, v in truth_codes.items()))
+    if key not in _SLAB_LAYOUTS:
+        slabs = _truth_slabs(truth_codes, n_cls)
+        first = None
+        if slabs is not None:   # slab 0 is always 'no class'; a class without codes never occurs
+            cls = slabs[2]
+            first = np.array([int(np.flatnonzero(cls == k)[0]) if (cls == k).any() else 0
+                              for k in range(n_cls + 1)], dtype=np.int64)
+        if len(_SLAB_LAYOUTS) > 16:
+            _SLAB_LAYOUTS.clear()
+        _SLAB_LAYOUTS[key] = (slabs, first)
+    return _SLAB_LAYOUTS[key]
+
+
 _WORK = threading.local()
 
 
@@ -229,13 +220,17 @@ class _Binner:
     """Accumulates (slab, pt flow bin, |eta| flow bin) counts chunk by chunk, with preallocated
     work arrays (no allocation per chunk on the fast path). A slab is a truth value (integer truth
     with few codes: the classes are summed from the slabs at the end, so no per-candidate class
-    look-up is needed) or a class index (n_cls: no class)."""
+    look-up is needed) or a class index (n_cls: no class).
+
+    Bins equal np.searchsorted(edges, x, 'right') exactly: each value's bin is guessed arithmetically
+    (see _guess_table), and the few values whose guess lies within its error bound of a bin boundary,
+    or that are NaN, are binned with np.searchsorted."""
 
     def __init__(self, pt_e: np.ndarray, eta_e: np.ndarray, truth_codes: dict, n_cls: int):
         self.pt_e, self.eta_e, self.truth_codes, self.n_cls = pt_e, eta_e, truth_codes, n_cls
         self.n_pt, self.n_eta = len(pt_e) + 1, len(eta_e) + 1
         self.slab = self.n_pt * self.n_eta
-        self.slabs = _truth_slabs(truth_codes, n_cls)
+        self.slabs, self._first_slab = _slab_layout(truth_codes, n_cls)
         n_slabs = len(self.slabs[2]) if self.slabs is not None else n_cls + 1
         self._it = np.int32 if n_slabs * self.slab < 1 << 31 else np.int64   # the combined index
         self._bufs = _work_arrays()
@@ -247,10 +242,6 @@ class _Binner:
         else:
             counts.fill(0)
         self.counts = counts
-        if self.slabs is not None:   # slab 0 is always 'no class'; a class without codes never occurs
-            cls = self.slabs[2]
-            self._first_slab = np.array([int(np.flatnonzero(cls == k)[0]) if (cls == k).any() else 0
-                                         for k in range(n_cls + 1)], dtype=self._it)
 
     def _buf(self, name: str, n: int, dtype) -> np.ndarray:
         b = self._bufs.get(name)
@@ -258,38 +249,30 @@ class _Binner:
             b = self._bufs[name] = np.empty(n, dtype=dtype)
         return b[:n]
 
-    def _flow(self, x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-        """flow_index(x, edges) as int32, into a work array (valid until the next call): the
-        unbiased arithmetic guess t (its rounding error is below 1e-3 of a bin, see _edge_tables),
-        truncated; where t lies within _NEAR of a bin boundary (or is NaN, or was clipped: outside
-        the edges) the bin is taken from np.searchsorted instead, for those few values only. Exact
-        (= np.searchsorted(edges, x, 'right')) with no per-value table look-up."""
-        tab = _edge_tables(edges, x.dtype) if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8) else None
-        if tab is None or tab[0].dtype != x.dtype:
-            return flow_index(x, edges).astype(np.int32)
-        _, scale, shift, top = tab
-        dt = x.dtype.type
+    def _guess(self, x: np.ndarray, edges: np.ndarray, axis: str, absolute: bool = False):
+        """(flow bin guess, mask of the values to bin exactly, clipped t) of ``x`` (|x| if
+        ``absolute``), in work arrays valid until the next call for this axis; the guess is
+        floor(t - near), flagged where floor(t + near) differs. NaN stays NaN in t (not flagged
+        here: its cast is platform-defined). Without a table: (exact bins, None, None)."""
+        tab = _guess_table(edges, x.dtype) if x.dtype.kind == "f" else None
+        if tab is None:
+            v = np.abs(x) if absolute else x
+            return np.searchsorted(edges, np.asarray(v, dtype=np.float64), side="right").astype(np.int32), None, None
+        scale, shift, top, width = tab
         n = len(x)
-        # work arrays shared by both axes (a small working set stays in the CPU caches)
-        t = np.multiply(x, scale, out=self._buf("t", n, x.dtype))
-        t += dt(shift + dt(_BIAS))            # (x - edges[0]) * n / width + 1: the flow bin, up to rounding
-        # clipped half a bin inside the flow bins, so that values far outside the edges (an exact bin:
-        # no edge within a bin of them) are not taken for values next to a boundary; NaN stays NaN
-        np.clip(t, dt(0.5), top + dt(0.5), out=t)
-        idx = self._buf("i", n, np.int32)
-        f = self._buf("f", n, x.dtype)
+        t = np.multiply(x, scale, out=self._buf("t" + axis, n, x.dtype))
+        if absolute:
+            np.abs(t, out=t)              # |x| * scale (scale > 0)
+        t += shift
+        # half a bin inside the flow bins: values far outside the edges are not near a boundary
+        np.clip(t, x.dtype.type(0.5), top, out=t)
+        guess = self._buf("g" + axis, n, np.int32)
+        upper = self._buf("u", n, np.int32)
         with np.errstate(invalid="ignore"):
-            idx[...] = t                      # t >= 0: truncation is the floor (NaN: anything, fixed below)
-        f[...] = idx
-        np.subtract(t, f, out=t)              # the fraction of t (NaN for NaN)
-        t -= dt(0.5)
-        np.abs(t, out=t)
-        near = np.less_equal(t, dt(0.5 - _NEAR), out=self._buf("b", n, np.bool_))
-        np.logical_not(near, out=near)        # within _NEAR of a boundary, or NaN
-        k = np.flatnonzero(near)
-        if len(k):
-            idx[k] = np.searchsorted(edges, x[k].astype(np.float64), side="right")
-        return idx
+            guess[...] = t                # t > 0: truncation is the floor
+            t += width
+            upper[...] = t
+        return guess, np.not_equal(guess, upper, out=self._buf("n" + axis, n, np.bool_)), t
 
     def add(self, pt: np.ndarray, eta: np.ndarray, truth: np.ndarray) -> None:
         n = len(truth)
@@ -300,23 +283,35 @@ class _Binner:
             lo, hi, _ = self.slabs
             if truth.dtype.kind != "i" or truth.dtype.itemsize < 4:
                 truth = truth.astype(np.int64)
-            c = np.clip(truth, lo, hi, out=self._buf("c", n, self._it), casting="unsafe")
+            s = np.clip(truth, lo, hi, out=self._buf("s", n, self._it), casting="unsafe")
             if lo:
-                c -= lo
+                s -= lo
         else:
-            c = labels_from_truth(truth, self.truth_codes).astype(self._it)
-            c[c < 0] = self.n_cls
+            s = labels_from_truth(truth, self.truth_codes).astype(self._it)
+            s[s < 0] = self.n_cls
             if self.slabs is not None:   # slab layout: each class counted in a slab of its own
-                c = self._first_slab[c]
-        ip = self._flow(pt, self.pt_e)
-        c *= self.n_pt
+                s = self._first_slab[s].astype(self._it)
+        ip, near_pt, t_pt = self._guess(pt, self.pt_e, "p")
+        ie, near_eta, t_eta = self._guess(eta, self.eta_e, "e", absolute=True)
+        c = np.multiply(s, self.n_pt, out=self._buf("c", n, self._it))
         c += ip
         c *= self.n_eta
-        if eta.dtype.kind == "f":
-            aeta = np.abs(eta, out=self._buf("a", n, eta.dtype))
-        else:
-            aeta = np.abs(eta)
-        c += self._flow(aeta, self.eta_e)
+        c += ie
+        exact = [m for m in (near_pt, near_eta) if m is not None]
+        for t in (t_pt, t_eta):   # NaN values (t is clipped: NaN only for them)
+            if t is not None:
+                nan = np.isnan(t, out=self._buf("nan", n, np.bool_))
+                if nan.any():
+                    exact.append(nan.copy())
+        if exact:
+            flag = exact[0]
+            for m in exact[1:]:
+                flag |= m
+            k = np.flatnonzero(flag)
+            if len(k):
+                ep = np.searchsorted(self.pt_e, pt[k].astype(np.float64), side="right")
+                ee = np.searchsorted(self.eta_e, np.abs(eta[k].astype(np.float64)), side="right")
+                c[k] = (s[k] * self.n_pt + ep) * self.n_eta + ee
         np.add.at(self.counts, c, 1)   # in place: no fresh output array (its pages) per chunk
 
     def result(self) -> tuple[np.ndarray, int]:

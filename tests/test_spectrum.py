@@ -48,28 +48,35 @@ def test_file_spectrum_matches_numpy(tiny_config, demo_files, tmp_path):
         np.testing.assert_array_equal(coarse[i], direct)
 
 
-def test_flow_index_is_searchsorted_exactly():
-    """The arithmetic binning equals np.searchsorted(edges, x, 'right') for float32 and float64 values,
-    on and next to every edge, far outside the range, and with NaN/inf (the overflow/underflow bins)."""
-    from taggerflow.spectrum import flow_index
+def test_bin_guess_is_searchsorted_wherever_not_flagged():
+    """_Binner's arithmetic bin guess equals np.searchsorted(edges, x, 'right') for float32 and float64
+    values wherever it does not flag the value for exact binning: on and next to every edge, far
+    outside the range, +-inf; NaN stays NaN in t (add bins it exactly). Few random values are flagged."""
+    from taggerflow.spectrum import _Binner
 
     rng = np.random.default_rng(7)
     for edges in (np.linspace(20, 1000, 197), np.linspace(0, 2.3, 24), np.linspace(-5, 5, 11),
-                  np.linspace(0.1, 0.3, 7)):
+                  np.linspace(0.1, 0.3, 7), np.linspace(1e4, 1e4 + 1, 1001)):
         lo, hi = edges[0], edges[-1]
-        base = np.concatenate([rng.uniform(lo - (hi - lo), hi + (hi - lo), 20_000), edges,
-                               np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [1e30, -1e30, 0.0, -0.0]])
+        uniform = rng.uniform(lo - (hi - lo), hi + (hi - lo), 20_000)
+        special = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
+                                  [1e30, -1e30, 0.0, -0.0, np.inf, -np.inf]])
         for dtype in (np.float32, np.float64):
-            x = base.astype(dtype)
-            x = np.concatenate([x, np.nextafter(edges.astype(dtype), dtype(np.inf)),
-                                np.nextafter(edges.astype(dtype), dtype(-np.inf))])
+            b = _Binner(edges, np.linspace(0, 1, 2), {"a": [0]}, 1)
+            f = edges.astype(dtype)
+            x = np.concatenate([uniform, special]).astype(dtype)
+            x = np.concatenate([x, np.nextafter(f, dtype(np.inf)), np.nextafter(f, dtype(-np.inf)), [np.nan]])
             ref = np.searchsorted(edges, x.astype(np.float64), side="right")
-            np.testing.assert_array_equal(flow_index(x, edges), ref)
-            xn = np.concatenate([x, np.array([np.nan, np.inf, -np.inf], dtype=dtype)])
-            np.testing.assert_array_equal(flow_index(xn, edges), np.searchsorted(edges, xn.astype(np.float64),
-                                                                                 side="right"))
-        ints = rng.integers(-10, 2000, 1000)
-        np.testing.assert_array_equal(flow_index(ints, edges), np.searchsorted(edges, ints.astype(float), side="right"))
+            guess, near, t = b._guess(x, edges, "p")
+            ok = ~near & ~np.isnan(t)
+            np.testing.assert_array_equal(guess[ok], ref[ok])
+            assert np.isnan(t[-1]) and not np.isnan(t[:-1]).any()
+            assert near[:len(uniform)].mean() < 0.01, (edges[0], dtype, near[:len(uniform)].mean())
+            # |x|: the same for absolute values
+            guess, near, t = b._guess(-x, edges, "e", absolute=True)
+            ref = np.searchsorted(edges, np.abs(x.astype(np.float64)), side="right")
+            ok = ~near & ~np.isnan(t)
+            np.testing.assert_array_equal(guess[ok], ref[ok])
 
 
 def test_binner_matches_reference():
