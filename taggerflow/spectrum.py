@@ -249,70 +249,72 @@ class _Binner:
             b = self._bufs[name] = np.empty(n, dtype=dtype)
         return b[:n]
 
-    def _guess(self, x: np.ndarray, edges: np.ndarray, axis: str, absolute: bool = False):
-        """(flow bin guess, mask of the values to bin exactly, clipped t) of ``x`` (|x| if
-        ``absolute``), in work arrays valid until the next call for this axis; the guess is
-        floor(t - near), flagged where floor(t + near) differs. NaN stays NaN in t (not flagged
-        here: its cast is platform-defined). Without a table: (exact bins, None, None)."""
+    def _guess(self, x: np.ndarray, edges: np.ndarray, absolute: bool = False):
+        """(flow bin guess, mask of the values to bin exactly or None) of ``x`` (|x| if
+        ``absolute``): floor(t - near), flagged where floor(t + near) differs or where x is NaN.
+        The guess is in a work array shared by both axes (valid until the next call), the mask in
+        one of its own. Without a table: (exact bins, None)."""
         tab = _guess_table(edges, x.dtype) if x.dtype.kind == "f" else None
         if tab is None:
             v = np.abs(x) if absolute else x
-            return np.searchsorted(edges, np.asarray(v, dtype=np.float64), side="right").astype(np.int32), None, None
+            return np.searchsorted(edges, np.asarray(v, dtype=np.float64), side="right").astype(np.int32), None
         scale, shift, top, width = tab
         n = len(x)
-        t = np.multiply(x, scale, out=self._buf("t" + axis, n, x.dtype))
+        # few work arrays, shared by both axes: the working set of a chunk stays in the CPU caches
+        t = np.multiply(x, scale, out=self._buf("t", n, x.dtype))
         if absolute:
             np.abs(t, out=t)              # |x| * scale (scale > 0)
         t += shift
         # half a bin inside the flow bins: values far outside the edges are not near a boundary
         np.clip(t, x.dtype.type(0.5), top, out=t)
-        guess = self._buf("g" + axis, n, np.int32)
+        guess = self._buf("g", n, np.int32)
         upper = self._buf("u", n, np.int32)
         with np.errstate(invalid="ignore"):
             guess[...] = t                # t > 0: truncation is the floor
             t += width
             upper[...] = t
-        return guess, np.not_equal(guess, upper, out=self._buf("n" + axis, n, np.bool_)), t
+        near = np.not_equal(guess, upper, out=self._buf("near" + str(int(absolute)), n, np.bool_))
+        if np.isnan(np.maximum.reduce(t)):   # t is clipped: NaN only for NaN values (whose cast is
+            near |= np.isnan(t)              # platform-defined)
+        return guess, near
 
     def add(self, pt: np.ndarray, eta: np.ndarray, truth: np.ndarray) -> None:
         n = len(truth)
         if n == 0:
             return
         pt, eta, truth = np.asarray(pt), np.asarray(eta), np.asarray(truth)
+        c = self._slabs_of(truth, self._buf("c", n, self._it))
+        c *= self.n_pt
+        ip, near_pt = self._guess(pt, self.pt_e)
+        c += ip
+        c *= self.n_eta
+        ie, near_eta = self._guess(eta, self.eta_e, absolute=True)
+        c += ie
+        flags = [m for m in (near_pt, near_eta) if m is not None]
+        if flags:
+            if len(flags) == 2:
+                flags[0] |= flags[1]
+            k = np.flatnonzero(flags[0])
+            if len(k):   # exact bins (np.searchsorted compares in float64: the edges' type)
+                slab = self._slabs_of(truth[k], np.empty(len(k), dtype=self._it))
+                c[k] = (slab * self.n_pt + np.searchsorted(self.pt_e, pt[k], side="right")) * self.n_eta + \
+                    np.searchsorted(self.eta_e, np.abs(eta[k]), side="right")
+        np.add.at(self.counts, c, 1)   # in place: no fresh output array (its pages) per chunk
+
+    def _slabs_of(self, truth: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The slab of each candidate (see the class), into ``out``."""
         if self.slabs is not None and truth.dtype.kind in "iub":
             lo, hi, _ = self.slabs
             if truth.dtype.kind != "i" or truth.dtype.itemsize < 4:
                 truth = truth.astype(np.int64)
-            s = np.clip(truth, lo, hi, out=self._buf("s", n, self._it), casting="unsafe")
+            np.clip(truth, lo, hi, out=out, casting="unsafe")
             if lo:
-                s -= lo
-        else:
-            s = labels_from_truth(truth, self.truth_codes).astype(self._it)
-            s[s < 0] = self.n_cls
-            if self.slabs is not None:   # slab layout: each class counted in a slab of its own
-                s = self._first_slab[s].astype(self._it)
-        ip, near_pt, t_pt = self._guess(pt, self.pt_e, "p")
-        ie, near_eta, t_eta = self._guess(eta, self.eta_e, "e", absolute=True)
-        c = np.multiply(s, self.n_pt, out=self._buf("c", n, self._it))
-        c += ip
-        c *= self.n_eta
-        c += ie
-        exact = [m for m in (near_pt, near_eta) if m is not None]
-        for t in (t_pt, t_eta):   # NaN values (t is clipped: NaN only for them)
-            if t is not None:
-                nan = np.isnan(t, out=self._buf("nan", n, np.bool_))
-                if nan.any():
-                    exact.append(nan.copy())
-        if exact:
-            flag = exact[0]
-            for m in exact[1:]:
-                flag |= m
-            k = np.flatnonzero(flag)
-            if len(k):
-                ep = np.searchsorted(self.pt_e, pt[k].astype(np.float64), side="right")
-                ee = np.searchsorted(self.eta_e, np.abs(eta[k].astype(np.float64)), side="right")
-                c[k] = (s[k] * self.n_pt + ep) * self.n_eta + ee
-        np.add.at(self.counts, c, 1)   # in place: no fresh output array (its pages) per chunk
+                out -= lo
+            return out
+        cls = labels_from_truth(truth, self.truth_codes)
+        cls[cls < 0] = self.n_cls
+        out[...] = self._first_slab[cls] if self.slabs is not None else cls   # slab layout: a slab per class
+        return out
 
     def result(self) -> tuple[np.ndarray, int]:
         """(counts (n_cls, n_pt+2, n_eta+2), unlabelled), once: the binner's work array is given back."""
