@@ -120,11 +120,19 @@ class ClassHists(Mapping):
         return len(self._index)
 
 
+try:   # np.clip's Python wrapper takes longer than clipping a chunk does: its ufunc is called directly
+    from numpy._core.umath import clip as _clip
+except ImportError:   # numpy 1.x
+    try:
+        from numpy.core.umath import clip as _clip
+    except ImportError:
+        _clip = np.clip
+
 _GUESS_TABLES: dict = {}
 
 
 def _guess_table(edges: np.ndarray, dtype) -> tuple | None:
-    """(scale, shift - near, n + 1.5, 2 * near) in ``dtype`` (float32 or float64) for _Binner's
+    """(scale, shift - near, 0.5, n + 1.5, 2 * near) in ``dtype`` (float32 or float64) for _Binner's
     arithmetic bin guess on regular ``edges`` (n bins): t = x * scale + shift lies in [k, k + 1) for
     the values of flow bin k, up to rounding. None for other value types or edges not regular
     (np.searchsorted for every value).
@@ -153,7 +161,8 @@ def _guess_table(edges: np.ndarray, dtype) -> tuple | None:
         error = 4 * unit * (largest + abs(shift) + n + 3) + deviation + 1e-12
         near = 4 * error
         if near < 0.05:
-            tab = (dtype.type(scale), dtype.type(shift - near), dtype.type(n + 1.5), dtype.type(2 * near))
+            tab = (dtype.type(scale), dtype.type(shift - near), dtype.type(0.5), dtype.type(n + 1.5),
+                   dtype.type(2 * near))
     if len(_GUESS_TABLES) > 64:
         _GUESS_TABLES.clear()
     _GUESS_TABLES[key] = tab
@@ -242,6 +251,7 @@ class _Binner:
         else:
             counts.fill(0)
         self.counts = counts
+        self._tables: dict = {}
 
     def _buf(self, name: str, n: int, dtype) -> np.ndarray:
         b = self._bufs.get(name)
@@ -254,11 +264,14 @@ class _Binner:
         ``absolute``): floor(t - near), flagged where floor(t + near) differs or where x is NaN.
         The guess is in a work array shared by both axes (valid until the next call), the mask in
         one of its own. Without a table: (exact bins, None)."""
-        tab = _guess_table(edges, x.dtype) if x.dtype.kind == "f" else None
+        key = (absolute, x.dtype)
+        tab = self._tables.get(key, False)
+        if tab is False:   # looked up once per axis and value type
+            tab = self._tables[key] = _guess_table(edges, x.dtype) if x.dtype.kind == "f" else None
         if tab is None:
             v = np.abs(x) if absolute else x
             return np.searchsorted(edges, np.asarray(v, dtype=np.float64), side="right").astype(np.int32), None
-        scale, shift, top, width = tab
+        scale, shift, bottom, top, width = tab
         n = len(x)
         # few work arrays, shared by both axes: the working set of a chunk stays in the CPU caches
         t = np.multiply(x, scale, out=self._buf("t", n, x.dtype))
@@ -266,16 +279,18 @@ class _Binner:
             np.abs(t, out=t)              # |x| * scale (scale > 0)
         t += shift
         # half a bin inside the flow bins: values far outside the edges are not near a boundary
-        np.clip(t, x.dtype.type(0.5), top, out=t)
+        _clip(t, bottom, top, out=t)
+        nan = np.isnan(t) if np.isnan(np.maximum.reduce(t)) else None   # clipped: NaN only for NaN values
+        if nan is not None:
+            t[nan] = bottom               # (their cast would be platform-defined): flagged below
         guess = self._buf("g", n, np.int32)
         upper = self._buf("u", n, np.int32)
-        with np.errstate(invalid="ignore"):
-            guess[...] = t                # t > 0: truncation is the floor
-            t += width
-            upper[...] = t
+        guess[...] = t                    # t > 0: truncation is the floor
+        t += width
+        upper[...] = t
         near = np.not_equal(guess, upper, out=self._buf("near" + str(int(absolute)), n, np.bool_))
-        if np.isnan(np.maximum.reduce(t)):   # t is clipped: NaN only for NaN values (whose cast is
-            near |= np.isnan(t)              # platform-defined)
+        if nan is not None:
+            near |= nan
         return guess, near
 
     def add(self, pt: np.ndarray, eta: np.ndarray, truth: np.ndarray) -> None:
@@ -307,7 +322,7 @@ class _Binner:
             lo, hi, _ = self.slabs
             if truth.dtype.kind != "i" or truth.dtype.itemsize < 4:
                 truth = truth.astype(np.int64)
-            np.clip(truth, lo, hi, out=out, casting="unsafe")
+            _clip(truth, lo, hi, out=out, casting="unsafe")
             if lo:
                 out -= lo
             return out
