@@ -120,7 +120,9 @@ class ClassHists(Mapping):
         return len(self._index)
 
 
-try:   # np.clip's Python wrapper takes longer than clipping a chunk does: its ufunc is called directly
+# np.clip checks its arguments in Python, which takes longer than clipping a chunk, then calls this
+# ufunc: the binning calls it directly (same semantics)
+try:
     from numpy._core.umath import clip as _clip
 except ImportError:   # numpy 1.x
     try:
