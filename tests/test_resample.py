@@ -507,3 +507,29 @@ def test_compression_level_of_the_shards(big_files, tmp_path):
     a = _shard(str(tmp_path / "root_None" / "shard_0.root"))
     b = _shard(str(tmp_path / "root_7" / "shard_0.root"))
     assert ak.to_list(a["event"]) == ak.to_list(b["event"]) and ak.to_list(a["pfcand_pt"]) == ak.to_list(b["pfcand_pt"])
+
+
+def test_open_file_cache_keeps_the_recently_used_and_closes_the_rest(files_config, demo_files):
+    """The shuffle job's cache of open inputs: a hit returns the same open source, the least recently
+    used one is closed once more than ``size`` are open, close() closes every one; the default
+    keeps far more files open than a job's streams read at once (re-opening costs time and memory)."""
+    import inspect
+
+    from taggerflow.resample import _Sources
+
+    assert inspect.signature(_Sources).parameters["size"].default >= 32
+    paths = sorted(demo_files.items())[:3]
+    assert len(paths) == 3
+    cache = _Sources(files_config, size=2)
+    closed: list[str] = []
+    srcs = {}
+    for ds, p in paths[:2]:
+        srcs[p] = cache.get(ds, p)
+        real_close = srcs[p].close
+        srcs[p].close = (lambda p=p, f=real_close: (closed.append(p), f()))
+    assert cache.get(paths[0][0], paths[0][1]) is srcs[paths[0][1]]   # hit: now the most recent
+    third = cache.get(*paths[2])
+    assert closed == [paths[1][1]]                                    # the least recently used went
+    assert cache.get(*paths[0]) is srcs[paths[0][1]] and third.num_entries > 0
+    cache.close()
+    assert closed == [paths[1][1], paths[0][1]]
