@@ -285,9 +285,9 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
 class _Sources:
     """Open input files, at most ``size`` at a time (least recently used closed first).
 
-    The blocks of a job come from all its files in random order, so a cache smaller than the job's
-    files re-opens one at almost every block: re-parsing its metadata (~5 ms) and fragmenting the
-    heap with its ~20k objects (10x the input, 20 files: +10 % peak RSS with 16 open files, +5 % with
+    The blocks of a job come from all its files in random order, so a cache of ``size`` < n files
+    re-opens a file at a fraction 1 - size / n of the blocks: re-parsing its metadata (~5 ms) and
+    fragmenting the heap with its ~20k objects (10x the input, 20 files: +10 % peak RSS with 16 open files, +5 % with
     all 20 open). An open ROOT file holds ~0.3-0.4 MB, so the default keeps up to 64 open: every
     file of a typical job, and a bounded memory (and file descriptors) whatever the input."""
 
