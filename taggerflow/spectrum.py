@@ -276,7 +276,7 @@ class _Binner:
         scale, shift, bottom, top, width = tab
         n = len(x)
         # few work arrays, shared by both axes: the working set of a chunk stays in the CPU caches
-        t = np.multiply(x, scale, out=self._buf("t", n, x.dtype))
+        t = np.multiply(x, scale, out=self._buf("t" + x.dtype.char, n, x.dtype))   # per type: no thrashing
         if absolute:
             np.abs(t, out=t)              # |x| * scale (scale > 0)
         t += shift
