@@ -266,6 +266,8 @@ class _Binner:
         ``absolute``): floor(t - near), flagged where floor(t + near) differs or where x is NaN.
         The guess is in a work array shared by both axes (valid until the next call), the mask in
         one of its own. Without a table: (exact bins, None)."""
+        if x.dtype.kind == "f" and x.dtype.itemsize < 4:
+            x = x.astype(np.float32)      # float16 (HDF5 inputs): exactly representable in float32
         key = (absolute, x.dtype)
         tab = self._tables.get(key, False)
         if tab is False:   # looked up once per axis and value type
