@@ -25,8 +25,9 @@ Spectrum floor; library="np", what the Spectrum stage reads them as) or every br
 same data. Every file is read once untimed first (the page cache is warm for every measurement), and
 each floor and stage is measured --repeat times (Spectrum: --spectrum-repeat times), alternately,
 keeping the fastest of each (other processes share the CPU); the Spectrum ratio is also printed per
-round (a floor and a stage run back to back). The job of (e) gets the spectra as Spectrum writes them (one .npz per file)
-and loads them as the ShuffleMergeSpectral task does (keeping only the coarse counts of each file).
+round (a floor and a stage run back to back). The job of (e) gets the spectra as Spectrum writes
+them (one .npz per file) and loads them as the ShuffleMergeSpectral task does (keeping only the
+coarse counts of each file).
 
     .venv/bin/python benchmarks/bench_spectrum_shuffle.py --workdir /tmp/taggerflow_bench_smsp
 """

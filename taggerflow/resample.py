@@ -287,9 +287,10 @@ class _Sources:
 
     The blocks of a job come from all its files in random order, so a cache of ``size`` < n files
     re-opens a file at a fraction 1 - size / n of the blocks: re-parsing its metadata (~5 ms) and
-    fragmenting the heap with its ~20k objects (10x the input, 20 files: +10 % peak RSS with 16 open files, +5 % with
-    all 20 open). An open ROOT file holds ~0.3-0.4 MB, so the default keeps up to 64 open: every
-    file of a typical job, and a bounded memory (and file descriptors) whatever the input."""
+    fragmenting the heap with its ~20k objects (10x the input, 20 files: +10 % peak RSS with 16
+    open files, +5 % with all 20 open). An open ROOT file holds ~0.3-0.4 MB, so the default keeps
+    up to 64 open: every file of a typical job, and a bounded memory (and file descriptors)
+    whatever the input."""
 
     def __init__(self, cfg: Config, size: int = 64):
         self.cfg, self.size = cfg, size
