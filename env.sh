@@ -7,6 +7,14 @@
 #   TAGGERFLOW_VENV    the virtual environment (default: <repo>/.venv)
 #   TAGGERFLOW_PYTHON  the interpreter to create it with (default: python3.11, python3.12, python3)
 
+_tf_sha256() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d' ' -f1
+    else
+        shasum -a 256 "$1" | cut -d' ' -f1
+    fi
+}
+
 _tf_setup() {
     local this_file
     if [ -n "${ZSH_VERSION:-}" ]; then
@@ -20,12 +28,36 @@ _tf_setup() {
     export TAGGERFLOW_DATA="${TAGGERFLOW_DATA:-${base}/data}"
     export TAGGERFLOW_VENV="${TAGGERFLOW_VENV:-${base}/.venv}"
 
+    # The install stamp records the content of pyproject.toml and the checkout the environment was
+    # installed from. Only that checkout re-installs when its pyproject.toml changes; another checkout
+    # sharing TAGGERFLOW_VENV (a second clone, a worktree) uses it as it is (its own code comes first
+    # through PYTHONPATH below), so sourcing there never re-points the editable install. Batch jobs
+    # (LAW_JOB_HOME set) only install a missing environment, so that hundreds of jobs never
+    # pip-install into one shared venv at once.
     local stamp="${TAGGERFLOW_VENV}/.taggerflow_installed"
-    # a changed pyproject.toml reinstalls on the login node; batch jobs (LAW_JOB_HOME set) only install a
-    # missing environment, so that hundreds of jobs never pip-install into one shared venv at once
-    local stale=0
-    [ "${base}/pyproject.toml" -nt "${stamp}" ] && [ -z "${LAW_JOB_HOME:-}" ] && stale=1
-    if [ ! -f "${stamp}" ] || [ "${stale}" = "1" ]; then
+    local want
+    want="$(_tf_sha256 "${base}/pyproject.toml") ${base}"
+    local have=""
+    [ -f "${stamp}" ] && have="$(cat "${stamp}")"
+    local install=0
+    if [ ! -x "${TAGGERFLOW_VENV}/bin/python" ] || [ ! -f "${stamp}" ]; then
+        install=1
+    elif [ -z "${LAW_JOB_HOME:-}" ] && [ "${have}" != "${want}" ]; then
+        local owner="${have#* }"
+        if [ -z "${have}" ]; then
+            # stamp of an older env.sh (empty): adopt it if the editable install points here
+            owner="$(cd / && PYTHONPATH= "${TAGGERFLOW_VENV}/bin/python" -c \
+                'import os, taggerflow; print(os.path.dirname(os.path.dirname(os.path.abspath(taggerflow.__file__))))' 2>/dev/null)"
+            [ "${owner}" = "${base}" ] && printf '%s\n' "${want}" >"${stamp}"
+        elif [ "${owner}" = "${base}" ]; then
+            install=1   # this checkout's pyproject.toml changed
+        else
+            [ "${have%% *}" = "${want%% *}" ] || echo "taggerflow: ${TAGGERFLOW_VENV} was installed from" \
+                "${owner}, whose pyproject.toml differs from this checkout's: not re-installing it from here" \
+                "(source env.sh there, or set TAGGERFLOW_VENV to an environment of this checkout)" >&2
+        fi
+    fi
+    if [ "${install}" = "1" ]; then
         local py="${TAGGERFLOW_PYTHON:-}"
         if [ -z "${py}" ]; then
             for cand in python3.11 python3.12 python3.13 python3; do
@@ -42,7 +74,7 @@ _tf_setup() {
         [ -x "${TAGGERFLOW_VENV}/bin/python" ] || "${py}" -m venv "${TAGGERFLOW_VENV}" || return 1
         "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet --upgrade pip || return 1
         "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet -e "${base}[test]" || return 1
-        touch "${stamp}"
+        printf '%s\n' "${want}" >"${stamp}"
     fi
     # activate (the venv's activate script is POSIX, works in bash and zsh)
     if [ "${VIRTUAL_ENV:-}" != "${TAGGERFLOW_VENV}" ]; then
@@ -68,5 +100,5 @@ _tf_setup() {
 }
 _tf_setup
 _tf_status=$?
-unset -f _tf_setup
+unset -f _tf_setup _tf_sha256
 return ${_tf_status} 2>/dev/null || exit ${_tf_status}
