@@ -12,6 +12,7 @@ import numpy as np
 import uproot
 
 from taggerflow.config import Config
+from taggerflow.integrity import check_input_baskets
 from taggerflow.io import atomic_output, labels_from_truth, reproducible_root
 from taggerflow.readers import input_spec, iter_prepared, open_source
 from taggerflow.utils import atomic_path, gc_paused
@@ -77,15 +78,16 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     the same counts as ``hist.Hist`` objects per class (``hists``, made when first looked up), the
     entry count of the file (tree entries: what the jobs split), the candidates read, those removed
     by ``inputs.selection`` and those without a class. Checks first that every branch the config
-    needs exists, so a missing branch fails here, naming the file, the branch and the config key."""
+    needs exists, so a missing branch fails here, naming the file, the branch and the config key, and
+    that every basket of every branch the later stages read lies within the file (a truncated file
+    fails here, naming the file and the branch)."""
     spec = input_spec(cfg, dataset)
     with gc_paused():   # the object storm of opening a file (see gc_paused)
         src = open_source(spec, path)
     try:
         with gc_paused():
             src.check_fields(_required_branches(cfg), spec.alias_names)
-            if hasattr(src, "check_integrity"):  # the branches read here (the shuffle job checks all)
-                src.check_integrity(sorted(src.has_fields(spec.raw_fields_for(["pt", "eta", cfg.truth_branch]))))
+            check_input_baskets(cfg, spec, src)   # a truncated file fails here, not in a later stage
         counts = _count(cfg, spec, src, 0, src.num_entries)
         entries = src.num_entries
     finally:
