@@ -47,6 +47,7 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.io import InputError, Segment, atomic_output, labels_from_truth
+from taggerflow.integrity import write_shard_checksum
 from taggerflow.readers import (available_fields, input_spec, match_any, open_source, read_prepared,
                                 split_location)
 from taggerflow.shards import SUFFIX, Columns, shard_writer
@@ -612,6 +613,7 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
     }
     if ids_path is not None:
         write_json(ids_path, ids)
+    write_shard_checksum(manifest, shard_path)   # every task that reads the shard verifies it first
     write_json(manifest_path, manifest)
     return manifest
 

@@ -6,7 +6,7 @@ import os
 
 import luigi
 
-from tasks.shuffle import ShuffleMergeSpectral, shard_paths
+from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
 from workflows import Task, Workflow
 
 
@@ -48,6 +48,7 @@ class FeatureScaling(Workflow):
         from taggerflow.scaling import feature_scaling_job
         from taggerflow.utils import write_json
 
+        verify_task_shards(self, self.branch_data)
         write_json(self.output().path, feature_scaling_job(self.cfg, list(self.branch_data)))
 
 

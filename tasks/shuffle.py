@@ -59,3 +59,20 @@ def shard_paths(task) -> list[str]:
     """Paths of all shards (in job order) of the ShuffleMergeSpectral workflow of ``task``'s config."""
     wf = ShuffleMergeSpectral.req_different_branching(task, branch=-1)
     return [wf.req(wf, branch=b).output()["shard"].path for b in sorted(wf.get_branch_map())]
+
+
+def shard_manifests(task) -> dict[str, str]:
+    """{shard path: its manifest's path} of the ShuffleMergeSpectral workflow of ``task``'s config."""
+    wf = ShuffleMergeSpectral.req_different_branching(task, branch=-1)
+    outs = [wf.req(wf, branch=b).output() for b in sorted(wf.get_branch_map())]
+    return {out["shard"].path: out["manifest"].path for out in outs}
+
+
+def verify_task_shards(task, paths) -> None:
+    """Check every shard of ``paths`` against the sha256 in its manifest before any is read (a
+    corrupt or changed shard fails, naming the shard and its manifest)."""
+    from taggerflow.integrity import verify_shards
+
+    manifests = shard_manifests(task)
+    paths = list(paths)
+    verify_shards(paths, [manifests[p] for p in paths])

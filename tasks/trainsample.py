@@ -4,7 +4,7 @@ flattens) and ToRecords (TFRecord shards)."""
 from __future__ import annotations
 
 from tasks.scaling import MergeScaling
-from tasks.shuffle import ShuffleMergeSpectral, shard_paths
+from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
 from workflows import Task, Workflow
 
 
@@ -25,6 +25,7 @@ class WeightHistogram(Task):
         from taggerflow.utils import write_json
 
         cfg = self.cfg
+        verify_task_shards(self, shard_paths(self))
         counts = weight_histogram(cfg, shard_paths(self))
         rs = cfg.raw["resampling"]
         write_json(self.output().path, {"classes": cfg.class_names, "pt_bins": rs["pt_bins"],
@@ -69,6 +70,7 @@ class WriteTrainSample(Workflow):
         from taggerflow.trainsample import write_train_sample
         from taggerflow.utils import read_json
 
+        verify_task_shards(self, [self.branch_data])
         inputs = self.input()
         scaling = read_json(inputs["scaling"].path)
         counts = np.asarray(read_json(inputs["weights"].path)["counts"]) if "weights" in inputs else None
