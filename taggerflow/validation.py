@@ -28,6 +28,9 @@ from taggerflow.io import open_tree, read_range
 from taggerflow.utils import write_json
 
 COLUMNS = ("class_label", "dataset_id", "dataset_group_id", "pt", "eta")
+REPORT = "report.json"
+#: the report of a failed strict validation: never report.json, so that the task stays incomplete
+FAILED_REPORT = "report.failed.json"
 
 
 def kolmogorov_sf(lam: float) -> float:
@@ -81,8 +84,11 @@ def _index(values: np.ndarray, categories: np.ndarray) -> np.ndarray:
 
 
 def validate_shards(cfg: Config, shard_paths: Sequence[str], out_dir: str, alpha: float = 0.01,
-                    max_chi2_ndf: float = 3.0, max_rows: int = 1_000_000, plots: bool = True) -> dict:
-    """Run every check on the shards, write ``report.json`` (+ plots) into ``out_dir``; return the report."""
+                    max_chi2_ndf: float = 3.0, max_rows: int = 1_000_000, plots: bool = True,
+                    strict: bool = False) -> dict:
+    """Run every check on the shards, write ``report.json`` (+ plots) into ``out_dir``; return the report.
+    With ``strict`` a failed report is written as ``report.failed.json`` instead (see
+    :func:`report_name`), and a passed one removes an earlier failed report."""
     rs = cfg.raw["resampling"]
     classes = cfg.class_names
     cols = [load_columns(cfg, p, max_rows) for p in shard_paths]
@@ -146,8 +152,15 @@ def validate_shards(cfg: Config, shard_paths: Sequence[str], out_dir: str, alpha
     os.makedirs(out_dir, exist_ok=True)
     if plots:
         report["plots"] = _plots(cols, classes, pt_bins, eta_bins, flatness, out_dir)
-    write_json(os.path.join(out_dir, "report.json"), report)
+    write_json(os.path.join(out_dir, report_name(report, strict)), report)
+    if strict and report["passed"] and os.path.exists(os.path.join(out_dir, FAILED_REPORT)):
+        os.remove(os.path.join(out_dir, FAILED_REPORT))
     return report
+
+
+def report_name(report: dict, strict: bool) -> str:
+    """The file name of a validation report: report.json, except for a failed strict validation."""
+    return FAILED_REPORT if strict and not report["passed"] else REPORT
 
 
 def _plots(cols, classes, pt_bins, eta_bins, flatness, out_dir) -> list[str]:

@@ -6,7 +6,7 @@ import os
 
 import luigi
 
-from tasks.shuffle import ShuffleMergeSpectral, shard_paths
+from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
 from workflows import Task
 
 
@@ -14,7 +14,9 @@ class ShardValidation(Task):
     """Kolmogorov-Smirnov tests of every shard against the others (class, dataset id, group id, pt and
     |eta| per class; Bonferroni-corrected at ``--alpha``) and the flatness of the achieved spectrum
     per class (chi2/ndf against ``--max-chi2-ndf``): ``report.json`` and PNG plots. Failures are
-    flagged in the report (``passed: false``, ``failures``); with ``--strict`` the task fails too."""
+    flagged in the report (``passed: false``, ``failures``); with ``--strict`` the task fails too,
+    its report written as ``report.failed.json`` so that it stays incomplete (a rerun validates again),
+    and a strict run is complete only with a report that passed."""
 
     alpha = luigi.FloatParameter(default=0.01, description="family-wise false-alarm rate of the KS tests")
     max_chi2_ndf = luigi.FloatParameter(default=3.0, description="largest accepted chi2/ndf of the spectrum")
@@ -30,12 +32,23 @@ class ShardValidation(Task):
     def output(self):
         return self.local_target("report.json")
 
+    def complete(self):
+        if not super().complete():
+            return False
+        if not self.strict:
+            return True
+        from taggerflow.utils import read_json
+
+        return bool(read_json(self.output().path).get("passed"))   # a lenient run's failed report
+
     def run(self):
-        from taggerflow.validation import validate_shards
+        from taggerflow.validation import report_name, validate_shards
 
         out = self.output().path
+        verify_task_shards(self, shard_paths(self))
         report = validate_shards(self.cfg, shard_paths(self), os.path.dirname(out), alpha=self.alpha,
-                                 max_chi2_ndf=self.max_chi2_ndf)
+                                 max_chi2_ndf=self.max_chi2_ndf, strict=self.strict)
+        out = os.path.join(os.path.dirname(out), report_name(report, self.strict))
         msg = "all checks passed" if report["passed"] else f"{len(report['failures'])} checks failed: " + \
             "; ".join(report["failures"][:5])
         self.publish_message(f"shard validation: {report['n_tests']} KS tests, {msg} ({out})")
