@@ -868,6 +868,8 @@ def merge_jobs(cfg: Config, job_results: Sequence[dict], sources: Sequence[str] 
         if _keys(s) != expected_keys:
             diff = sorted(expected_keys ^ _keys(s))
             raise ScalingError(f"{name}: variables differ from the configuration's: {diff[:5]}")
+    for job, name in zip(job_results, names):
+        _check_job_moments(job, name)
     merged = merge_statistics(stats_list, names)
     scaling = scaling_parameters(cfg, merged)
 
@@ -903,6 +905,16 @@ def merge_jobs(cfg: Config, job_results: Sequence[dict], sources: Sequence[str] 
               "quantile_method": job_results[0].get("quantile_method")}
     return {"scaling": scaling, "umami": umami_scale_dict(cfg, scaling), "norm_dict": norm_dict(cfg, scaling),
             "report": report, "snapshots": snapshots, "quantiles": quantiles}
+
+
+def _check_job_moments(job: dict, name: str) -> None:
+    """Refuse non-finite or absurd moments (a corrupt shard or input: see taggerflow.integrity), naming
+    the job, the shard, the variable and the cone: per shard first, then the job's total."""
+    from taggerflow.integrity import check_moments
+
+    for pf in job.get("per_file", []):
+        check_moments(pf["moments"], f"{name}: shard {pf['file']}", ScalingError)
+    check_moments(job["moments"], name, ScalingError)
 
 
 def write_scaling_outputs(cfg: Config, job_paths: Sequence[str], out_dir: str, plots: bool = True) -> dict:
