@@ -43,49 +43,61 @@ def source_size(tree, path: str) -> int | None:
     return None
 
 
-def check_baskets(tree, path: str, names: Iterable[str]) -> None:
+def _with_subbranches(branches) -> list:
+    out = []
+    for b in branches:
+        out.append(b)
+        if b.branches:
+            out.extend(_with_subbranches(b.branches))
+    return out
+
+
+def check_baskets(tree, path: str, names: Iterable[str] | None = None) -> None:
     """Raise InputError (one line: the file, the branch, the byte range) if a basket of one of the
-    branches ``names`` of ``tree`` ends beyond the end of the file (a truncated or cut file). No
-    data is read: the seek positions and sizes come from the branches' metadata."""
+    branches ``names`` of ``tree`` (default: every branch; sub-branches included) ends beyond the end
+    of the file (a truncated or cut file). No data is read: the seek positions and sizes come from the
+    branches' metadata, compared in one vectorised step (a few us per branch)."""
     size = source_size(tree, path)
     if size is None:
         return
-    for name in names:
-        branch = tree[name]
-        n = int(branch.num_baskets)
-        if n == 0:
-            continue
-        seeks = np.asarray(branch.member("fBasketSeek"), dtype=np.int64)[:n]
-        nbytes = np.asarray(branch.member("fBasketBytes"), dtype=np.int64)[:n]
-        ends = seeks + nbytes
-        worst = int(np.argmax(ends))
-        if int(ends[worst]) > size:
-            raise InputError(f"{path}: truncated or corrupt file: branch '{name}' has basket {worst} at bytes "
-                             f"{int(seeks[worst])}-{int(ends[worst])}, beyond the end of the file "
-                             f"({size} bytes)")
+    branches = _with_subbranches(tree.branches if names is None else [tree[n] for n in names])
+    n_baskets = [b.num_baskets for b in branches]
+    if not any(n_baskets):
+        return
+    # one concatenation of the (big-endian) arrays, one conversion: a few us per file, not per branch
+    seeks = np.concatenate([b.member("fBasketSeek")[:n] for b, n in zip(branches, n_baskets)]).astype(np.int64)
+    ends = seeks + np.concatenate([b.member("fBasketBytes")[:n] for b, n in zip(branches, n_baskets)])
+    if int(ends.max()) <= size:
+        return
+    first = int(np.argmax(ends > size))   # the first basket beyond the end, in branch order
+    owner = int(np.searchsorted(np.cumsum(n_baskets), first, side="right"))
+    basket = first - int(sum(n_baskets[:owner]))
+    raise InputError(f"{path}: truncated or corrupt file: branch '{branches[owner].name}' has basket {basket} at "
+                     f"bytes {int(seeks[first])}-{int(ends[first])}, beyond the end of the file ({size} bytes)")
 
 
-def needed_branches(cfg, spec, src) -> list[str]:
-    """The branches of an input file that Spectrum and the later stages read: for a candidate tree
-    every branch not disabled by ``resampling.disabled_branches`` (the shuffle copies them all into
-    the shards) and the raw branches of what the configuration needs (through the aliases); for a
-    NanoAOD tree every branch (the reader's names differ from the tree's)."""
+def needed_branches(cfg, spec, src, required: dict[str, str] | None = None) -> list[str] | None:
+    """The branches of an input file that Spectrum and the later stages read, None for all of them:
+    for a candidate tree every branch not disabled by ``resampling.disabled_branches`` (the shuffle
+    copies them all into the shards) and the raw branches of what the configuration needs
+    (``required``, default cfg.required_branches(), through the aliases); for a NanoAOD tree every
+    branch (the reader's names differ from the tree's)."""
     from taggerflow.readers import match_any
 
-    keys = list(src.tree.keys())
-    if spec.format == "nanoaod":
-        return keys
     disabled = list((cfg.raw.get("resampling") or {}).get("disabled_branches") or [])
-    need = spec.raw_fields_for(cfg.required_branches()) | {k for k in keys if not match_any(k, disabled)}
-    return [k for k in keys if k in need]
+    if spec.format == "nanoaod" or not disabled:
+        return None
+    keys = [b.name for b in src.tree.branches]
+    need = spec.raw_fields_for(cfg.required_branches() if required is None else required)
+    return [k for k in keys if k in need or not match_any(k, disabled)]
 
 
-def check_input_baskets(cfg, spec, src) -> None:
+def check_input_baskets(cfg, spec, src, required: dict[str, str] | None = None) -> None:
     """check_baskets over needed_branches of an open source (ROOT trees; HDF5 inputs have none)."""
     tree = getattr(src, "tree", None)
     if tree is None or not hasattr(tree, "file"):
         return
-    check_baskets(tree, src.path, needed_branches(cfg, spec, src))
+    check_baskets(tree, src.path, needed_branches(cfg, spec, src, required))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,14 +121,14 @@ def verify_shard(shard_path: str, manifest_path: str) -> None:
                          ) from None
     if not want:
         raise InputError(f"{shard_path}: its manifest {manifest_path} records no sha256 (written by an older "
-                         f"version: rerun ShuffleMergeSpectral for this shard)")
+                         f"version: delete the shard and its manifest and rerun ShuffleMergeSpectral)")
     if not os.path.exists(shard_path):
         raise InputError(f"{shard_path}: shard does not exist (its manifest: {manifest_path})")
     got = file_sha256(shard_path)
     if got != want:
         raise InputError(f"{shard_path}: corrupt or changed shard: sha256 {got[:16]}... differs from "
-                         f"{want[:16]}... recorded in its manifest {manifest_path} (rerun "
-                         f"ShuffleMergeSpectral for this shard)")
+                         f"{want[:16]}... recorded in its manifest {manifest_path} (delete "
+                         f"the shard and its manifest and rerun ShuffleMergeSpectral)")
 
 
 def verify_shards(shard_paths: Sequence[str], manifest_paths: Sequence[str]) -> None:

@@ -87,7 +87,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     try:
         with gc_paused():
             src.check_fields(_required_branches(cfg), spec.alias_names)
-            check_input_baskets(cfg, spec, src)   # a truncated file fails here, not in a later stage
+            check_input_baskets(cfg, spec, src, _required_branches(cfg))   # a truncated file fails here
         counts = _count(cfg, spec, src, 0, src.num_entries)
         entries = src.num_entries
     finally:

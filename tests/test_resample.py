@@ -360,6 +360,8 @@ def test_same_config_same_bytes_root_and_hdf5(big_files, tmp_path):
             digests[fmt, run] = [hashlib.sha256(open(d / f"shard_{j}{suffix}", "rb").read()).hexdigest()
                                  for j in range(2)]
             digests[fmt, run, "m"] = [open(d / f"manifest_{j}.json").read() for j in range(2)]
+            # each manifest records its shard's sha256 (what the reading tasks verify)
+            assert [json.loads(m)["sha256"] for m in digests[fmt, run, "m"]] == digests[fmt, run]
     for fmt in ("root", "hdf5"):
         assert digests[fmt, "a"] == digests[fmt, "b"], fmt
         assert digests[fmt, "a", "m"] == digests[fmt, "b", "m"]
