@@ -103,6 +103,19 @@ def test_a_foreign_shard_is_flagged(shard_set, tmp_path):
     assert not all(e["passed"] for e in rep["flatness"].values())
 
 
+def test_failed_strict_validation_writes_only_the_failed_report(shard_set, tmp_path):
+    cfg, shards, odd, _ = shard_set
+    out = tmp_path / "v"
+    rep = validate_shards(cfg, shards[:2] + [odd], str(out), plots=False, strict=True)
+    assert not rep["passed"]
+    assert json.load(open(out / "report.failed.json"))["failures"] == rep["failures"]
+    assert not os.path.exists(out / "report.json")   # the task's output: it stays incomplete
+    rep = validate_shards(cfg, shards, str(out), plots=False, strict=True)
+    assert rep["passed"]
+    assert json.load(open(out / "report.json"))["passed"]
+    assert not os.path.exists(out / "report.failed.json")   # the stale failed report is gone
+
+
 @pytest.mark.slow
 def test_law_task_runs_on_the_demo(tmp_path):
     env = dict(os.environ)
