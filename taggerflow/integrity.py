@@ -79,9 +79,9 @@ def check_baskets(tree, path: str, names: Iterable[str] | None = None) -> None:
 def needed_branches(cfg, spec, src, required: dict[str, str] | None = None) -> list[str] | None:
     """The branches of an input file that Spectrum and the later stages read, None for all of them:
     for a candidate tree every branch not disabled by ``resampling.disabled_branches`` (the shuffle
-    copies them all into the shards) and the raw branches of what the configuration needs
-    (``required``, default cfg.required_branches(), through the aliases); for a NanoAOD tree every
-    branch (the reader's names differ from the tree's)."""
+    copies them all into the shards), the raw branches of what the configuration needs (``required``,
+    default cfg.required_branches(), through the aliases) and the counters of the jagged ones; for a
+    NanoAOD tree every branch (the reader's names differ from the tree's)."""
     from taggerflow.readers import match_any
 
     disabled = list((cfg.raw.get("resampling") or {}).get("disabled_branches") or [])
@@ -89,7 +89,12 @@ def needed_branches(cfg, spec, src, required: dict[str, str] | None = None) -> l
         return None
     keys = [b.name for b in src.tree.branches]
     need = spec.raw_fields_for(cfg.required_branches() if required is None else required)
-    return [k for k in keys if k in need or not match_any(k, disabled)]
+    need = {k for k in keys if k in need or not match_any(k, disabled)}
+    for k in list(need):   # and the counter of each jagged branch kept (disabled or not)
+        count = getattr(src.tree[k], "count_branch", None)
+        if count is not None:
+            need.add(count.name)
+    return [k for k in keys if k in need]
 
 
 def check_input_baskets(cfg, spec, src, required: dict[str, str] | None = None) -> None:

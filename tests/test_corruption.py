@@ -23,8 +23,9 @@ import uproot
 from conftest import REPO, tiny_raw, write_config
 
 from taggerflow.config import config_from_dict
-from taggerflow.integrity import ABSURD_MOMENT, check_baskets, verify_shard
+from taggerflow.integrity import ABSURD_MOMENT, check_baskets, needed_branches, verify_shard
 from taggerflow.io import InputError
+from taggerflow.readers import input_spec, open_source
 from taggerflow.resample import plan_job, run_job
 from taggerflow.scaling import ScalingError, feature_scaling_job, write_scaling_outputs
 from taggerflow.spectrum import file_spectrum, fine_edges
@@ -118,6 +119,24 @@ def test_truncated_input_fails_in_spectrum_naming_file_and_branch(files_config, 
         with pytest.raises(InputError, match=f"branch '{name}'"):
             check_baskets(t, half, [name])
     check_baskets(t, half, sorted(set(t.keys()) - unreadable))   # the readable ones pass
+
+
+def test_needed_branches_leave_out_only_disabled_ones(demo_files):
+    raw = tiny_raw()
+    del raw["demo"]
+    raw["inputs"]["datasets"] = {"TT": {"files": [demo_files["TT"]]}}
+    raw["resampling"]["disabled_branches"] = ["run", "ph*", "npf*"]
+    cfg = config_from_dict(raw)
+    spec = input_spec(cfg, "TT")
+    src = open_source(spec, demo_files["TT"])
+    try:
+        keys = list(src.tree.keys())
+        # npfcand matches a pattern but counts the pfcand branches, which are kept
+        assert needed_branches(cfg, spec, src) == [k for k in keys if k not in ("run", "phi")]
+        raw["resampling"]["disabled_branches"] = []
+        assert needed_branches(config_from_dict(raw), spec, src) is None   # every branch
+    finally:
+        src.close()
 
 
 @pytest.mark.slow
