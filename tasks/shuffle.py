@@ -10,7 +10,8 @@ class ShuffleMergeSpectral(Workflow):
     """``resampling.n_jobs`` branches; each writes ``shard_<j>.root`` (or ``.h5`` with
     ``resampling.output_format: hdf5``), ``manifest_<j>.json`` and ``ids_<j>.json`` (the name -> 64-bit
     id maps of every dataset and group). Everything that can be checked (groups, spectra, acceptance,
-    every input file of the job) is checked before the shard is written."""
+    every input file of the job) is checked before the shard is written. The manifest records the
+    shard's sha256, which every task that reads the shard verifies first (verify_task_shards)."""
 
     config_sections = Spectrum.config_sections + ("resampling",)
 
