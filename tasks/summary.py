@@ -63,7 +63,7 @@ def pipeline_summary(task, variant: str) -> str:
     auc = summ["test"]["auc"]
     lines.append(f"- Training '{variant}': {portable_path(tout['model'].path)}; test accuracy {summ['test']['accuracy']:.4f}, "
                  f"AUC tau vs jet {auc.get('tau_vs_jet', float('nan')):.4f}, "
-                 f"on {summ['device']['device']} ({summ['device']['host']})")
+                 f"on {summ['device']['device']}")   # not the host: the same text on every machine
     out = task.output()
     chk = read_json(out["check"].path)
     lines.append(f"- ConvertLwtnn: {portable_path(out['lwtnn'].path)}; max |lwtnn - Keras| = {chk['lwtnn']['max_abs_diff']:.3g} "
