@@ -133,6 +133,91 @@ def _select_as_where(g, ops):
     return ops
 
 
+def _subgraph_inputs(node):
+    """Input names of ``node`` and of every node of its subgraphs (If/Loop bodies), in order."""
+    import onnx
+
+    yield from node.input
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else \
+            list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []
+        for g in graphs:
+            for sub in g.node:
+                yield from _subgraph_inputs(sub)
+
+
+def _rename_subgraph_inputs(node, rename: dict[str, str]) -> None:
+    import onnx
+
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else \
+            list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []
+        for g in graphs:
+            for sub in g.node:
+                sub.input[:] = [rename.get(n, n) for n in sub.input]
+                _rename_subgraph_inputs(sub, rename)
+
+
+def stable_names(graph) -> None:
+    """Rename every node, intermediate value and initializer of an ONNX ``graph`` (in place) after
+    its position: node ``i`` becomes ``<op_type>_<i>``, its outputs ``<op_type>_<i>:<k>``, the
+    initializers ``const_<j>`` in the order of their first use (the list sorted so), graph inputs and
+    outputs keep their names.
+
+    tf2onnx's generated names (``const_fold_opt__32``, ``Reshape_shape__35``) and which of two equal
+    constants it keeps come from counters and set orders that change with the process (Python's
+    string hashing, functions traced before): two conversions of one model gave different bytes.
+    The node order is tf2onnx's topological order, the same for the same model, so the renamed
+    graph is the same in every process."""
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    inits = {t.name: t for t in graph.initializer}
+    rename: dict[str, str] = {}
+    used: list[str] = []
+    for i, node in enumerate(graph.node):
+        for name in _subgraph_inputs(node):
+            if name in inits and name not in rename:
+                rename[name] = f"const_{len(used)}"
+                used.append(name)
+        node.name = f"{node.op_type}_{i}"
+        for k, name in enumerate(node.output):
+            if name and name not in keep and name not in rename:
+                rename[name] = f"{node.name}:{k}"
+    # initializers no node reads (none from tf2onnx), ordered by content: still no counter in a name
+    unused = sorted((n for n in inits if n not in rename), key=lambda n: _without_name(inits[n]))
+    for name in unused:
+        rename[name] = f"const_{len(used)}"
+        used.append(name)
+    clash = keep & set(rename.values())
+    if clash:
+        raise OnnxExportError(f"graph inputs/outputs {sorted(clash)} clash with the stable names of other values")
+    for node in graph.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+        _rename_subgraph_inputs(node, rename)
+    ordered = [_copy(inits[n]) for n in used]
+    for t in ordered:
+        t.name = rename[t.name]
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    infos = [_copy(v) for v in graph.value_info]
+    for v in infos:
+        v.name = rename.get(v.name, v.name)
+    del graph.value_info[:]
+    graph.value_info.extend(sorted(infos, key=lambda v: v.name))
+
+
+def _copy(message):
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
+def _without_name(tensor) -> bytes:
+    t = _copy(tensor)
+    t.name = ""
+    return t.SerializeToString(deterministic=True)
+
+
 def export_onnx(model, path: str, opset: int | None = None, *, check_tolerance: float | None = 1e-5) -> dict:
     """Convert a Keras 3 model (TensorFlow backend) to ONNX at ``path``, written atomically.
 
@@ -189,6 +274,10 @@ def export_onnx(model, path: str, opset: int | None = None, *, check_tolerance: 
         if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
     proto.producer_name = "taggerflow (tf2onnx)"
+    # the same bytes for the same model in every process: no generated names, no traced function's
+    # name (``__inference_serve_354``: a per-process counter) in the graph's doc string
+    stable_names(proto.graph)
+    proto.graph.doc_string = f"converted from the Keras model {model.name!r}"
     try:
         onnx.checker.check_model(proto)
     except Exception as e:  # noqa: BLE001

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from taggerflow import plotting
+from taggerflow.paths import portable_path
 from taggerflow.utils import read_json, write_json
 
 
@@ -36,8 +37,10 @@ def write_evaluation_report(results: dict[str, dict[str, str]], report_path: str
     sections.append(("ROC curves (ratio to the first training)", roc_images, ""))
     for name, paths in results.items():
         images = [paths[k] for k in paths if k not in ("predictions", "metrics", "working_points")]
+        # as stored (taggerflow.paths): the same page wherever the data directory is
         sections.append((f"Training '{name}'", images,
-                         f"predictions: `{paths['predictions']}`, thresholds: `{paths['working_points']}`"))
+                         f"predictions: `{portable_path(paths['predictions'])}`, "
+                         f"thresholds: `{portable_path(paths['working_points'])}`"))
     plotting.markdown_report(title, sections, report_path)
     write_json(summary_path, summary)
     return summary

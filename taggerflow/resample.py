@@ -48,6 +48,7 @@ import numpy as np
 from taggerflow.config import Config
 from taggerflow.io import InputError, Segment, atomic_output, labels_from_truth
 from taggerflow.integrity import write_shard_checksum
+from taggerflow.paths import portable_path
 from taggerflow.readers import (available_fields, input_spec, match_any, open_source, read_prepared,
                                 split_location)
 from taggerflow.shards import SUFFIX, Columns, shard_writer
@@ -607,8 +608,10 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
         "groups": {g: {"id": group_id(g), "classes": gcls[g], "candidates_read": read_total[g],
                        "entries": sum(s.stop - s.start for s in segs.get(g, []))} for g in segments},
         "refill_spectrum": refill,
-        "segments": {g: [[s.path, s.start, s.stop, s.dataset] for s in segs[g]] for g in groups},
-        "files": manifest_files,
+        # input paths as stored (taggerflow.paths): the same manifest wherever the data directory is
+        "segments": {g: [[portable_path(s.path, cfg.base_dir), s.start, s.stop, s.dataset] for s in segs[g]]
+                     for g in groups},
+        "files": {portable_path(p, cfg.base_dir): e for p, e in manifest_files.items()},
         "class_probabilities": dict(zip(classes, np.asarray(p_class).tolist())) if p_class is not None else {},
     }
     if ids_path is not None:

@@ -52,6 +52,7 @@ import numpy as np
 from taggerflow.cones import cone_masks
 from taggerflow.config import Config
 from taggerflow.io import check_branches, evaluate, open_tree, read_range
+from taggerflow.paths import portable_path
 from taggerflow.utils import stable_hash64
 
 GLOBAL_CONE = "global"
@@ -679,7 +680,8 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
     per_file, snapshots, files = [], [], []
     outside_total = {c.name: 0 for c in colls if c.cone is not None}
     for n_file, path in enumerate(shard_paths, 1):
-        files.append(path)
+        stored = portable_path(path, cfg.base_dir)   # as stored: no absolute path of the data directory
+        files.append(stored)
         tree = open_tree(path, cfg.tree)
         check_branches(tree, path, need)
         entries = int(tree.num_entries)
@@ -735,11 +737,11 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
                 tv = q.setdefault(inp.type_name, {})
                 for j, name in enumerate(inp.names):
                     tv.setdefault(name, {})[inp.cone] = sk.result(j, blk.moments(j))
-            per_file.append({"file": path, "entries": entries, "outside_cones": outside,
+            per_file.append({"file": stored, "entries": entries, "outside_cones": outside,
                              "moments": _stats_json(inputs, blocks), "quantiles": q})
             del sketches
         if n_file % log_step == 0:
-            snapshots.append({"n_files": n_file, "file": path, "moments": _stats_json(inputs, total)})
+            snapshots.append({"n_files": n_file, "file": stored, "moments": _stats_json(inputs, total)})
     if files and (not snapshots or snapshots[-1]["n_files"] != len(files)):
         snapshots.append({"n_files": len(files), "file": files[-1], "moments": _stats_json(inputs, total)})
     return {"inputs": inputs, "total": total, "files": files, "per_file": per_file, "snapshots": snapshots,
@@ -940,7 +942,8 @@ def write_scaling_outputs(cfg: Config, job_paths: Sequence[str], out_dir: str, p
         with open(tmp, "w") as f:
             yaml.safe_dump(merged["norm_dict"], f, sort_keys=False)
     write_json(paths["report"], {**merged["report"], "snapshots": merged["snapshots"],
-                                 "quantiles": merged["quantiles"]})
+                                 "quantiles": merged["quantiles"],
+                                 "sources": [portable_path(p, cfg.base_dir) for p in job_paths]})
     if plots:
         from taggerflow.scaling_plots import plot_all
 

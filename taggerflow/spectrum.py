@@ -14,6 +14,7 @@ import uproot
 from taggerflow.config import Config
 from taggerflow.integrity import check_input_baskets
 from taggerflow.io import atomic_output, labels_from_truth, reproducible_root
+from taggerflow.paths import portable_path
 from taggerflow.readers import input_spec, iter_prepared, open_source
 from taggerflow.utils import atomic_path, gc_paused
 
@@ -77,7 +78,8 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     that every labelled candidate is counted, with their edges (``pt_edges``, ``abs_eta_edges``),
     the same counts as ``hist.Hist`` objects per class (``hists``, made when first looked up), the
     entry count of the file (tree entries: what the jobs split), the candidates read, those removed
-    by ``inputs.selection`` and those without a class. Checks first that every branch the config
+    by ``inputs.selection`` and those without a class, and ``source``: ``path`` as the outputs store
+    it (:func:`taggerflow.paths.portable_path`). Checks first that every branch the config
     needs exists, so a missing branch fails here, naming the file, the branch and the config key, and
     that every basket of every branch the later stages read lies within the file (a truncated file
     fails here, naming the file and the branch)."""
@@ -96,7 +98,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     return {"entries": entries, "candidates": counts["candidates"], "deselected": counts["deselected"],
             "unlabelled": counts["unlabelled"], "counts_flow": counts["counts_flow"], "pt_edges": pt_e,
             "abs_eta_edges": eta_e, "hists": ClassHists(cfg, counts["counts_flow"]),
-            "dataset": dataset or "", "path": path}
+            "dataset": dataset or "", "path": path, "source": portable_path(path, cfg.base_dir)}
 
 
 class ClassHists(Mapping):
@@ -398,15 +400,17 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
         raise ValueError(f"write_spectrum: classes {classes} are not those of the counts {list(hists)}")
     first = hists[classes[0]]
     counts = np.asarray(result["counts_flow"], dtype=np.int64)
+    # the input as stored (taggerflow.paths): no absolute path of the data directory in the outputs
+    source = result.get("source") or portable_path(result.get("path", ""))
     with atomic_path(npz_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, counts_flow=counts, pt_edges=first.axes[0].edges, abs_eta_edges=first.axes[1].edges,
                      entries=np.int64(result["entries"]), unlabelled=np.int64(result["unlabelled"]),
                      candidates=np.int64(result.get("candidates", result["entries"])),
                      deselected=np.int64(result.get("deselected", 0)),
-                     dataset=np.array(result.get("dataset", "")), path=np.array(result.get("path", "")),
+                     dataset=np.array(result.get("dataset", "")), path=np.array(source),
                      classes=np.array(classes))
-    with atomic_output(root_path) as tmp, reproducible_root(f"spectrum:{result.get('path', '')}") as opts:
+    with atomic_output(root_path) as tmp, reproducible_root(f"spectrum:{source}") as opts:
         with uproot.recreate(tmp, **opts) as f:
             for i, c in enumerate(classes):
                 # ROOT's TH2 holds floating-point (or 32-bit) counts: write Double histograms

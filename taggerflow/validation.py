@@ -25,6 +25,7 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.io import open_tree, read_range
+from taggerflow.paths import portable_path
 from taggerflow.utils import write_json
 
 COLUMNS = ("class_label", "dataset_id", "dataset_group_id", "pt", "eta")
@@ -144,14 +145,15 @@ def validate_shards(cfg: Config, shard_paths: Sequence[str], out_dir: str, alpha
                 for t in tests if not t["passed"]]
     failures += [f"spectrum of class '{c}' not flat: chi2/ndf = {e['chi2_ndf']:.2f} > {max_chi2_ndf}"
                  for c, e in flatness.items() if not e["passed"]]
-    report = {"shards": list(shard_paths), "entries": [int(len(c["class_label"])) for c in cols],
+    report = {"shards": [portable_path(p, cfg.base_dir) for p in shard_paths], "entries": [int(len(c["class_label"])) for c in cols],
               "alpha": alpha, "threshold": threshold, "n_tests": len(tests), "tests": tests,
               "class_fractions": fractions, "flatness": flatness, "max_chi2_ndf": max_chi2_ndf,
               "failures": failures, "passed": not failures,
               "note": "one shard: no KS test possible" if n_sh < 2 else ""}
     os.makedirs(out_dir, exist_ok=True)
     if plots:
-        report["plots"] = _plots(cols, classes, pt_bins, eta_bins, flatness, out_dir)
+        # names beside the report, not paths: the same report wherever the data directory is
+        report["plots"] = [os.path.basename(p) for p in _plots(cols, classes, pt_bins, eta_bins, flatness, out_dir)]
     write_json(os.path.join(out_dir, report_name(report, strict)), report)
     if strict and report["passed"] and os.path.exists(os.path.join(out_dir, FAILED_REPORT)):
         os.remove(os.path.join(out_dir, FAILED_REPORT))

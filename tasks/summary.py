@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import h5py
 
+from taggerflow.paths import portable_path
 from taggerflow.utils import read_json
 
 
 def pipeline_summary(task, variant: str) -> str:
-    """Collect the counts of each stage from its outputs (``task`` is a ConvertLwtnn branch)."""
+    """Collect the counts of each stage from its outputs (``task`` is a ConvertLwtnn branch). Paths
+    are shown as stored (taggerflow.paths): the same text wherever the data directory is."""
     from tasks.scaling import MergeScaling
     from tasks.shuffle import ShuffleMergeSpectral
     from tasks.spectrum import Spectrum
@@ -41,7 +43,7 @@ def pipeline_summary(task, variant: str) -> str:
     scaling_path = MergeScaling.req(task).output().path
     scaling = read_json(scaling_path)
     nvars = {t: len(v) for t, v in scaling.items()}
-    lines.append(f"- MergeScaling: {scaling_path} ({nvars} variables)")
+    lines.append(f"- MergeScaling: {portable_path(scaling_path)} ({nvars} variables)")
 
     samples = branches(WriteTrainSample)
     counts = {}
@@ -59,13 +61,13 @@ def pipeline_summary(task, variant: str) -> str:
     tout = train_wf.req(train_wf, branch=b).output()
     summ = read_json(tout["summary"].path)
     auc = summ["test"]["auc"]
-    lines.append(f"- Training '{variant}': {tout['model'].path}; test accuracy {summ['test']['accuracy']:.4f}, "
+    lines.append(f"- Training '{variant}': {portable_path(tout['model'].path)}; test accuracy {summ['test']['accuracy']:.4f}, "
                  f"AUC tau vs jet {auc.get('tau_vs_jet', float('nan')):.4f}, "
-                 f"on {summ['device']['device']} ({summ['device']['host']})")
+                 f"on {summ['device']['device']}")   # not the host: the same text on every machine
     out = task.output()
     chk = read_json(out["check"].path)
-    lines.append(f"- ConvertLwtnn: {out['lwtnn'].path}; max |lwtnn - Keras| = {chk['lwtnn']['max_abs_diff']:.3g} "
+    lines.append(f"- ConvertLwtnn: {portable_path(out['lwtnn'].path)}; max |lwtnn - Keras| = {chk['lwtnn']['max_abs_diff']:.3g} "
                  f"on {chk['lwtnn']['n_candidates']} test candidates")
-    lines.append(f"- ONNX: {out['onnx'].path}; max |ONNX - Keras| = {chk['onnx']['max_abs_diff']:.3g}; "
-                 f"model card: {out['card'].path}")
+    lines.append(f"- ONNX: {portable_path(out['onnx'].path)}; max |ONNX - Keras| = {chk['onnx']['max_abs_diff']:.3g}; "
+                 f"model card: {portable_path(out['card'].path)}")
     return "\n".join(lines) + "\n"

@@ -65,8 +65,11 @@ class WriteTrainSample(Workflow):
         return {s: self.local_target(f"{s}_{self.branch}.h5") for s in ("train", "validation", "test")}
 
     def run(self):
+        import os
+
         import numpy as np
 
+        from taggerflow.paths import portable_path
         from taggerflow.trainsample import write_train_sample
         from taggerflow.utils import read_json
 
@@ -75,8 +78,11 @@ class WriteTrainSample(Workflow):
         scaling = read_json(inputs["scaling"].path)
         counts = np.asarray(read_json(inputs["weights"].path)["counts"]) if "weights" in inputs else None
         outputs = {s: t.path for s, t in self.output().items()}
-        counts = write_train_sample(self.cfg, [self.branch_data], scaling, outputs,
-                                    meta={"source": self.branch_data, "config": self.cfg.path},
+        # the shard as stored (taggerflow.paths) and the configuration's file name: the same
+        # attributes wherever the data directory and the configuration are (config_hash: its content)
+        meta = {"source": portable_path(self.branch_data, self.cfg.base_dir),
+                "config": os.path.basename(self.cfg.path)}
+        counts = write_train_sample(self.cfg, [self.branch_data], scaling, outputs, meta=meta,
                                     weight_counts=counts,
                                     config_hash=self.cfg.sections_hash(("name", "seed") + self.config_sections))
         self.publish_message(f"branch {self.branch}: {counts}")

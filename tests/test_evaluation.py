@@ -72,7 +72,7 @@ def test_predictions_file(tmp_path):
         assert list(f["jets/scores"].attrs["classes"]) == ["tau", "e", "jet"]
 
 
-def test_plots_and_report(tmp_path):
+def test_plots_and_report(tmp_path, monkeypatch):
     from taggerflow import plotting
     from taggerflow.report import write_evaluation_report
 
@@ -94,12 +94,15 @@ def test_plots_and_report(tmp_path):
                  "scores_tau": plotting.plot_scores(p, labels, classes, "tau", str(d / "scores.png")),
                  "eff": plotting.plot_efficiency_binned(m["pairs"]["tau_vs_jet"]["binned"], "pt", str(d / "eff.png"))}
         results[name] = paths
+    monkeypatch.setenv("TAGGERFLOW_DATA", str(tmp_path))  # the report names files as stored
     summary = write_evaluation_report(results, str(tmp_path / "report" / "report.md"),
                                       str(tmp_path / "report" / "summary.json"))
     assert summary["good"]["auc"]["tau_vs_jet"] > summary["worse"]["auc"]["tau_vs_jet"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| good |" in text and "![roc_tau_vs_jet.png](plots/roc_tau_vs_jet.png)" in text
     assert "](../good/history.png)" in text
+    assert "predictions: `$TAGGERFLOW_DATA/good/p.h5`, thresholds: `$TAGGERFLOW_DATA/good/w.json`" in text
+    assert str(tmp_path) not in text
     for png in list((tmp_path / "report" / "plots").iterdir()) + [tmp_path / "good" / "history.png"]:
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -138,3 +138,46 @@ def test_onnx_scores_errors(deepsets):
         onnx_scores(path, dict(x, pfcand=x["pfcand"][:, :3]))
     with pytest.raises(ValueError, match="rows"):
         onnx_scores(path, dict(x, candidate=x["candidate"][:5]))
+
+
+_EXPORT_SCRIPT = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import keras
+import taggerflow.models  # registers the custom layers
+from taggerflow.onnx_export import export_onnx
+model = keras.models.load_model(sys.argv[1])
+export_onnx(model, sys.argv[2])
+export_onnx(model, sys.argv[3])  # a second conversion in the same process: other trace counters
+"""
+
+
+def test_export_bytes_equal_in_two_processes(deepsets, tmp_path):
+    """Two processes with different string hashing (tf2onnx keeps one of two equal constants and
+    numbers its constants after set orders) convert one saved model to the same bytes, twice each;
+    no generated tf2onnx name remains and onnxruntime gives Keras' scores."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    model, _, _ = deepsets
+    saved = str(tmp_path / "model.keras")
+    model.save(saved)
+    outs = []
+    for seed in ("1", "2"):
+        a, b = str(tmp_path / f"a{seed}.onnx"), str(tmp_path / f"b{seed}.onnx")
+        env = dict(os.environ, PYTHONHASHSEED=seed, TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run([sys.executable, "-c", _EXPORT_SCRIPT, saved, a, b], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs += [a, b]
+    blobs = [open(p, "rb").read() for p in outs]
+    assert all(blob == blobs[0] for blob in blobs[1:])
+    graph = onnx.load(outs[0]).graph
+    names = [n.name for n in graph.node] + [t.name for t in graph.initializer] + \
+        [o for n in graph.node for o in n.output]
+    assert not [n for n in names if "__" in n or "const_fold" in n]
+    assert [t.name for t in graph.initializer] == [f"const_{j}" for j in range(len(graph.initializer))]
+    assert "inference" not in graph.doc_string
+    assert _max_diff(model, outs[0], _inputs(100)) <= 1e-5
