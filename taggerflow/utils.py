@@ -46,6 +46,8 @@ _TEMP_OWNER = re.compile(r"(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]+)-[0-9a-f]{8}(
 # lock files this process holds and the directories they lock (see output_lock), with hold counts
 _HELD_LOCKS: dict[str, int] = {}
 _HELD_LOCK_DIRS: dict[str, int] = {}
+# the temporary-looking names of each folder when this process first wrote there (see remove_stale_temps)
+_TEMP_CANDIDATES: dict[str, set[str]] = {}
 
 
 def _host_tag() -> str:
@@ -99,15 +101,22 @@ def _lock_held_over(folder: str) -> bool:
 def remove_stale_temps(path: str | os.PathLike) -> list[str]:
     """Remove the temporary files and folders of the output ``path`` whose writer is gone (killed):
     only names made by :func:`temp_name` for this very output, never one of a live writer. Returns
-    the paths removed."""
+    the paths removed.
+
+    A folder is listed once per process (a folder of 30,000 outputs takes tens of milliseconds to
+    list, once per write would add that to every output): what a writer that dies later leaves is
+    the next process's to remove."""
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    candidates = _TEMP_CANDIDATES.get(folder)
+    if candidates is None:
+        try:
+            candidates = {e for e in os.listdir(folder) if e.startswith(".") and _TEMP_MARK in e}
+        except FileNotFoundError:
+            return []
+        _TEMP_CANDIDATES[folder] = candidates
     prefix = f".{name}{_TEMP_MARK}"
-    try:
-        entries = [e for e in os.listdir(folder) if e.startswith(prefix)]
-    except FileNotFoundError:
-        return []
     removed = []
-    for entry in entries:
+    for entry in sorted(e for e in candidates if e.startswith(prefix)):
         owner = _TEMP_OWNER.fullmatch(entry[len(prefix):])
         if owner is None or _writer_alive(owner["host"], int(owner["pid"]), folder):
             continue
@@ -117,6 +126,7 @@ def remove_stale_temps(path: str | os.PathLike) -> list[str]:
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(full)
+        candidates.discard(entry)
         removed.append(full)
     return removed
 
