@@ -85,3 +85,45 @@ def test_task_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
                             "spectrum_0.root"])
     assert {f: oct(stat.S_IMODE(os.stat(f).st_mode)) for f in files} == {f: oct(file_mode) for f in files}
     assert {d: oct(stat.S_IMODE(os.stat(d).st_mode)) for d in dirs} == {d: oct(dir_mode) for d in dirs}
+
+
+def test_rerun_after_sigkill_leaves_nothing_hidden(tmp_path):
+    """`law run` killed (SIGKILL, whole process group) while writing a demo file: the kill leaves the
+    temporary folder and the lock file; the rerun writes the file and removes both."""
+    import signal
+
+    import uproot
+
+    env = _law_env(tmp_path)
+    config = write_config(tiny_raw(entries_per_file=200_000), tmp_path)
+    args = [_law_bin(), "run", "tasks.demo.GenerateDemoSamples", "--version", "kill", "--config", config,
+            "--branch", "0"]
+    data = tmp_path / "data"
+
+    def hidden() -> list[str]:
+        return sorted(os.path.relpath(os.path.join(root, n), data) for root, dnames, fnames in os.walk(data)
+                      for n in dnames + fnames if n.startswith("."))
+
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        def writing() -> bool:   # the ROOT file in the temporary folder has got its first basket
+            return any(n.endswith("DY_0.root") and os.path.getsize(os.path.join(r, n)) > 100_000
+                       for r, _, names in os.walk(data) for n in names if ".tmp-" in r)
+        _wait_for(writing, "the demo file to be half written")
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    left = hidden()
+    assert [os.path.basename(p).split(".tmp-")[0] for p in left] == [".lock-0", ".DY_0.root"], left
+    assert os.listdir(data / left[1]) == ["DY_0.root"]          # the half-written file, in the temp folder
+    assert not (data / left[1]).parent.joinpath("DY_0.root").exists()   # nothing under the final name
+
+    rerun = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert hidden() == []
+    (out,) = data.rglob("DY_0.root")
+    assert uproot.open(out)["candidates"].num_entries == 200_000
