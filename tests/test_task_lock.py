@@ -72,8 +72,9 @@ def test_second_concurrent_run_waits_and_does_not_redo_the_work(tmp_path):
 def test_task_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
     env = _law_env(tmp_path)
     config = write_config(tiny_raw(entries_per_file=200), tmp_path)
-    proc = subprocess.run([_law_bin(), "run", "tasks.spectrum.Spectrum", "--version", "modes", "--config", config, "--branch", "0"],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300, umask=umask)
+    proc = subprocess.run([_law_bin(), "run", "tasks.spectrum.Spectrum", "--version", "modes", "--config", config,
+                           "--branch", "0"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          umask=umask)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files, dirs = [], []
     for root, dnames, fnames in os.walk(tmp_path / "data"):
