@@ -2,7 +2,8 @@
 
 Outputs live under ``$TAGGERFLOW_DATA/<TaskFamily>/<version>/<config name>_<hash>/``, where the
 hash covers the configuration sections the task (and everything upstream) depends on: a changed
-configuration never overwrites, an unchanged one is never recomputed.
+configuration never overwrites, an unchanged one is never recomputed. A task's ``run`` holds the
+lock of its outputs (a hidden ``.lock-<branch>`` file beside them, see :func:`_locked_run`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def _locked_run(run):
 
 
 def _done_meanwhile(task) -> bool:
+    """Whether a concurrent run completed the task's outputs while this one waited for the lock."""
     if not task.complete():
         return False
     task.publish_message(f"{task.task_id}: outputs were completed by a concurrent run, nothing to do")
