@@ -264,6 +264,7 @@ class Config:
     raw: dict
     path: str
     base_dir: Path = field(init=False)
+    _dataset_files: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.path).resolve().parent
@@ -303,7 +304,13 @@ class Config:
         return list(src)
 
     def dataset_files(self) -> dict[str, list[str]]:
-        """Input files per dataset (non-demo configs), globs expanded relative to the config."""
+        """Input files per dataset (non-demo configs), globs expanded relative to the config: as
+        expanded when the configuration was loaded (:func:`load_config`), else expanded now."""
+        if self._dataset_files is None:
+            self._dataset_files = self._expand_dataset_files()
+        return {name: list(files) for name, files in self._dataset_files.items()}
+
+    def _expand_dataset_files(self) -> dict[str, list[str]]:
         out = {}
         for name, spec in self.raw["inputs"]["datasets"].items():
             files: list[str] = []
@@ -796,6 +803,11 @@ def load_config(path: str | os.PathLike) -> Config:
     _validate_structure(raw, path)
     cfg = Config(raw=raw, path=path)
     _validate_semantics(cfg)
+    # input globs are expanded (and an empty one reported) now, not when a task first needs them;
+    # except inside a batch job (law sets LAW_JOB_HOME): the submitting side checked them, and a job
+    # that never reads the inputs (a training on a GPU node) must not need to see them
+    if not cfg.is_demo and not os.environ.get("LAW_JOB_HOME"):
+        cfg.dataset_files()
     return cfg
 
 

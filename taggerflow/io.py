@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _datetime
 import os
-import shutil
-import tempfile
 import types
 import uuid as _uuid
 from collections.abc import Iterator, Sequence
@@ -20,6 +18,8 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 import uproot
+
+from taggerflow.utils import atomic_path
 
 # numpy functions usable in variable expressions (see taggerflow.config.EXPRESSION_FUNCTIONS)
 _EXPR_FUNCS = {"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p, "exp": np.exp,
@@ -317,17 +317,10 @@ def writable_types(data: dict) -> dict:
 def atomic_output(path: str) -> Iterator[str]:
     """Yield a path with the same file name as ``path`` inside a temporary folder beside it; move it
     into place only when the block succeeds. (ROOT files record their own name, so the temporary
-    file must already carry the final name for two runs to give the same bytes.)"""
-    path = os.path.abspath(str(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    tmp = os.path.join(tmpdir, os.path.basename(path))
-    try:
+    file must already carry the final name for two runs to give the same bytes.) The folder mode of
+    :func:`taggerflow.utils.atomic_path`: same temporary names, stale-temp removal and file modes."""
+    with atomic_path(path, folder=True) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 #: the timestamp written into reproducible ROOT files: SOURCE_DATE_EPOCH if set, else 2000-01-01

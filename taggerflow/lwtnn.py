@@ -37,16 +37,16 @@ text round-trips bit for bit. Keras is imported lazily: this module can be impor
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from taggerflow.utils import atomic_path
 
 __all__ = ["LwtnnConversionError", "keras_to_lwtnn", "keras_to_lwtnn_sequential", "graph_to_sequential",
            "write_lwtnn"]
@@ -642,17 +642,8 @@ def write_lwtnn(json_dict: Mapping[str, Any], path: str | os.PathLike) -> str:
     """Write an lwtnn document atomically (temporary file in the same folder, then rename); indent 1."""
     text = json.dumps(json_dict, indent=1, allow_nan=False) + "\n"
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from taggerflow.config import GLOBAL_CONE, Config
 from taggerflow.io import candidate_features, check_branches, collection_features, evaluate, open_tree, \
     read_range
 from taggerflow.scaling import ScalingError, apply_scaling, scaling_arrays, variable_types
+from taggerflow.utils import AtomicOutput
 
 SPLITS = ("train", "validation", "test")
 CANDIDATE_GROUP = "jets"
@@ -400,9 +400,7 @@ class H5Writer:
         row_bytes = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d, _ in lay.values())
         self.flush_rows = self.chunk * max(1, self.FLUSH_BYTES // max(1, row_bytes * self.chunk))
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".h5",
-                                        dir=os.path.dirname(os.path.abspath(self.path)))
-        os.close(fd)
+        self.tmp = AtomicOutput(self.path, suffix=".h5").tmp  # a killed writer's temp is removed first
         self.f = None
         try:
             self.f = h5py.File(self.tmp, "w")

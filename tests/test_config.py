@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -104,6 +105,31 @@ def test_input_globs_must_match(tmp_path):
     del raw["demo"]
     raw["inputs"]["datasets"] = {"DY": {"files": ["nothing_here/*.root"]}}
     path = write_config(raw, tmp_path)
+    # reported when the configuration is loaded, naming the file and the key
+    with pytest.raises(ConfigError, match=re.escape(path) + r": inputs\.datasets\.DY\.files: no file matches "
+                       r"'.*nothing_here/\*\.root'$"):
+        load_config(path)
+
+
+def test_input_globs_expanded_at_load(tmp_path, monkeypatch):
+    raw = load_default_raw()
+    del raw["demo"]
+    (tmp_path / "in").mkdir()
+    for name in ("b.root", "a.root", "c.txt"):
+        (tmp_path / "in" / name).write_bytes(b"")
+    raw["inputs"]["datasets"] = {"DY": {"files": ["in/*.root"]}}
+    path = write_config(raw, tmp_path)
+    cfg = load_config(path)
+    (tmp_path / "in" / "a.root").unlink()   # the list is the one of the load, sorted
+    assert cfg.dataset_files() == {"DY": [str(tmp_path / "in" / "a.root"), str(tmp_path / "in" / "b.root")]}
+    # a batch job (LAW_JOB_HOME) does not expand them at load: it may never read the inputs
+    (tmp_path / "in" / "b.root").unlink()
+    monkeypatch.setenv("LAW_JOB_HOME", str(tmp_path))
     cfg = load_config(path)
     with pytest.raises(ConfigError, match=r"inputs\.datasets\.DY\.files: no file matches"):
         cfg.dataset_files()
+    # a demo configuration's inputs are the generated files: an unmatched glob beside it is no error
+    monkeypatch.delenv("LAW_JOB_HOME")
+    raw = load_default_raw()
+    raw["inputs"]["datasets"] = {"DY": {"files": ["nothing_here/*.root"]}}
+    assert load_config(write_config(raw, tmp_path / "in")).is_demo

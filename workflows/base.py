@@ -2,19 +2,22 @@
 
 Outputs live under ``$TAGGERFLOW_DATA/<TaskFamily>/<version>/<config name>_<hash>/``, where the
 hash covers the configuration sections the task (and everything upstream) depends on: a changed
-configuration never overwrites, an unchanged one is never recomputed.
+configuration never overwrites, an unchanged one is never recomputed. A task's ``run`` holds the
+lock of its outputs (a hidden ``.lock-<branch>`` file beside them, see :func:`_locked_run`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from functools import cached_property
 
 import law
 import luigi
 
-from taggerflow.config import Config, load_config
+from taggerflow.config import Config, ConfigError, load_config
+from taggerflow.utils import output_lock
 
 BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(BASE_DIR, "configs", "default.yaml")
@@ -69,6 +72,39 @@ def data_dir() -> str:
         os.environ.get("TAGGERFLOW_DATA", os.path.join(BASE_DIR, "data"))))
 
 
+def _locked_run(run):
+    """``run`` under the lock of the task's outputs: two runs of one task on the same outputs at once
+    (two `law run`, a resubmitted job beside a live one) never write them together, and the later one,
+    once it has the lock, finds them complete and does nothing. The temporary files of a killed
+    attempt are removed by the next write of each output (taggerflow.utils.AtomicOutput); while the
+    lock is held, also those of other hosts."""
+
+    if inspect.isgeneratorfunction(run):   # law's dynamic dependencies
+        @functools.wraps(run)
+        def locked(self, *args, **kwargs):
+            with output_lock(self.lock_path(), on_wait=self.publish_message):
+                if not _done_meanwhile(self):
+                    yield from run(self, *args, **kwargs)
+    else:
+        @functools.wraps(run)
+        def locked(self, *args, **kwargs):
+            with output_lock(self.lock_path(), on_wait=self.publish_message):
+                if not _done_meanwhile(self):
+                    return run(self, *args, **kwargs)
+            return None
+
+    locked._taggerflow_locked = True
+    return locked
+
+
+def _done_meanwhile(task) -> bool:
+    """Whether a concurrent run completed the task's outputs while this one waited for the lock."""
+    if not task.complete():
+        return False
+    task.publish_message(f"{task.task_id}: outputs were completed by a concurrent run, nothing to do")
+    return True
+
+
 class Task(law.Task):
     """Base of every taggerflow task."""
 
@@ -81,8 +117,27 @@ class Task(law.Task):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # validate the configuration before anything is scheduled or submitted
-        self.cfg  # noqa: B018
+        # validate the configuration before anything is scheduled or submitted; on the command line
+        # (`law run`, also inside batch jobs) an error ends the command with its one line (file: key:
+        # message) and a non-zero status instead of luigi's "Uncaught exception" traceback
+        try:
+            self.cfg  # noqa: B018
+        except ConfigError as e:
+            if luigi.cmdline_parser.CmdlineParser.get_instance() is not None:
+                raise SystemExit(str(e)) from None
+            raise
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_taggerflow_locked", False):
+            cls.run = _locked_run(run)
+
+    def lock_path(self) -> str:
+        """The lock file of this task's outputs (see :func:`_locked_run`): hidden, in its output
+        directory, one per branch; never an output itself."""
+        branch = getattr(self, "branch", -1)
+        return self.local_path(".lock" if branch is None or branch < 0 else f".lock-{branch}")
 
     @classmethod
     def get_params(cls):

@@ -17,6 +17,7 @@ import tarfile
 import law
 import luigi
 
+from taggerflow.utils import atomic_path
 from workflows.base import BASE_DIR, data_dir
 
 BUNDLE_PREFIX = "taggerflow"
@@ -42,16 +43,9 @@ def repository_files(base: str = BASE_DIR) -> list[str]:
 def write_bundle(path: str, base: str = BASE_DIR) -> int:
     """Write the bundle of ``base`` to ``path`` (atomically); returns the number of files."""
     files = repository_files(base)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for rel in files:
-                tar.add(os.path.join(base, rel), arcname=f"{BUNDLE_PREFIX}/{rel}", recursive=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for rel in files:
+            tar.add(os.path.join(base, rel), arcname=f"{BUNDLE_PREFIX}/{rel}", recursive=False)
     return len(files)
 
 
