@@ -69,6 +69,13 @@ def shard_manifests(task) -> dict[str, str]:
     return {out["shard"].path: out["manifest"].path for out in outs}
 
 
+def verified_shard_paths(task) -> list[str]:
+    """:func:`shard_paths`, each shard checked against its manifest's sha256 first."""
+    paths = shard_paths(task)
+    verify_task_shards(task, paths)
+    return paths
+
+
 def verify_task_shards(task, paths) -> None:
     """Check every shard of ``paths`` against the sha256 in its manifest before any is read (a
     corrupt or changed shard fails, naming the shard and its manifest)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import law
 import luigi
 
-from tasks.shuffle import shard_paths
+from tasks.shuffle import verified_shard_paths
 from tasks.scaling import MergeScaling
 from tasks.trainsample import ToRecords, WriteTrainSample
 from workflows import Workflow
@@ -135,9 +135,9 @@ class ConvertLwtnn(Workflow):
 
         training = self.input()["training"]
         out = {k: t.path for k, t in self.output().items() if k != "summary"}
-        export_model(training["model"].path, self.cfg, read_json(self.input()["scaling"].path), shard_paths(self),
-                     out, training_summary=read_json(training["summary"].path), log=self.publish_message,
-                     sequence_names=parse_sequence_names(self.sequence_names))
+        export_model(training["model"].path, self.cfg, read_json(self.input()["scaling"].path),
+                     verified_shard_paths(self), out, training_summary=read_json(training["summary"].path),
+                     log=self.publish_message, sequence_names=parse_sequence_names(self.sequence_names))
         text = pipeline_summary(self, self.branch_data)
         with atomic_path(self.output()["summary"].path, suffix=".md") as tmp:
             with open(tmp, "w") as f:
@@ -179,7 +179,7 @@ class CheckExport(Workflow):
 
         exp = self.input()["export"]
         result = check_files(exp["lwtnn"].path, exp["onnx"].path, self.input()["training"]["model"].path, self.cfg,
-                             read_json(self.input()["scaling"].path), shard_paths(self), int(self.n_check),
+                             read_json(self.input()["scaling"].path), verified_shard_paths(self), int(self.n_check),
                              float(self.cfg.raw["export"]["tolerance"]),
                              sequence_names=parse_sequence_names(self.sequence_names))
         for kind, res in result.items():

@@ -16,6 +16,7 @@ from functools import cached_property
 import law
 import luigi
 
+import taggerflow.paths
 from taggerflow.config import Config, ConfigError, load_config
 from taggerflow.utils import output_lock
 
@@ -67,9 +68,7 @@ def _common_params(inst, cls) -> dict:
     return {name: get(inst, name) for name in names}
 
 
-def data_dir() -> str:
-    return os.path.expandvars(os.path.expanduser(
-        os.environ.get("TAGGERFLOW_DATA", os.path.join(BASE_DIR, "data"))))
+data_dir = taggerflow.paths.data_dir  # one definition: outputs go there and store paths relative to it
 
 
 def _locked_run(run):
