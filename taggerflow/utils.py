@@ -215,6 +215,35 @@ def _lock_owner(path: str) -> str:
         return "unknown"
 
 
+def _remove_unheld_locks(path: str) -> None:
+    """Remove the lock files beside ``path`` (same stem, e.g. the ``.lock-<branch>`` of the other
+    branches of one output directory) that nobody holds: a holder keeps its flock until it removes
+    its file, so an unheld one was left by a run killed between its last output and its release. A
+    process about to lock such a file finds it removed and takes the new one (see output_lock)."""
+    folder, name = os.path.split(path)
+    stem = name.split("-", 1)[0]
+    try:
+        names = [e for e in os.listdir(folder) if e != name and (e == stem or e.startswith(stem + "-"))]
+    except FileNotFoundError:
+        return
+    for entry in names:
+        other = os.path.join(folder, entry)
+        try:
+            fd = os.open(other, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            same = os.fstat(fd)
+            now = os.stat(other)
+            if (now.st_ino, now.st_dev) == (same.st_ino, same.st_dev):
+                os.remove(other)
+        except OSError:   # held (BlockingIOError) or gone meanwhile
+            pass
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, on_wait=None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the lock file ``path`` for the block (it is created, and
@@ -262,6 +291,7 @@ def output_lock(path: str | os.PathLike, on_wait=None) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        _remove_unheld_locks(path)
         yield
     finally:
         del _HELD_LOCKS[path]

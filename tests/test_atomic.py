@@ -171,3 +171,29 @@ def test_output_lock_is_exclusive_and_leaves_no_file(tmp_path):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_taking_a_lock_removes_the_unheld_locks_beside_it(tmp_path):
+    """A run killed between its last output and its release leaves its lock file: the next lock taken
+    in that output directory removes it, never one that a live process holds."""
+    out = tmp_path / "out"
+    code = ("import sys, time\nfrom taggerflow.utils import output_lock\n"
+            "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    killed = subprocess.Popen([sys.executable, "-c", code, str(out / ".lock-2")], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    live = subprocess.Popen([sys.executable, "-c", code, str(out / ".lock-1")], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert killed.stdout.readline() == "held\n" and live.stdout.readline() == "held\n"
+        _kill(killed)
+        (out / ".locksmith").write_text("not a lock of ours")
+        assert sorted(os.listdir(out)) == [".lock-1", ".lock-2", ".locksmith"]
+        with output_lock(out / ".lock-0"):
+            assert sorted(os.listdir(out)) == [".lock-0", ".lock-1", ".locksmith"]
+        assert (out / ".lock-1").read_text() == f"{socket.gethostname()} {live.pid}\n"
+    finally:
+        for proc in (killed, live):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
