@@ -29,6 +29,7 @@ VARIANT = {"epochs": EPOCHS, "batch_size": 64, "shuffle_buffer": 500, "class_wei
            "model": {"type": "deepsets", "phi_layers": [16], "f_layers": [16], "dropout": 0.2},
            "tensorboard": False, "mlflow": False}
 SEED = 7
+TRAIN_SPLITS = ("train", "validation")
 STARTUP_TIMEOUT = 240  # seconds for a worker to reach its pause point (TensorFlow imports on a busy CI machine)
 
 
@@ -99,12 +100,11 @@ def _run(inputs: dict, source: str, out_dir, kill: tuple | None = None) -> None:
     from taggerflow.training import PAUSE_ENV, PAUSE_POINTS
 
     out = _outputs(out_dir)
-    spec = {"config": inputs["config"], "source": source, "out": out, "h5_train": [inputs["h5"]["train"]],
+    # two training files (the file order is shuffled too), the test split for validation and testing
+    train = [inputs[source][s] for s in TRAIN_SPLITS]
+    spec = {"config": inputs["config"], "source": source, "out": out, "train": train,
+            "h5_train": [inputs["h5"][s] for s in TRAIN_SPLITS], "validation": [inputs[source]["test"]],
             "test": [inputs["h5"]["test"]], "meta": inputs["meta"]}
-    if source == "records":
-        spec.update(train=[inputs["records"]["train"]], validation=[inputs["records"]["validation"]])
-    else:
-        spec.update(train=[inputs["h5"]["train"]], validation=[inputs["h5"]["validation"]])
     env = {k: v for k, v in os.environ.items() if k != PAUSE_ENV}
     marker = str(out_dir / "paused")
     if os.path.exists(marker):
@@ -164,7 +164,8 @@ def _variables(path):
 
 @pytest.fixture(scope="module")
 def inputs(files_config, shard_and_scaling, tmp_path_factory):
-    """Training files (WriteTrainSample) and their TFRecords (ToRecords) of the tiny sample."""
+    """Training files (WriteTrainSample) and their TFRecords (ToRecords) of the tiny sample, by
+    source and split."""
     from taggerflow.records import write_records
     from taggerflow.trainsample import write_train_sample
 
@@ -172,7 +173,7 @@ def inputs(files_config, shard_and_scaling, tmp_path_factory):
     d = tmp_path_factory.mktemp("resume_inputs")
     h5 = {s: str(d / f"{s}.h5") for s in ("train", "validation", "test")}
     write_train_sample(files_config, [shard], scaling, h5)
-    metas = {s: write_records(h5[s], str(d / f"{s}.tfrecord"), 100) for s in ("train", "validation")}
+    metas = {s: write_records(h5[s], str(d / f"{s}.tfrecord"), 100) for s in h5}
     return {"config": files_config.path, "h5": h5, "records": {s: str(d / f"{s}.tfrecord") for s in metas},
             "meta": metas["train"]}
 
