@@ -250,5 +250,41 @@ def test_two_trainings_from_scratch_write_the_same_bytes(inputs, uninterrupted, 
     assert isinstance(keras.models.load_model(ref / "model.keras"), keras.Model)
 
 
+def test_model_file_bytes_depend_on_the_model_only(tmp_path):
+    """save_model: saved twice (a second apart), and saved again after loading it, a trained model
+    gives one file; Keras's own save gives a date and memory addresses, which this one does not hold."""
+    import zipfile
+
+    import keras
+
+    from taggerflow.models import KERAS_ZIP_DATE, build_model, save_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model(VARIANT["model"], 5, {"pfcand": (4, 3)}, 3, seed=3)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = {"candidate": rng.normal(size=(32, 5)).astype("f4"), "pfcand": rng.normal(size=(32, 4, 3)).astype("f4"),
+         "pfcand_valid": np.ones((32, 4), "f4")}
+    model.fit(x, rng.integers(0, 3, 32), epochs=1, verbose=0)
+    paths = [str(tmp_path / f"{i}.keras") for i in range(3)]
+    save_model(model, paths[0])
+    time.sleep(1.1)  # a zip time stamp has a resolution of 2 s, date_saved of 1 s
+    save_model(model, paths[1])
+    loaded = keras.models.load_model(paths[0])
+    save_model(loaded, paths[2])
+    assert _bytes(paths[0]) == _bytes(paths[1]) == _bytes(paths[2])
+    for a, b in zip(loaded.get_weights() + [v.numpy() for v in loaded.optimizer.variables],
+                    model.get_weights() + [v.numpy() for v in model.optimizer.variables]):
+        assert np.array_equal(a, b)
+    with zipfile.ZipFile(paths[0]) as zf:
+        assert {i.date_time for i in zf.infolist()} == {KERAS_ZIP_DATE}
+        assert "date_saved" not in json.loads(zf.read("metadata.json"))
+        assert "shared_object_id" not in zf.read("config.json").decode()
+    model.save(str(tmp_path / "keras.keras"))  # what Keras writes itself
+    with zipfile.ZipFile(tmp_path / "keras.keras") as zf:
+        assert "date_saved" in json.loads(zf.read("metadata.json"))
+        assert "shared_object_id" in zf.read("config.json").decode()
+
+
 if __name__ == "__main__":
     _worker(sys.argv[1])
