@@ -9,7 +9,8 @@ shapes and dtypes.
 Both loaders yield the same batches: ``(inputs, label)`` or ``(inputs, label, weight)`` with
 ``inputs = {"candidate": (b, n_vars), <seq>: (b, n_max, n_vars), <seq>_valid: (b, n_max)[,
 "add_vars": (b, k)]}``, float32 inputs, int32 labels, float32 weights. Shuffling is across files and
-within a buffer, deterministic for a seed (and different every epoch).
+within a buffer, deterministic for a seed (and different at every iteration of the dataset, unless
+``reshuffle=False``). Examples are serialised deterministically: the same data, the same bytes.
 TensorFlow is imported inside the functions, so importing this module stays cheap.
 """
 
