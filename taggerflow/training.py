@@ -69,8 +69,6 @@ def reseed_random_layers(model, seed: int, epoch: int) -> int:
     """Set the random state of every random layer (the SeedGenerator of each Dropout) to one
     derived from (seed, epoch, its rank), so that the dropout masks of an epoch do not depend on
     the steps this process ran before (a .keras file does not hold these states). Returns how many."""
-    import numpy as np
-
     states = [v for v in model.variables if v.name == "seed_generator_state"]
     for i, state in enumerate(states):
         value = job_seed(seed, "dropout", int(epoch), i).generate_state(1)[0] % (2**31)
