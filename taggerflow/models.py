@@ -37,7 +37,9 @@ Model configuration keys (``model_cfg``):
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 from typing import Any, Mapping
 
 import keras
@@ -51,6 +53,8 @@ ADD_VARS_INPUT = "add_vars"
 _DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 CANDIDATE_INPUT = "candidate"
+#: the time stamp of every entry of a .keras file written by save_model (the earliest a zip can hold)
+KERAS_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 VALID_SUFFIX = "_valid"
 OUTPUT_LAYER = "output"
 
@@ -266,3 +270,53 @@ def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tup
     out = keras.layers.Dense(int(n_classes), activation="softmax", name=OUTPUT_LAYER,
                              kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()))(x)
     return keras.Model(inputs=inputs, outputs=out, name=f"taggerflow_{cfg['type']}")
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """Save ``model`` as a ``.keras`` file whose bytes depend on the model only: the same weights,
+    optimizer state and configuration give the same file, whenever and wherever it is written, and
+    whether the model was built in this process or loaded from a file.
+
+    Keras writes what changes from save to save: ``date_saved`` in metadata.json, the time of
+    writing as the zip entries' time stamps, and in config.json a ``shared_object_id`` (a memory
+    address) on every dtype policy when the layers share one policy object (a model built here, not
+    one loaded from a file). The file Keras wrote is rewritten without the date, without the sharing
+    of dtype policies (a policy is a name: sharing it means nothing), with any other shared objects
+    numbered 1, 2, ... in order of appearance (the loader only needs equal ids to mean one object)
+    and with fixed entry time stamps and attributes; keras.models.load_model reads it as before.
+    ``path`` must end with ``.keras`` (e.g. a temporary path of taggerflow.utils.atomic_path)."""
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        entries = [(info.filename, info.compress_type, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, compress_type, data in entries:
+            if name == "metadata.json":
+                data = json.dumps({k: v for k, v in json.loads(data).items() if k != "date_saved"}).encode()
+            elif name == "config.json":
+                data = json.dumps(_stable_sharing(json.loads(data), {})).encode()
+            info = zipfile.ZipInfo(name, date_time=KERAS_ZIP_DATE)
+            info.compress_type = compress_type
+            info.create_system = 3  # unix, on every platform
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+
+
+def _stable_sharing(obj: Any, ids: dict) -> Any:
+    """A serialised Keras config without the ``shared_object_id`` of dtype policies and with the
+    other ones (id()s of the saving process) replaced by their rank of first appearance."""
+    if isinstance(obj, list):
+        return [_stable_sharing(v, ids) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        if key == "shared_object_id":
+            if str(obj.get("class_name", "")).endswith("DTypePolicy"):
+                continue
+            value = ids.setdefault(value, len(ids) + 1)
+        out[key] = _stable_sharing(value, ids)
+    return out

@@ -9,7 +9,8 @@ shapes and dtypes.
 Both loaders yield the same batches: ``(inputs, label)`` or ``(inputs, label, weight)`` with
 ``inputs = {"candidate": (b, n_vars), <seq>: (b, n_max, n_vars), <seq>_valid: (b, n_max)[,
 "add_vars": (b, k)]}``, float32 inputs, int32 labels, float32 weights. Shuffling is across files and
-within a buffer, deterministic for a seed (and different every epoch).
+within a buffer, deterministic for a seed (and different at every iteration of the dataset, unless
+``reshuffle=False``). Examples are serialised deterministically: the same data, the same bytes.
 TensorFlow is imported inside the functions, so importing this module stays cheap.
 """
 
@@ -77,7 +78,10 @@ def write_records(h5_path: str, out_path: str, chunk_size: int, add_vars: Sequen
                 feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(v[start:stop]).tobytes()]))
                          for k, v in data.items()}
                 feats["n"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[stop - start]))
-                writer.write(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+                # the feature map is a protobuf map: without deterministic serialisation its order
+                # (and so the file's bytes) changes from process to process
+                example = tf.train.Example(features=tf.train.Features(feature=feats))
+                writer.write(example.SerializeToString(deterministic=True))
                 n_total += stop - start
     meta = dict(layout)
     meta["n_candidates"] = n_total
@@ -153,14 +157,14 @@ def _default_collections(arrays) -> list[str]:
     return [k.split("/")[0] for k in arrays if k.endswith("/valid")]
 
 
-def _window_shuffle(ds, window: int, seed: int):
+def _window_shuffle(ds, window: int, seed: int, reshuffle: bool = True):
     """Permute the rows of a dataset of row blocks within windows of ``window`` rows: blocks are
     regrouped (rebatch, no per-row work) and each window gathered in a random order, drawn from
-    ``seed`` and different every iteration (epoch)."""
+    ``seed`` and, with ``reshuffle``, different every iteration (epoch)."""
     import tensorflow as tf
 
     ds = ds.rebatch(window)
-    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
 
     def permute(rows, r):
         n = tf.shape(next(iter(rows.values())))[0]
@@ -173,13 +177,15 @@ def _window_shuffle(ds, window: int, seed: int):
 
 def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffle_buffer: int = 0,
                    seed: int = 0, collections: Sequence[str] | None = None, with_weights: bool = False,
-                   with_add_vars: bool = False):
+                   with_add_vars: bool = False, reshuffle: bool = True):
     """tf.data pipeline over TFRecord files: ((inputs dict), label[, weight]) batches, float32 inputs.
 
     With ``shuffle_buffer``: the file order is shuffled, files are interleaved, records (of
     ``chunk_size`` candidates) shuffled in a buffer of about ``shuffle_buffer`` candidates, and the
     candidates then permuted within windows of ``shuffle_buffer`` candidates; deterministic for
-    ``seed``, a new order every epoch. Everything runs in TensorFlow, with no per-candidate step."""
+    ``seed``, a new order every iteration (epoch) of the dataset, or with ``reshuffle=False`` the
+    same order every iteration (training builds one dataset per epoch, seeded from the epoch).
+    Everything runs in TensorFlow, with no per-candidate step."""
     import tensorflow as tf
 
     arrays = metadata["arrays"]
@@ -196,15 +202,15 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
     files = sorted(files)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f), cycle_length=min(4, len(files)),
                        num_parallel_calls=1, deterministic=True)
     if shuffle_buffer:
         records = max(1, int(shuffle_buffer) // max(1, int(metadata.get("chunk_size", 1))))
-        ds = ds.shuffle(records, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(records, seed=seed, reshuffle_each_iteration=reshuffle)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle_buffer:
-        ds = _window_shuffle(ds, int(shuffle_buffer), seed)
+        ds = _window_shuffle(ds, int(shuffle_buffer), seed, reshuffle)
     ds = ds.rebatch(batch_size).map(_to_model(collections, with_weights, with_add_vars),
                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -225,14 +231,16 @@ def record_arrays(files: Sequence[str], metadata: dict) -> dict[str, np.ndarray]
 
 def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, seed: int = 0,
                collections: Sequence[str] | None = None, with_weights: bool = False,
-               with_add_vars: bool = False, add_vars: Sequence[str] = (), block_rows: int | None = None):
+               with_add_vars: bool = False, add_vars: Sequence[str] = (), block_rows: int | None = None,
+               reshuffle: bool = True):
     """tf.data pipeline over training HDF5 files, yielding what record_dataset yields.
 
     The files are cut into blocks of whole HDF5 chunks (``block_rows``, default about 4096
     candidates) read by h5py slices (one call per block). With ``shuffle_buffer`` the blocks of all
     files are read in a random order and the candidates permuted within windows of
     ``shuffle_buffer`` candidates; deterministic for ``seed``, a new order every epoch (every
-    iteration of the dataset). Without, the files are read in order. Memory: a window plus a few
+    iteration of the dataset), or with ``reshuffle=False`` the same order every iteration. Without,
+    the files are read in order. Memory: a window plus a few
     prefetched blocks and batches. ``add_vars``: the candidate variables given as ``add_vars``
     when ``with_add_vars``.
     """
@@ -303,11 +311,11 @@ def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, s
     index = np.asarray(blocks, dtype=np.int64).reshape(-1, 3)
     ds = tf.data.Dataset.from_tensor_slices((index[:, 0], index[:, 1], index[:, 2]))
     if shuffle_buffer:
-        ds = ds.shuffle(len(blocks), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(blocks), seed=seed, reshuffle_each_iteration=reshuffle)
     # h5py holds a global lock: one reader; prefetch a few blocks ahead
     ds = ds.map(read_block, num_parallel_calls=1, deterministic=True).prefetch(2)
     if shuffle_buffer:
-        ds = _window_shuffle(ds, int(shuffle_buffer), seed)
+        ds = _window_shuffle(ds, int(shuffle_buffer), seed, reshuffle)
     ds = ds.rebatch(batch_size).map(_to_model(collections, with_weights, bool(add_idx)),
                                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

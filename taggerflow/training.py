@@ -11,6 +11,12 @@ train_model). Its ``state.json`` is the single commit point: it names the model 
 (with its SHA-256), and holds the per-epoch history and the early-stopping state, so a kill at any
 moment resumes after the last committed epoch with its weights, optimizer state, patience count and
 exactly one history row per epoch.
+
+A resumed training ends bit for bit as an uninterrupted one: every epoch is one ``fit`` over a
+dataset built for that epoch, shuffled with a seed derived from (seed, epoch) (epoch_seed), and the
+random layers (Dropout) are reseeded from (seed, epoch) as it begins, so nothing depends on how many
+epochs this process ran; the kernels are deterministic (tf.config.experimental.enable_op_determinism).
+The model files are written with stable bytes (taggerflow.models.save_model).
 """
 
 from __future__ import annotations
@@ -29,10 +35,45 @@ import numpy as np
 from taggerflow.metrics import accuracy, pairwise_aucs
 from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, record_dataset
 from taggerflow.trainsample import CANDIDATE_GROUP
-from taggerflow.utils import atomic_path, file_sha256, read_json, write_json
+from taggerflow.utils import atomic_path, file_sha256, job_seed, read_json, write_json
 
 SOURCES = ("records", "h5")  # = taggerflow.config.TRAINING_SOURCES
 CHECKPOINT_VERSION = 2  # state.json naming its model file; older checkpoints are not resumed
+
+#: Test hook (tests/test_resume_kill.py kills a training there): with
+#: TAGGERFLOW_TEST_PAUSE="<point>@<epoch>:<marker file>" the checkpoint writer of epoch <epoch>
+#: (0-based) creates the marker file at <point> and sleeps until it is killed. Points: model-saved
+#: (the model file written under its temporary name), model-renamed (renamed into place, state.json
+#: not written), state-committed (state.json written, history.csv not rewritten).
+PAUSE_ENV = "TAGGERFLOW_TEST_PAUSE"
+PAUSE_POINTS = ("model-saved", "model-renamed", "state-committed")
+
+
+def _pause_point(point: str, epoch: int) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    where, _, marker = spec.partition(":")
+    if where == f"{point}@{epoch}":
+        with open(marker, "w"):
+            pass
+        time.sleep(3600)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: a function of (seed, epoch) only."""
+    return int(job_seed(seed, "epoch", int(epoch)).generate_state(1)[0] % (2**31))
+
+
+def reseed_random_layers(model, seed: int, epoch: int) -> int:
+    """Set the random state of every random layer (the SeedGenerator of each Dropout) to one
+    derived from (seed, epoch, its rank), so that the dropout masks of an epoch do not depend on
+    the steps this process ran before (a .keras file does not hold these states). Returns how many."""
+    states = [v for v in model.variables if v.name == "seed_generator_state"]
+    for i, state in enumerate(states):
+        value = job_seed(seed, "dropout", int(epoch), i).generate_state(1)[0] % (2**31)
+        state.assign(np.asarray([value, 0], dtype=state.dtype))
+    return len(states)
 
 
 def device_info() -> dict:
@@ -127,9 +168,11 @@ def check_sequence_widths(collections: dict[str, tuple[int, int]], metadata: dic
 def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str], val_files: Sequence[str],
                       batch_size: int, seed: int, collections: Sequence[str], with_add_vars: bool = False,
                       with_weights: bool = False, class_weight: dict[int, float] | None = None,
-                      shuffle: bool = True):
+                      shuffle: bool = True, epoch: int | None = None):
     """(train, validation or None) tf.data datasets of the variant's ``source``: TFRecord files and
-    their metadata, or training HDF5 files (``metadata`` from h5_metadata). With ``with_weights`` the
+    their metadata, or training HDF5 files (``metadata`` from h5_metadata). With ``epoch`` the
+    training dataset is that epoch's: shuffled with epoch_seed(seed, epoch), in the same order
+    every time it is iterated; without, shuffled from ``seed`` anew at every iteration. With ``with_weights`` the
     batches are (x, y, w) with the jets/weights of the files; ``class_weight`` then multiplies the
     training weights (Keras refuses class_weight beside sample weights), not the validation ones,
     as Keras's own class_weight does."""
@@ -139,12 +182,17 @@ def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str],
     shuffle_buffer = int(variant.get("shuffle_buffer", 20000)) if shuffle else 0
     add_vars = list(metadata.get("add_vars") or [])
 
+    shuffle_seed = seed if epoch is None else epoch_seed(seed, epoch)
+    reshuffle = epoch is None
+
     def make(files, buffer):
         if source == "records":
-            return record_dataset(files, metadata, batch_size, shuffle_buffer=buffer, seed=seed,
-                                  collections=collections, with_weights=with_weights, with_add_vars=with_add_vars)
-        return h5_dataset(files, batch_size, shuffle_buffer=buffer, seed=seed, collections=collections,
-                          with_weights=with_weights, with_add_vars=with_add_vars, add_vars=add_vars)
+            return record_dataset(files, metadata, batch_size, shuffle_buffer=buffer, seed=shuffle_seed,
+                                  collections=collections, with_weights=with_weights, with_add_vars=with_add_vars,
+                                  reshuffle=reshuffle)
+        return h5_dataset(files, batch_size, shuffle_buffer=buffer, seed=shuffle_seed, collections=collections,
+                          with_weights=with_weights, with_add_vars=with_add_vars, add_vars=add_vars,
+                          reshuffle=reshuffle)
 
     train = make(train_files, shuffle_buffer)
     if with_weights and class_weight:
@@ -213,15 +261,6 @@ def _clean_checkpoint_dir(ckpt_dir: str, keep: str | None) -> None:
                 pass
 
 
-def _skip_epochs(dataset, n: int) -> None:
-    """Advance the per-epoch shuffling of a tf.data dataset by ``n`` epochs: every iterator draws
-    its shuffle seeds from the dataset's seed generators when it is created, so that a resumed run
-    sees, from epoch n on, the orders an uninterrupted one sees."""
-    for _ in range(n):
-        it = iter(dataset)
-        del it
-
-
 def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[int, int]], n_candidate_vars: int,
                 train_files: Sequence[str], val_files: Sequence[str], metadata: dict,
                 test_h5: Sequence[str], out: dict[str, str], seed: int, log=print,
@@ -235,22 +274,27 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     training HDF5 files with ``metadata = h5_metadata(...)`` (``source: h5``). ``collections``: per
     sequence (n_max, n_vars) as written (checked against the metadata). ``weighted_sample``: whether
     the train sample holds flattening weights; None: read from the ``test_h5`` files (same writer).
-    ``callbacks``: further Keras callbacks, called after the epoch checkpoint.
+    ``callbacks``: further Keras callbacks, called after the epoch checkpoint (each epoch is one
+    ``fit``; the callbacks see them as one training: on_train_begin once before the first epoch run,
+    on_train_end once after the last).
 
     Checkpoint, after every epoch: the model (with its optimizer state) goes to a new file
     ``epoch-NNNN.keras`` (renamed into place), then ``state.json`` (renamed into place: the commit)
     names it with its SHA-256, the epochs done, the history rows and the early-stopping state; then
     the checkpoint's history.csv is rewritten from the state and older model files removed. A rerun
     resumes from the committed state (validated by load_checkpoint), restores the early-stopping
-    patience count and best value (and does not train at all if the run had stopped early) and
-    advances the shuffling to the epoch it resumes at."""
+    patience count and best value (and does not train at all if the run had stopped early); the
+    epochs it runs see the data orders and dropout masks of the uninterrupted run (see the module
+    docstring). Op determinism is enabled for the whole process (TensorFlow has no narrower switch)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow as tf  # noqa: F401
+    import tensorflow as tf
 
-    from taggerflow.models import build_model
+    from taggerflow.models import build_model, save_model
 
     keras.utils.set_random_seed(seed)
+    # the same kernels in the same order: a resumed run adds up the same floating-point sums
+    tf.config.experimental.enable_op_determinism()
     info = device_info()
     log(f"training '{variant['name']}' on {info['host']} ({info['device']}: {info['gpus'] or 'no GPU'})")
 
@@ -301,8 +345,13 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
         log(f"class weights: { {classes[i]: round(w, 4) for i, w in weights.items()} }"
             + (" (times the flattening weights)" if with_weights else ""))
     log(f"training from {source}{', with the flattening weights of the train sample' if with_weights else ''}")
-    train_ds, val_ds = training_datasets(variant, metadata, train_files, val_files, batch, seed, coll_names,
-                                         with_add_vars=with_add, with_weights=with_weights, class_weight=weights)
+
+    def datasets(epoch: int, with_validation: bool):
+        return training_datasets(variant, metadata, train_files, val_files if with_validation else (), batch, seed,
+                                 coll_names, with_add_vars=with_add, with_weights=with_weights, class_weight=weights,
+                                 epoch=epoch)
+
+    train_ds, val_ds = datasets(initial_epoch, True)
 
     class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         """EarlyStopping whose patience count, best value and epoch continue those of the checkpoint."""
@@ -324,6 +373,26 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                     "best": None if self.best is None else float(self.best), "best_epoch": int(self.best_epoch),
                     "stopped_epoch": int(self.stopped_epoch)}
 
+    class OneTraining(keras.callbacks.CallbackList):
+        """The callbacks of the per-epoch fit calls, called as if one fit ran all the epochs:
+        on_train_begin before the first, on_train_end (``end()``) after the last; the progress line
+        says "Epoch 4/8", not "Epoch 4/4"."""
+
+        began = False
+
+        def on_train_begin(self, logs=None):
+            if not self.began:
+                self.began = True
+                super().on_train_begin(logs)
+
+        def on_train_end(self, logs=None):  # of one fit: only wait for what it dispatched
+            if self._async_train:
+                self._flush_futures()
+
+        def end(self, logs=None):
+            if self.began:
+                super().on_train_end(logs)
+
     def loggable(v):
         try:
             return float(v)
@@ -344,11 +413,14 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
             name = f"epoch-{epoch + 1:04d}.keras"
             path = os.path.join(ckpt_dir, name)
             with atomic_path(path, suffix=".keras") as tmp:
-                self.model.save(tmp)
+                save_model(self.model, tmp)
+                _pause_point("model-saved", epoch)
+            _pause_point("model-renamed", epoch)
             write_json(ckpt_state, {"version": CHECKPOINT_VERSION, "epoch": epoch + 1, "model": name,
                                     "model_sha256": file_sha256(path), "logs": logs, "history": self.history,
                                     "early_stopping": self.early_stopping.state(),
                                     "stopped": bool(self.model.stop_training)})
+            _pause_point("state-committed", epoch)
             write_history(history_tmp, self.history)
             _clean_checkpoint_dir(ckpt_dir, keep=name)
 
@@ -368,10 +440,19 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     if stopped:
         log(f"the checkpointed run stopped early after epoch {initial_epoch}: not training further")
     if initial_epoch < epochs and not stopped:
-        _skip_epochs(train_ds, initial_epoch)
-        # with sample weights the class weights are already in the batches' weights
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=fit_callbacks, verbose=2, shuffle=False, class_weight=None if with_weights else weights)
+        training = OneTraining(fit_callbacks, add_history=True, add_progbar=True, model=model, verbose=2,
+                                epochs=epochs, steps=None)
+        for epoch in range(initial_epoch, epochs):
+            if epoch > initial_epoch:
+                train_ds, _ = datasets(epoch, False)
+            reseed_random_layers(model, seed, epoch)
+            # one fit per epoch, over that epoch's dataset; with sample weights the class weights are
+            # already in the batches' weights
+            model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch, callbacks=training,
+                      verbose=2, shuffle=False, class_weight=None if with_weights else weights)
+            if model.stop_training:
+                break
+        training.end()
     duration = time.time() - start
 
     # evaluation on the test split
@@ -387,7 +468,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                         "auc": pairwise_aucs(probs, labels, classes)},
                "config": variant}
     with atomic_path(out["model"], suffix=".keras") as tmp:
-        model.save(tmp)
+        save_model(model, tmp)
     write_history(out["history"], history)
     write_json(out["summary"], summary)
     if variant.get("mlflow", True) and out.get("mlruns"):

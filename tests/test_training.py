@@ -232,8 +232,9 @@ def reference_run(files_config, records, tmp_path_factory):
 
 @pytest.mark.parametrize("kill", ["after_checkpoint", "before_state", "before_history"])
 def test_resume_after_kill(files_config, records, reference_run, tmp_path, monkeypatch, kill):
-    """Killed in epoch 1 (0-based) at three moments, the rerun resumes after the last committed epoch
-    from its weights and optimizer state, and ends with the weights and history of the uninterrupted run."""
+    """Killed in epoch 1 (0-based) at three moments (simulated in this process; tests/test_resume_kill.py
+    kills real processes), the rerun resumes after the last committed epoch from its weights and
+    optimizer state, and ends with exactly the weights and history of the uninterrupted run."""
     import taggerflow.training as training
     from taggerflow.models import build_model
 
@@ -284,14 +285,12 @@ def test_resume_after_kill(files_config, records, reference_run, tmp_path, monke
     history = read_history(out["history"])
     assert _epochs(history) == _epochs(read_history(ckpt_history)) == list(range(N_EPOCHS))
     assert summary["epochs_run"] == N_EPOCHS
-    # the same epochs as the uninterrupted run: losses, and the final weights
-    for mine, ref in zip(history, reference_run["history"]):
-        assert set(mine) == set(ref)
-        assert float(mine["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-5)
-        assert float(mine["val_loss"]) == pytest.approx(float(ref["val_loss"]), rel=1e-5)
+    # the same epochs as the uninterrupted run, exactly: history rows, and the final weights
+    assert history == reference_run["history"]
     final = _model_weights(out["model"])[0]
+    assert len(final) == len(reference_run["weights"])
     for a, b in zip(final, reference_run["weights"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a, b)
     # one model file left in the checkpoint, no temporary files
     assert sorted(os.listdir(out["checkpoint_dir"])) == ["epoch-0003.keras", "history.csv", "state.json"]
 
