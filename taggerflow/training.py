@@ -324,7 +324,9 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                              f"(the candidate variables each constituent is conditioned on)")
         model = build_model(variant["model"], n_candidate_vars, collections, len(classes), seed=seed,
                             n_add_vars=n_add)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate(variant)),
+        # named: Keras numbers unnamed optimizers per process (adam, adam_1, ...), and the name is in
+        # the model file, so a training that followed another in the same worker wrote other bytes
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate(variant), name="adam"),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     seq_vars = {k: list(metadata["variables"].get(f"{k}/inputs") or []) for k in collections}
     write_json(out["config"], {"variant": variant, "seed": seed, "classes": classes, "source": source,
