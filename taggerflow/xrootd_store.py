@@ -17,15 +17,16 @@ def is_xrootd_url(url: str) -> bool:
     return str(url).startswith(ROOT_SCHEMES)
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """(``root://host[:port]``, absolute path) of an XRootD URL; raises ValueError naming it."""
+def split_url(url: str, query: bool = False) -> tuple[str, str]:
+    """(``root://host[:port]``, absolute path) of an XRootD URL, without its ``?`` opaque part unless
+    ``query``; raises ValueError naming it."""
     url = str(url)
     scheme = next((s for s in ROOT_SCHEMES if url.startswith(s)), None)
     rest = url[len(scheme):] if scheme else ""
     host, sep, path = rest.partition("/")
     if not scheme or not host or not sep:
         raise ValueError(f"{url}: not an XRootD URL (expected root://host[:port]//path)")
-    return f"{scheme}{host}", "/" + path.split("?", 1)[0].lstrip("/")
+    return f"{scheme}{host}", "/" + (path if query else path.split("?", 1)[0]).lstrip("/")
 
 
 class XRootDStore:
@@ -93,3 +94,14 @@ class XRootDStore:
         except BaseException:
             self.remove(tmp)
             raise
+
+
+def glob_urls(pattern: str) -> list[str]:
+    """The URLs matching the glob ``pattern`` (``root://host//dir/*.root``, ``*``/``?``/``[...]`` in
+    any path component; so no ``?`` opaque part), sorted, through the server's directory listing
+    (fsspec-xrootd)."""
+    import fsspec
+
+    host, path = split_url(pattern, query=True)
+    fs = fsspec.filesystem("root", hostid=host.split("://", 1)[1])
+    return sorted(f"{host}/{p if p.startswith('/') else '/' + p}" for p in fs.glob(path))

@@ -212,3 +212,17 @@ def test_publish_to_a_root_store(runs, xrootd, tmp_path):
     assert len(again) == len(writes) and again[-1].startswith(f"{rel_root}/published.json.tmp-")
     assert json.loads(open(manifest_path[0]).read()) == manifest
     assert _sha256(os.path.join(root, "dense", "lwtnn.json")) == manifest["files"]["dense/lwtnn.json"]["sha256"]
+
+
+def test_glob_urls_lists_the_server(xrootd, demo_files):
+    """glob_urls expands a glob on a root:// URL through the server's directory listing (not yet
+    used by the configuration, which refuses globs on URLs: tests/test_readers.py)."""
+    from taggerflow.xrootd_store import glob_urls
+
+    src = next(iter(demo_files.values()))
+    for name in ("a/x_1.root", "a/x_2.root", "a/y.root", "b/x_3.root", "b/x_3.txt"):
+        xrootd.add(src, f"glob/{name}")
+    assert glob_urls(xrootd.url("glob/*/x_*.root")) == [xrootd.url(f"glob/{n}") for n in
+                                                        ("a/x_1.root", "a/x_2.root", "b/x_3.root")]
+    assert glob_urls(xrootd.url("glob/a/x_?.root")) == [xrootd.url("glob/a/x_1.root"), xrootd.url("glob/a/x_2.root")]
+    assert glob_urls(xrootd.url("glob/c/*.root")) == []
