@@ -23,7 +23,6 @@ import pytest
 from conftest import REPO, tiny_raw, write_config
 from xrootd_server import INSTALL_HINT, xrootd_server
 
-pytestmark = pytest.mark.slow
 VERSION = "xrd"
 CHAIN = ("Spectrum", "ShuffleMergeSpectral", "FeatureScaling", "MergeScaling", "WriteTrainSample")
 
@@ -98,6 +97,7 @@ def runs(xrootd, demo_files, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_root_inputs_give_the_same_training_files_as_local_paths(runs, xrootd):
     """Every output of Spectrum to WriteTrainSample is byte-identical whether the inputs are read from
     their local paths or through the XRootD server (which logged the reads)."""
@@ -168,6 +168,7 @@ def test_xrootd_store_copies_renames_and_reports_errors(xrootd, tmp_path):
     assert not store.exists("d/nothing.bin")
 
 
+@pytest.mark.slow
 def test_publish_to_a_root_store(runs, xrootd, tmp_path):
     """Publish (after the training on the root:// inputs) copies the deliverables to a root:// store
     through the XRootD client: sizes and sha256 as in the manifest and as the local outputs, the
