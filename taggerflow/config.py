@@ -257,6 +257,40 @@ class Collection:
         return self.name if cone == GLOBAL_CONE else f"{self.name}_{cone}"
 
 
+def _is_glob(pattern: str) -> bool:
+    """Whether a file pattern has glob characters (in a URL: in its path, not its ``?`` query)."""
+    if "://" in pattern:
+        rest = pattern.split("://", 1)[1]
+        pattern = rest.split("/", 1)[-1].split("?", 1)[0]
+    return any(ch in pattern for ch in "*?[")
+
+
+def _split_location(path: str) -> tuple[str, str]:
+    """(server, path) of a URL ``root://host//dir/f.root`` -> ('root://host', '/dir/f.root'); ('', path)
+    for a local path."""
+    if "://" not in path:
+        return "", os.path.abspath(path)
+    scheme, rest = path.split("://", 1)
+    host, _, p = rest.partition("/")
+    return f"{scheme}://{host}", "/" + p.split("?", 1)[0].lstrip("/")
+
+
+def _common_dir(files: list[str]) -> tuple[str, str] | None:
+    """(server, the deepest directory holding all of ``files``): local paths, or URLs of one server."""
+    locations = [_split_location(f) for f in files]
+    if not locations or len({server for server, _ in locations}) != 1:
+        return None
+    return locations[0][0], os.path.commonpath([os.path.dirname(p) for _, p in locations])
+
+
+def _relative_to(path: str, root: tuple[str, str]) -> str | None:
+    server, directory = root
+    s, p = _split_location(path)
+    if s != server or not p.startswith(directory.rstrip("/") + "/"):
+        return None
+    return os.path.relpath(p, directory).replace(os.sep, "/")
+
+
 @dataclass
 class Config:
     """A validated configuration. ``raw`` is the YAML content; the properties are derived views."""
@@ -265,6 +299,7 @@ class Config:
     path: str
     base_dir: Path = field(init=False)
     _dataset_files: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+    _dataset_roots: dict[str, tuple[str, str] | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.path).resolve().parent
@@ -317,7 +352,20 @@ class Config:
             for pattern in spec["files"]:
                 pattern = os.path.expandvars(os.path.expanduser(str(pattern)))
                 if "://" in pattern:
-                    files.append(pattern)
+                    if not _is_glob(pattern):
+                        files.append(pattern)
+                        continue
+                    from taggerflow.xrootd_store import glob_urls
+
+                    try:
+                        matched = glob_urls(pattern)
+                    except Exception as e:  # the server's listing failed: unreachable, no such directory
+                        raise ConfigError(f"{self.path}: inputs.datasets.{name}.files: cannot list "
+                                          f"'{pattern}' ({type(e).__name__}: {str(e).strip()})") from None
+                    if not matched:
+                        raise ConfigError(f"{self.path}: inputs.datasets.{name}.files: "
+                                          f"no file matches '{pattern}'")
+                    files.extend(matched)
                     continue
                 if not os.path.isabs(pattern):
                     pattern = str(self.base_dir / pattern)
@@ -328,6 +376,35 @@ class Config:
                 files.extend(matched)
             out[name] = files
         return out
+
+    def stored_input_path(self, path: str, dataset: str | None) -> str:
+        """How outputs record the input file ``path`` of ``dataset``: ``<dataset>/<path relative to
+        the dataset's root>``, the root being the deepest directory holding all of the dataset's
+        files, so that the same files read from another directory, another mount or an XRootD
+        server (``root://host//...``) give the same bytes; a file below the data directory (the
+        demo inputs) as :func:`taggerflow.paths.portable_path` stores it."""
+        from taggerflow.paths import DATA_PREFIX, portable_path
+
+        stored = portable_path(path, self.base_dir)
+        if self.is_demo or stored.startswith(DATA_PREFIX) or dataset not in self.dataset_names:
+            return stored
+        if self._dataset_roots is None:
+            self._dataset_roots = {ds: _common_dir(files) for ds, files in self.dataset_files().items()}
+        root = self._dataset_roots.get(dataset)
+        rel = _relative_to(path, root) if root is not None else None
+        return stored if rel is None else f"{dataset}/{rel}"
+
+    def resolve_stored_input(self, stored: str) -> str:
+        """The file an output's ``stored`` input path (:meth:`stored_input_path`) names, with this
+        configuration's inputs (where they are read from now)."""
+        from taggerflow.paths import resolve_path
+
+        dataset, _, rel = stored.partition("/")
+        if not self.is_demo and dataset in self.dataset_names and rel:
+            for path in self.dataset_files()[dataset]:
+                if self.stored_input_path(path, dataset) == stored:
+                    return path
+        return resolve_path(stored, self.base_dir)
 
     # -- classes ---------------------------------------------------------------------------
     @property
@@ -691,9 +768,9 @@ def _validate_inputs(cfg: Config, err) -> None:
         for pattern in spec["files"]:
             if not isinstance(pattern, str):
                 raise err(f"inputs.datasets.{ds}.files", f"expected path strings, got {pattern!r}")
-            if "://" in pattern and any(ch in pattern for ch in "*?["):
-                raise err(f"inputs.datasets.{ds}.files", f"'{pattern}': globs cannot be expanded on URLs; "
-                          "list the files")
+            if "://" in pattern and not pattern.startswith(("root://", "xroot://")) and _is_glob(pattern):
+                raise err(f"inputs.datasets.{ds}.files", f"'{pattern}': globs are expanded on root:// URLs "
+                          "only (through the server's listing); list the files")
     if inp.get("selection") is not None:
         try:
             expression_names(inp["selection"])

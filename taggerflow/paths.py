@@ -5,11 +5,13 @@ The rule (README, "Same bytes wherever it runs"):
 
 * a file below ``$TAGGERFLOW_DATA`` (every pipeline output, the demo inputs) is stored as
   ``$TAGGERFLOW_DATA/<its path relative to the data directory>``;
-* an input file below the configuration's directory (where the relative patterns of
-  ``inputs.datasets`` start) is stored relative to that directory, as such a pattern names it
-  (e.g. ``samples/DY_0.root``, or ``../samples/DY_0.root`` for a pattern ``../samples/*.root``);
-* anything else (a file of an absolute pattern elsewhere, a ``root://`` URL) is stored as the
-  configuration names it.
+* an input file of a dataset (spectra, manifests) as ``<dataset>/<its path relative to the
+  dataset's root>``, the deepest directory holding all of the dataset's files
+  (:meth:`taggerflow.config.Config.stored_input_path`): the same whether the files are read from
+  a local directory, another mount or an XRootD server;
+* any other file below the configuration's directory is stored relative to that directory, as a
+  relative pattern names it (e.g. ``samples/DY_0.root``, or ``../samples/DY_0.root``);
+* anything else (an absolute path elsewhere, a URL) is stored as the configuration names it.
 
 :func:`resolve_path` turns a stored path back into one that can be opened.
 """

@@ -48,7 +48,6 @@ import numpy as np
 from taggerflow.config import Config
 from taggerflow.io import InputError, Segment, atomic_output, labels_from_truth
 from taggerflow.integrity import write_shard_checksum
-from taggerflow.paths import portable_path
 from taggerflow.readers import (available_fields, input_spec, match_any, open_source, read_prepared,
                                 split_location)
 from taggerflow.shards import SUFFIX, Columns, shard_writer
@@ -609,9 +608,9 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
                        "entries": sum(s.stop - s.start for s in segs.get(g, []))} for g in segments},
         "refill_spectrum": refill,
         # input paths as stored (taggerflow.paths): the same manifest wherever the data directory is
-        "segments": {g: [[portable_path(s.path, cfg.base_dir), s.start, s.stop, s.dataset] for s in segs[g]]
+        "segments": {g: [[cfg.stored_input_path(s.path, s.dataset), s.start, s.stop, s.dataset] for s in segs[g]]
                      for g in groups},
-        "files": {portable_path(p, cfg.base_dir): e for p, e in manifest_files.items()},
+        "files": {cfg.stored_input_path(p, e["dataset"]): e for p, e in manifest_files.items()},
         "class_probabilities": dict(zip(classes, np.asarray(p_class).tolist())) if p_class is not None else {},
     }
     if ids_path is not None:

@@ -79,7 +79,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     the same counts as ``hist.Hist`` objects per class (``hists``, made when first looked up), the
     entry count of the file (tree entries: what the jobs split), the candidates read, those removed
     by ``inputs.selection`` and those without a class, and ``source``: ``path`` as the outputs store
-    it (:func:`taggerflow.paths.portable_path`). Checks first that every branch the config
+    it (:meth:`taggerflow.config.Config.stored_input_path`). Checks first that every branch the config
     needs exists, so a missing branch fails here, naming the file, the branch and the config key, and
     that every basket of every branch the later stages read lies within the file (a truncated file
     fails here, naming the file and the branch)."""
@@ -98,7 +98,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     return {"entries": entries, "candidates": counts["candidates"], "deselected": counts["deselected"],
             "unlabelled": counts["unlabelled"], "counts_flow": counts["counts_flow"], "pt_edges": pt_e,
             "abs_eta_edges": eta_e, "hists": ClassHists(cfg, counts["counts_flow"]),
-            "dataset": dataset or "", "path": path, "source": portable_path(path, cfg.base_dir)}
+            "dataset": dataset or "", "path": path, "source": cfg.stored_input_path(path, dataset)}
 
 
 class ClassHists(Mapping):

@@ -86,6 +86,8 @@ def _chain(root, monkeypatch) -> dict[str, bytes]:
 
 
 def test_outputs_equal_in_two_places_and_hold_no_absolute_path(tmp_path, monkeypatch):
+    from taggerflow.config import load_config
+
     a = _chain(tmp_path / "a", monkeypatch)
     b = _chain(tmp_path / "b" / "deeper", monkeypatch)
     assert sorted(a) == sorted(b) and len(a) >= 20
@@ -97,12 +99,15 @@ def test_outputs_equal_in_two_places_and_hold_no_absolute_path(tmp_path, monkeyp
 
     # the paths as stored, and that they lead to the files
     data, cfg_dir = tmp_path / "b" / "deeper" / "data", tmp_path / "b" / "deeper" / "cfg"
+    # input files as <dataset>/<path below the dataset's root>, found again through the configuration
     with np.load(data / "Spectrum" / "spectrum_0.npz") as d:
-        assert str(d["path"]) == "samples/DY_0.root"
+        assert str(d["path"]) == "DY/DY_0.root"
     manifest = json.load(open(data / "ShuffleMergeSpectral" / "manifest_0.json"))
-    assert sorted(manifest["files"]) == [f"samples/{ds}_0.root" for ds in ("DY", "QCD", "TT", "WJets")]
+    assert sorted(manifest["files"]) == [f"{ds}/{ds}_0.root" for ds in ("DY", "QCD", "TT", "WJets")]
+    cfg = load_config(str(cfg_dir / "tiny.yaml"))
     for seg in (s for segs in manifest["segments"].values() for s in segs):
-        assert os.path.isfile(resolve_path(seg[0], cfg_dir))
+        assert cfg.resolve_stored_input(seg[0]) == str(cfg_dir / "samples" / f"{seg[3]}_0.root")
+        assert os.path.isfile(cfg.resolve_stored_input(seg[0]))
     job = json.load(open(data / "FeatureScaling" / "moments_1.json"))
     assert job["files"] == [DATA_PREFIX + "ShuffleMergeSpectral/shard_1.root"]
     assert [pf["file"] for pf in job["per_file"]] == job["files"]

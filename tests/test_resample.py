@@ -94,7 +94,7 @@ def test_run_job_manifests_balance_and_determinism(files_config, demo_files, tmp
         for path, e in m["files"].items():
             assert e["read"] == sum(e["accepted"].values()) + sum(e["rejected"].values()) + e["unlabelled"]
             reads[path] = reads.get(path, 0) + e["read"]
-    assert reads == entries
+    assert reads == {cfg.stored_input_path(path, ds): n for ds, fs in per_ds.items() for path, n in fs}
     # written shard content agrees with the manifest, all branches kept plus the new ones
     labels = []
     for j, m in enumerate(manifests):
@@ -317,12 +317,13 @@ def test_groups_contribute_listed_classes_ranges_and_refill(big_files, tmp_path)
         for c, codes in (("tau", [5]), ("jet", [0])):
             direct = np.zeros((3, 2))
             for path, a, b, _ in m["segments"]["gA"]:
-                t = uproot.open(path)["candidates"].arrays(["pt", "eta", "gen_match"], entry_start=a, entry_stop=b,
+                t = uproot.open(cfg.resolve_stored_input(path))["candidates"].arrays(["pt", "eta", "gen_match"], entry_start=a, entry_stop=b,
                                                             library="np")
                 sel = np.isin(t["gen_match"], codes)
                 direct += np.histogram2d(t["pt"][sel], np.abs(t["eta"][sel]), bins=[[20, 40, 70, 1000], [0, 1, 2.3]])[0]
             np.testing.assert_array_equal(f[f"N_gA_{c}"].values(), direct)
-    assert read == {s["path"]: s["candidates"] for s in spectra}  # nothing lost, nothing read twice
+    # nothing lost, nothing read twice
+    assert read == {cfg.stored_input_path(s["path"], s["dataset"]): s["candidates"] for s in spectra}
 
 
 def _runs(x):
