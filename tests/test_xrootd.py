@@ -15,12 +15,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from conftest import REPO, tiny_raw, write_config
+from test_e2e import _law
+from test_e2e import _law_env as e2e_law_env
 from xrootd_server import INSTALL_HINT, xrootd_server
 
 VERSION = "xrd"
@@ -37,18 +37,7 @@ def xrootd():
 
 
 def _law_env(tmp, extra: dict | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=REPO, LAW_CONFIG_FILE=os.path.join(REPO, "law.cfg"),
-               LAW_HOME=str(tmp / "law_home"), TAGGERFLOW_DATA=str(tmp / "data"), TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(extra or {})
-    return env
-
-
-def _law(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    law_bin = shutil.which("law", path=os.path.dirname(sys.executable)) or shutil.which("law")
-    proc = subprocess.run([law_bin, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"law {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return dict(e2e_law_env(tmp), **(extra or {}))
 
 
 def _sha256(path: str) -> str:
