@@ -8,6 +8,8 @@ import os
 import pytest
 import yaml
 
+import taggerflow  # noqa: F401  (loads the XRootD client before any test module imports TensorFlow)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
