@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from taggerflow.export import check, check_inputs, convert, format_table, lwtnn_variables, raw_clamp
+from taggerflow.export import check, check_inputs, convert, format_table, lwtnn_variables, raw_inputs
 
 
 def test_lwtnn_variables_from_scaling():
@@ -16,7 +16,11 @@ def test_lwtnn_variables_from_scaling():
     variables, clamp = lwtnn_variables(scaling, "candidate", ["x"])
     assert variables == [{"name": "x", "offset": -50.0, "scale": 2.0, "default": 50.5}]
     assert clamp == {"x": [49.0, None]}
-    np.testing.assert_array_equal(raw_clamp(np.array([[10.0], [49.5], [1e9]]), [clamp["x"]])[:, 0], [49.0, 49.5, 1e9])
+    np.testing.assert_array_equal(raw_inputs(np.array([[10.0], [49.5], [1e9]]), [clamp["x"]], [50.5])[:, 0],
+                                  [49.0, 49.5, 1e9])
+    # the recipe: clamp, then non-finite -> default; -inf meets the lower bound, +inf and NaN the default
+    np.testing.assert_array_equal(raw_inputs(np.array([[-np.inf], [np.inf], [np.nan]]), [clamp["x"]], [50.5])[:, 0],
+                                  [49.0, 50.5, 50.5])
 
 
 @pytest.mark.parametrize("model_type", ["deepsets", "dense"])
