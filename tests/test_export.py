@@ -252,3 +252,33 @@ def test_export_with_non_finite_raw_inputs(files_config, shard_and_scaling, tmp_
     lw.pop("defaults", None)
     failed = check(model, lw, clamps, inputs, sequences)
     assert not failed["passed"] and np.isnan(failed["max_abs_diff"])
+
+
+def test_check_with_concat_jet_tracks_and_non_finite_candidates(files_config, shard_and_scaling, tmp_path):
+    """concat_jet_tracks puts the candidate's raw value on every constituent: a NaN or inf there
+    follows the candidate variable's recipe (its bounds and default) on every constituent too."""
+    import json
+
+    from nonfinite import write_nonfinite_shard
+    from taggerflow.config import config_from_dict
+    from taggerflow.models import build_model
+
+    shard, scaling, _ = shard_and_scaling
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["train_sample"]["concat_jet_tracks"] = ["mass", "decay_mode"]
+    cfg = config_from_dict(raw, files_config.path)
+    bad_shard = str(tmp_path / "nonfinite.root")
+    write_nonfinite_shard(cfg, shard, bad_shard)
+    coll = cfg.collections[0]
+    model = build_model({"type": "deepsets", "phi_layers": [8], "f_layers": [8]}, len(cfg.candidate_variables),
+                        {"pfcand": (coll.n_max, len(coll.variables) + 2)}, len(cfg.class_names), seed=6)
+    config, clamps = convert(model, cfg, scaling)
+    seq = config["input_sequences"][0]
+    assert [v["name"] for v in seq["variables"]][-2:] == ["mass", "decay_mode"]
+    cand = {v["name"]: v for v in config["inputs"][0]["variables"]}
+    assert seq["variables"][-1]["default"] == cand["decay_mode"]["default"]
+    inputs = check_inputs(cfg, [bad_shard], scaling, 300)
+    flat, counts = inputs["raw"]["pfcand"]
+    assert np.isnan(flat[:, -1]).any() and np.isinf(flat[:, -2]).any()  # the candidate's values, per constituent
+    result = check(model, config, clamps, inputs, ["pfcand"])
+    assert result["passed"] and np.isfinite(result["max_abs_diff"]) and result["max_abs_diff"] < 1e-5
