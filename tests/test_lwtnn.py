@@ -99,7 +99,8 @@ def test_evaluator_with_non_finite_raw_inputs():
 
     g = LwtnnGraph(graph_doc())
     raw_jet, raw_a, raw_b = np.array([[np.inf]]), np.array([[np.nan], [2.0]]), np.array([[-np.inf], [1.0]])
-    assert all(np.isnan(v) for v in g.compute({"jet": {"x": 0.3}}, {"trk": {"a": raw_a[:, 0], "b": [3.0, -1.0]}}).values())
+    as_given = g.compute({"jet": {"x": 0.3}}, {"trk": {"a": raw_a[:, 0], "b": [3.0, -1.0]}})
+    assert all(np.isnan(v) for v in as_given.values())
     x = apply_raw_recipe(raw_jet, -1.0, 1.0, 0.25)
     trk = apply_raw_recipe(np.hstack([raw_a, raw_b]), [-np.inf, -2.0], [np.inf, 2.0], [3.0, 0.0])
     np.testing.assert_array_equal(x, [[1.0]])
