@@ -1,9 +1,11 @@
 """ConvertLwtnn glue: lwtnn input variables from the merged scaling, and the agreement check.
 
 lwtnn computes x' = (x + offset) * scale, so offset = -mean and scale = 1/std, and C++ feeds raw
-values. lwtnn cannot clamp: the raw-value clamp bounds go into ``miscellaneous`` and the C++ side
-(and the check here) clamps raw inputs before evaluating. Constituents are passed as lwtnn expects:
-only the real ones, in the training order, at most n_max.
+values. lwtnn neither clamps nor replaces non-finite values: C++ (and the check here) applies the
+training files' input recipe to the raw values first (:data:`taggerflow.scaling.RAW_INPUT_RECIPE`:
+clamp to the raw bounds written in ``miscellaneous.clamp_raw_inputs``, then non-finite -> the
+variable's ``default`` written in the lwtnn file). Constituents are passed as lwtnn expects: only
+the real ones, in the training order, at most n_max.
 
 With ``train_sample.concat_jet_tracks`` every constituent also carries candidate variables (scaled
 exactly as the candidate's own); in lwtnn they are further variables of each input sequence, with
@@ -22,7 +24,7 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.io import candidate_features, open_tree, read_range
-from taggerflow.scaling import scaling_arrays
+from taggerflow.scaling import RAW_INPUT_RECIPE, apply_raw_recipe, raw_recipe_arrays, scaling_arrays
 from taggerflow.trainsample import (CANDIDATE_GROUP, options, order_and_pad, prepare, sequence_constituents,
                                     sequence_variables, split_index)
 
@@ -31,15 +33,16 @@ THRESHOLDS = (1e-7, 5e-7, 1e-6, 5e-6, 1e-5)
 
 def lwtnn_variables(scaling: dict, type_name: str, names: list[str], cone: str = "global"
                     ) -> tuple[list[dict], dict]:
-    """lwtnn variable entries (name, offset, scale, default) and raw clamp bounds for one input."""
-    mean, std, lo, hi, default = scaling_arrays(scaling, type_name, names, cone)
+    """lwtnn variable entries (name, offset, scale, default = the recipe's raw default) and raw
+    clamp bounds ([min, max], None = unbounded) for one input."""
+    mean, std, _, _, _ = scaling_arrays(scaling, type_name, names, cone)
+    raw_min, raw_max, raw_default = raw_recipe_arrays(scaling, type_name, names, cone)
     variables, clamp = [], {}
     for i, name in enumerate(names):
         variables.append({"name": name, "offset": float(-mean[i]), "scale": float(1.0 / std[i]),
-                          "default": float(mean[i] + default[i] * std[i])})
-        raw_lo = mean[i] + lo[i] * std[i] if np.isfinite(lo[i]) else None
-        raw_hi = mean[i] + hi[i] * std[i] if np.isfinite(hi[i]) else None
-        clamp[name] = [None if raw_lo is None else float(raw_lo), None if raw_hi is None else float(raw_hi)]
+                          "default": float(raw_default[i])})
+        clamp[name] = [float(raw_min[i]) if np.isfinite(raw_min[i]) else None,
+                       float(raw_max[i]) if np.isfinite(raw_max[i]) else None]
     return variables, clamp
 
 
@@ -62,11 +65,12 @@ def sequence_scaling(cfg: Config, scaling: dict) -> dict:
     return out
 
 
-def raw_clamp(x: np.ndarray, bounds: list[list[float | None]]) -> np.ndarray:
-    """Clamp raw values per column to the bounds written in the lwtnn file (what C++ must do)."""
-    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
-    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
-    return np.clip(x, lo, hi)
+def raw_inputs(x: np.ndarray, bounds: list[list[float | None]], defaults: list[float]) -> np.ndarray:
+    """The input recipe on raw values per column, with the bounds and defaults written in the lwtnn
+    file (what C++ must do): clamp, then non-finite -> default."""
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds], dtype=np.float64)
+    hi = np.array([np.inf if b[1] is None else b[1] for b in bounds], dtype=np.float64)
+    return apply_raw_recipe(x, lo, hi, np.asarray(defaults, dtype=np.float64))
 
 
 def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candidates: int) -> dict:
@@ -139,13 +143,19 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
         seq_vars[name], clamps[sequence_names.get(name, name)] = \
             lwtnn_variables(seq_scaling, coll.name, seq_names[name], cone)
     misc = {"clamp_raw_inputs": json.dumps(clamps, sort_keys=True),
-            "note": "clamp raw inputs to clamp_raw_inputs [min, max] (null = unbounded) before evaluating; "
-                    "pass only real constituents, ordered and truncated as in training"}
+            "input_recipe": f"{RAW_INPUT_RECIPE}; raw bounds: clamp_raw_inputs; raw default: the variable's "
+                            f"default (graph: inputs[].variables[].default, input_sequences[].variables[].default; "
+                            f"sequential: defaults)",
+            "note": "apply input_recipe to the raw inputs before evaluating (lwtnn neither clamps nor replaces "
+                    "non-finite values)"}
+    if seq_vars:  # lwtnn's graph parser rejects an empty sequence map and a missing sequence node
+        misc["note"] += ("; pass only real constituents, ordered and truncated as in training, and every "
+                         "sequence variable of every sequence node (empty vectors for zero constituents)")
     concat = list(options(cfg).concat)
     if concat and seq_vars:
         misc["concat_jet_tracks"] = json.dumps(concat)
         misc["note"] += ("; every constituent also carries the candidate's raw values of concat_jet_tracks "
-                         "(same offsets, scales and clamp bounds as the candidate input)")
+                         "(same offsets, scales, clamp bounds and defaults as the candidate input)")
     if len(model.inputs) == 1:
         return keras_to_lwtnn_sequential(model, cand_vars, cfg.class_names, miscellaneous=misc), clamps
     config = keras_to_lwtnn(model, cand_vars, seq_vars, cfg.class_names, sequence_names=sequence_names,
@@ -155,8 +165,9 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
 
 def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: list[str],
           sequence_names: dict[str, str] | None = None, tolerance: float = 1e-5) -> dict:
-    """Scores of the independent numpy lwtnn evaluator (raw, clamped inputs, real constituents)
-    against Keras (scaled, padded inputs); the table of fractions above each threshold."""
+    """Scores of the independent numpy lwtnn evaluator (raw inputs through the input recipe with
+    the file's bounds and defaults, real constituents) against Keras (the training files' scaled,
+    padded inputs); the table of fractions above each threshold."""
     from taggerflow.lwtnn_eval import LwtnnGraph, LwtnnSequential
     from taggerflow.records import h5_model_inputs
 
@@ -171,18 +182,22 @@ def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: li
 
     if "nodes" not in lwtnn_config:  # sequential format
         names = [v["name"] for v in lwtnn_config["inputs"]]
-        x = raw_clamp(inputs["raw"]["candidate"], [clamps["candidate"][n] for n in names])
+        defaults = lwtnn_config.get("defaults") or {}
+        x = raw_inputs(inputs["raw"]["candidate"], [clamps["candidate"][n] for n in names],
+                       [defaults.get(n, np.nan) for n in names])
         lwtnn_scores = LwtnnSequential(lwtnn_config).compute_batch(x)
     else:
         graph = LwtnnGraph(lwtnn_config)
         node = lwtnn_config["inputs"][0]
-        node_in = {node["name"]: raw_clamp(inputs["raw"]["candidate"],
-                                           [clamps["candidate"][v["name"]] for v in node["variables"]])}
+        node_in = {node["name"]: raw_inputs(inputs["raw"]["candidate"],
+                                            [clamps["candidate"][v["name"]] for v in node["variables"]],
+                                            [v.get("default", np.nan) for v in node["variables"]])}
         seqs = {}
         for seq in lwtnn_config["input_sequences"]:
             name = next(c for c in collections if sequence_names.get(c, c) == seq["name"])
             flat, counts = inputs["raw"][name]
-            seqs[seq["name"]] = (raw_clamp(flat, [clamps[seq["name"]][v["name"]] for v in seq["variables"]]), counts)
+            seqs[seq["name"]] = (raw_inputs(flat, [clamps[seq["name"]][v["name"]] for v in seq["variables"]],
+                                            [v.get("default", np.nan) for v in seq["variables"]]), counts)
         lwtnn_scores = graph.compute_batch(node_in, seqs)
     diff = np.abs(lwtnn_scores - keras_scores).max(axis=1)
     table = {f"{t:g}": float(np.mean(diff > t)) for t in THRESHOLDS}

@@ -440,8 +440,11 @@ class LwtnnGraph:
                 sequences: Mapping[str, Mapping[str, Any]] | None = None,
                 output: str | None = None) -> dict[str, float]:
         """One candidate: ``inputs[node][variable]`` floats, ``sequences[node][variable]`` arrays of the
-        T real constituents (T may be 0). Returns ``{label: score}``. Like lwtnn, every input node must
-        be given and variables are looked up by name (KeyError naming a missing one); extras are ignored."""
+        T real constituents (T may be 0). Returns ``{label: score}``. Like lwtnn, every input node and
+        every sequence node must be given, a sequence node's map must not be empty (``Empty input map``:
+        zero constituents are empty vectors), variables are looked up by name (KeyError naming a missing
+        one); extras are ignored. Inputs are used as given: non-finite values propagate, as in lwtnn
+        (apply the input recipe, :func:`taggerflow.scaling.apply_raw_recipe`, first)."""
         _, labels, idx = self._output(output)
         sequences = sequences or {}
         vectors = []
@@ -453,6 +456,9 @@ class LwtnnGraph:
         for block in self.sequences:
             if block.name not in sequences:
                 raise KeyError(f"can't find input sequence node: {block.name!r}")
+            if not sequences[block.name] and block.variables:  # lwtnn's own refusal, with its message
+                raise ValueError(f"input sequence node {block.name!r}: Empty input map (pass every variable, "
+                                 f"with empty vectors for zero constituents)")
             columns = [np.asarray(c, dtype=np.float64).reshape(-1)
                        for c in block.from_map(sequences[block.name], "input sequence node")]
             lengths = {c.size for c in columns}

@@ -12,16 +12,22 @@ Per variable (``inputs[i].variables[j]``):
 ``lim_min``, ``lim_max``
     clamp bounds of the scaled value (null = unbounded);
 ``default``
-    scaled value that replaces a non-finite one (NaN, or inf left unbounded);
+    scaled value that replaces a value still non-finite after the clamp (NaN, or +-inf on an
+    unbounded side; +inf goes to ``lim_max`` and -inf to ``lim_min`` where bounded);
 ``raw_min``, ``raw_max``
     the same clamp bounds in raw units, ``mean + lim * std``: what C++ clamps raw inputs to before
     lwtnn (= ``miscellaneous.clamp_raw_inputs`` of the lwtnn file);
 ``raw_default``
-    ``mean + default * std``, the raw value to substitute for a non-finite raw input;
+    ``mean + default * std``, the raw value that replaces a raw input still non-finite after the
+    clamp (= the variable's ``default`` in the lwtnn file);
 ``lwtnn_offset``, ``lwtnn_scale``
     ``-mean`` and ``1/std``, lwtnn's ``(x + offset) * scale``;
 ``scaling``, ``expression``
     the configured scaling type and the expression computing the variable, when known.
+
+``preprocessing`` states the one input recipe (clamp, then non-finite -> default) as the training
+files apply it (``keras_onnx``, scaled units) and as C++ applies it before lwtnn (``lwtnn``, raw units):
+:data:`taggerflow.scaling.SCALED_INPUT_RECIPE` and :data:`~taggerflow.scaling.RAW_INPUT_RECIPE`.
 
 Non-finite numbers anywhere in the card (e.g. an undefined AUC) are written as null: the file is
 strict JSON.
@@ -71,7 +77,7 @@ def _float_or_none(x: float) -> float | None:
 
 def _variable_entries(scaling: Mapping, type_name: str, cone: str, variables: Sequence[Any], where: str
                       ) -> list[dict]:
-    from taggerflow.scaling import scaling_arrays  # noqa: PLC0415
+    from taggerflow.scaling import raw_recipe_arrays, scaling_arrays  # noqa: PLC0415
 
     specs = []
     for j, v in enumerate(variables):
@@ -85,13 +91,14 @@ def _variable_entries(scaling: Mapping, type_name: str, cone: str, variables: Se
     if not names:
         raise ValueError(f"{where}: no variables")
     mean, std, lo, hi, default = scaling_arrays(dict(scaling), type_name, names, cone)
+    raw_min, raw_max, raw_default = raw_recipe_arrays(dict(scaling), type_name, names, cone)
     out = []
     for j, spec in enumerate(specs):
         entry_scaling = scaling[type_name][spec["name"]][cone].get("scaling")
         e = {"name": spec["name"], "mean": float(mean[j]), "std": float(std[j]),
              "lim_min": _float_or_none(lo[j]), "lim_max": _float_or_none(hi[j]), "default": float(default[j]),
-             "raw_min": _float_or_none(mean[j] + lo[j] * std[j]), "raw_max": _float_or_none(mean[j] + hi[j] * std[j]),
-             "raw_default": float(mean[j] + default[j] * std[j]),
+             "raw_min": _float_or_none(raw_min[j]), "raw_max": _float_or_none(raw_max[j]),
+             "raw_default": float(raw_default[j]),
              "lwtnn_offset": float(-mean[j]), "lwtnn_scale": float(1.0 / std[j]),
              "scaling": spec.get("scaling", entry_scaling)}
         if spec.get("expression") is not None:
@@ -123,6 +130,7 @@ def model_card(*, name: str, classes: list[str], candidate_variables: list[dict]
         raise ValueError(f"classes: expected unique non-empty class names, got {classes!r}")
     if not isinstance(sequences, Mapping):
         raise ValueError(f"sequences: expected a mapping, got {type(sequences).__name__}")
+    from taggerflow.scaling import RAW_INPUT_RECIPE, SCALED_INPUT_RECIPE  # noqa: PLC0415
 
     cand_vars = _variable_entries(scaling, "candidate", GLOBAL_CONE, list(candidate_variables),
                                   "candidate_variables")
@@ -184,12 +192,11 @@ def model_card(*, name: str, classes: list[str], candidate_variables: list[dict]
         "outputs": [{"name": output_name, "shape": [None, len(classes)], "labels": classes,
                      "meaning": "softmax probabilities, one per class, in label order"}],
         "preprocessing": {
-            "keras_onnx": "per variable: scaled = clip((raw - mean) / std, lim_min, lim_max), non-finite -> "
-                          "default; constituents ordered as in 'order', padded with zeros to n_max, "
-                          "<seq>_valid = 1 for real constituents",
-            "lwtnn": "per variable: clamp raw to [raw_min, raw_max] (null = unbounded), non-finite -> raw_default; "
-                     "lwtnn applies (x + lwtnn_offset) * lwtnn_scale itself; pass only the real constituents, "
-                     "ordered and truncated as in 'order'",
+            "keras_onnx": f"{SCALED_INPUT_RECIPE} (what the training files hold); constituents ordered as in "
+                          f"'order', padded with zeros to n_max, <seq>_valid = 1 for real constituents",
+            "lwtnn": f"{RAW_INPUT_RECIPE} (raw bounds: raw_min/raw_max, raw default: raw_default); lwtnn applies "
+                     f"(x + lwtnn_offset) * lwtnn_scale itself; pass only the real constituents, ordered and "
+                     f"truncated as in 'order', and every sequence variable (empty vectors for zero constituents)",
         },
         "training": copy.deepcopy(training_config),
         "metrics": copy.deepcopy(metrics),

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from taggerflow.export import check, check_inputs, convert, format_table, lwtnn_variables, raw_clamp
+from taggerflow.export import check, check_inputs, convert, format_table, lwtnn_variables, raw_inputs
 
 
 def test_lwtnn_variables_from_scaling():
@@ -16,7 +16,11 @@ def test_lwtnn_variables_from_scaling():
     variables, clamp = lwtnn_variables(scaling, "candidate", ["x"])
     assert variables == [{"name": "x", "offset": -50.0, "scale": 2.0, "default": 50.5}]
     assert clamp == {"x": [49.0, None]}
-    np.testing.assert_array_equal(raw_clamp(np.array([[10.0], [49.5], [1e9]]), [clamp["x"]])[:, 0], [49.0, 49.5, 1e9])
+    np.testing.assert_array_equal(raw_inputs(np.array([[10.0], [49.5], [1e9]]), [clamp["x"]], [50.5])[:, 0],
+                                  [49.0, 49.5, 1e9])
+    # the recipe: clamp, then non-finite -> default; -inf meets the lower bound, +inf and NaN the default
+    np.testing.assert_array_equal(raw_inputs(np.array([[-np.inf], [np.inf], [np.nan]]), [clamp["x"]], [50.5])[:, 0],
+                                  [49.0, 50.5, 50.5])
 
 
 @pytest.mark.parametrize("model_type", ["deepsets", "dense"])
@@ -170,3 +174,111 @@ def test_sequence_names_parameter(files_config):
         export_sequence_names(files_config, {"tracks": "x"})
     with pytest.raises(ValueError, match="expected sequence=name"):
         parse_sequence_names(["pfcand"])
+
+
+@pytest.mark.parametrize("model_type", ["deepsets", "dense"])
+def test_export_with_non_finite_raw_inputs(files_config, shard_and_scaling, tmp_path, model_type):
+    """NaN, +inf and -inf in raw candidate and constituent variables (PFNano's NaN btagSip3dSig):
+    the lwtnn check applies the input recipe with the file's own bounds and defaults and passes
+    (max |diff| finite and within tolerance), the ONNX check too; the lwtnn evaluator fed with the
+    recipe's values equals Keras on the values the training files hold."""
+    import json
+
+    import h5py
+
+    from nonfinite import write_nonfinite_shard
+    from taggerflow.export import export_model
+    from taggerflow.lwtnn_eval import LwtnnGraph, LwtnnSequential
+    from taggerflow.models import build_model
+    from taggerflow.records import h5_model_inputs
+    from taggerflow.scaling import RAW_INPUT_RECIPE
+    from taggerflow.trainsample import write_train_sample
+
+    cfg = files_config
+    shard, scaling, _ = shard_and_scaling
+    bad_shard = str(tmp_path / "nonfinite.root")
+    injected = write_nonfinite_shard(cfg, shard, bad_shard)
+    seqs = {n: (c.n_max, len(c.variables)) for n, c, _ in cfg.sequences()}
+    model = build_model({"type": model_type, "phi_layers": [16], "f_layers": [16], "activation": "relu"},
+                        len(cfg.candidate_variables), seqs, len(cfg.class_names), seed=5)
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    ex = {k: str(tmp_path / f) for k, f in (("lwtnn", "lwtnn.json"), ("check", "check.json"), ("onnx", "m.onnx"),
+                                            ("card", "card.json"))}
+    result = export_model(model_path, cfg, scaling, [bad_shard], ex, log=lambda m: None)
+    assert result["lwtnn"]["passed"] and np.isfinite(result["lwtnn"]["max_abs_diff"])
+    assert result["lwtnn"]["max_abs_diff"] < 1e-5 and result["onnx"]["passed"] and result["onnx"]["max_abs_diff"] < 1e-5
+    lw = json.load(open(ex["lwtnn"]))
+    assert lw["miscellaneous"]["input_recipe"].startswith(RAW_INPUT_RECIPE)
+    card = json.load(open(ex["card"]))
+    assert card["preprocessing"]["lwtnn"].startswith(RAW_INPUT_RECIPE)
+
+    # the checked candidates include the injected ones, with their raw NaN and infs
+    inputs = check_inputs(cfg, [bad_shard], scaling, 400)
+    raw_cand = inputs["raw"]["candidate"]
+    assert np.isnan(raw_cand).sum() == 2 and np.isposinf(raw_cand).sum() == 3 and np.isneginf(raw_cand).sum() == 3
+    if model_type == "deepsets":
+        flat = inputs["raw"]["pfcand"][0]
+        assert np.isnan(flat).sum() == 2 and np.isposinf(flat).sum() == 3 and np.isneginf(flat).sum() == 3
+    # the Keras inputs of the check are the training files' values
+    h5 = {s: str(tmp_path / f"{s}.h5") for s in ("train", "validation", "test")}
+    write_train_sample(cfg, [bad_shard], scaling, h5)
+    with h5py.File(h5["test"], "r") as f:
+        arrays = {k: f[k][: inputs["n"]] for k in ("jets/inputs", "pfcand/inputs", "pfcand/valid", "jets/event")}
+    np.testing.assert_array_equal(inputs["keras"]["jets"].astype(np.float32), arrays["jets/inputs"])
+    assert {i["event"] for i in injected} <= set(arrays["jets/event"].tolist())
+    # the evaluator on the recipe's raw values (bounds from clamp_raw_inputs, defaults from the file)
+    clamps = json.loads(lw["miscellaneous"]["clamp_raw_inputs"])
+    sequences = [n for n in seqs if n in {i.name for i in model.inputs}]
+    keras_scores = model.predict(h5_model_inputs(arrays, sequences), verbose=0).astype(np.float64)
+    if model_type == "dense":
+        names = [v["name"] for v in lw["inputs"]]
+        x = raw_inputs(raw_cand, [clamps["candidate"][n] for n in names], [lw["defaults"][n] for n in names])
+        lwtnn_scores = LwtnnSequential(lw).compute_batch(x)
+    else:
+        node, seq = lw["inputs"][0], lw["input_sequences"][0]
+        x = raw_inputs(raw_cand, [clamps["candidate"][v["name"]] for v in node["variables"]],
+                       [v["default"] for v in node["variables"]])
+        flat, counts = inputs["raw"]["pfcand"]
+        s = raw_inputs(flat, [clamps["pfcand"][v["name"]] for v in seq["variables"]],
+                       [v["default"] for v in seq["variables"]])
+        assert np.isfinite(s).all()
+        lwtnn_scores = LwtnnGraph(lw).compute_batch({node["name"]: x}, {seq["name"]: (s, counts)})
+    assert np.isfinite(x).all()
+    np.testing.assert_allclose(lwtnn_scores, keras_scores, rtol=0, atol=1e-5)
+    # without the defaults in the file the recipe cannot be followed: NaN scores, the check fails
+    for v in (lw["inputs"] if model_type == "dense" else lw["inputs"][0]["variables"]):
+        del v["default"]
+    lw.pop("defaults", None)
+    failed = check(model, lw, clamps, inputs, sequences)
+    assert not failed["passed"] and np.isnan(failed["max_abs_diff"])
+
+
+def test_check_with_concat_jet_tracks_and_non_finite_candidates(files_config, shard_and_scaling, tmp_path):
+    """concat_jet_tracks puts the candidate's raw value on every constituent: a NaN or inf there
+    follows the candidate variable's recipe (its bounds and default) on every constituent too."""
+    import json
+
+    from nonfinite import write_nonfinite_shard
+    from taggerflow.config import config_from_dict
+    from taggerflow.models import build_model
+
+    shard, scaling, _ = shard_and_scaling
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["train_sample"]["concat_jet_tracks"] = ["mass", "decay_mode"]
+    cfg = config_from_dict(raw, files_config.path)
+    bad_shard = str(tmp_path / "nonfinite.root")
+    write_nonfinite_shard(cfg, shard, bad_shard)
+    coll = cfg.collections[0]
+    model = build_model({"type": "deepsets", "phi_layers": [8], "f_layers": [8]}, len(cfg.candidate_variables),
+                        {"pfcand": (coll.n_max, len(coll.variables) + 2)}, len(cfg.class_names), seed=6)
+    config, clamps = convert(model, cfg, scaling)
+    seq = config["input_sequences"][0]
+    assert [v["name"] for v in seq["variables"]][-2:] == ["mass", "decay_mode"]
+    cand = {v["name"]: v for v in config["inputs"][0]["variables"]}
+    assert seq["variables"][-1]["default"] == cand["decay_mode"]["default"]
+    inputs = check_inputs(cfg, [bad_shard], scaling, 300)
+    flat, counts = inputs["raw"]["pfcand"]
+    assert np.isnan(flat[:, -1]).any() and np.isinf(flat[:, -2]).any()  # the candidate's values, per constituent
+    result = check(model, config, clamps, inputs, ["pfcand"])
+    assert result["passed"] and np.isfinite(result["max_abs_diff"]) and result["max_abs_diff"] < 1e-5

@@ -85,8 +85,30 @@ def test_evaluator_graph_handcheck():
         g.compute({"jet": {"x": 0.5}}, {"trk": {"a": [1.0]}})
     with pytest.raises(KeyError, match="trk"):
         g.compute({"jet": {"x": 0.5}}, {})
+    with pytest.raises(ValueError, match="Empty input map"):  # lwtnn's refusal: zero constituents = empty vectors
+        g.compute({"jet": {"x": 0.5}}, {"trk": {}})
     with pytest.raises(ValueError, match="counts"):
         g.compute_batch({"jet": [[0.5], [0.5]]}, {"trk": (np.zeros((3, 2)), np.array([2, 0]))})
+
+
+def test_evaluator_with_non_finite_raw_inputs():
+    """Like lwtnn, the evaluator propagates a raw NaN or inf; through the input recipe (clamp, then
+    non-finite -> default) the candidate's +inf sits at its bound, a constituent's NaN on an
+    unbounded variable and -inf on a bounded one at the default and the bound."""
+    from taggerflow.scaling import apply_raw_recipe
+
+    g = LwtnnGraph(graph_doc())
+    raw_jet, raw_a, raw_b = np.array([[np.inf]]), np.array([[np.nan], [2.0]]), np.array([[-np.inf], [1.0]])
+    as_given = g.compute({"jet": {"x": 0.3}}, {"trk": {"a": raw_a[:, 0], "b": [3.0, -1.0]}})
+    assert all(np.isnan(v) for v in as_given.values())
+    x = apply_raw_recipe(raw_jet, -1.0, 1.0, 0.25)
+    trk = apply_raw_recipe(np.hstack([raw_a, raw_b]), [-np.inf, -2.0], [np.inf, 2.0], [3.0, 0.0])
+    np.testing.assert_array_equal(x, [[1.0]])
+    np.testing.assert_array_equal(trk, [[3.0, -2.0], [2.0, 1.0]])
+    out = g.compute({"jet": {"x": x[0, 0]}}, {"trk": {"a": trk[:, 0], "b": trk[:, 1]}})
+    # a' = [4, 3], b' = [-4, 2] -> sum [7, -2]; x' = 2 -> [7, -2, 2] -> z = [7, -4]
+    p0 = 1.0 / (1.0 + math.exp(-11.0))
+    assert out["p0"] == pytest.approx(p0, abs=1e-15) and out["p1"] == pytest.approx(1 - p0, abs=1e-15)
 
 
 def test_evaluator_rejects_what_lwtnn_would_get_wrong():

@@ -167,3 +167,33 @@ def test_card_inputs_from_config(tiny_config):
     card = _card(candidate_variables=cand, sequences=seqs, scaling=scaling, onnx_info=None)
     assert card["inputs"][0]["variables"][0]["mean"] == 1.0
     assert card["inputs"][0]["variables"][1]["expression"] == cand[1]["expression"]
+
+
+def test_card_states_the_training_recipe_for_non_finite_inputs():
+    """The card's raw recipe (clamp to raw_min/raw_max, then non-finite -> raw_default, then lwtnn's
+    (x + offset) * scale) gives, for NaN, +inf, -inf and finite raw values, what the training files
+    hold (apply_scaling), for candidate and constituent variables, bounded and unbounded."""
+    import numpy as np
+
+    from taggerflow.scaling import (RAW_INPUT_RECIPE, SCALED_INPUT_RECIPE, apply_raw_recipe, apply_scaling,
+                                    scaling_arrays)
+
+    card = _card()
+    assert card["preprocessing"]["lwtnn"].startswith(RAW_INPUT_RECIPE)
+    assert card["preprocessing"]["keras_onnx"].startswith(SCALED_INPUT_RECIPE)
+    raw = np.array([[np.nan], [np.inf], [-np.inf], [1e300], [-1e300], [0.7]])
+    checked = 0
+    for inp, type_name in ((card["inputs"][0], "candidate"), (card["inputs"][1], "pfcand")):
+        for v in inp["variables"]:
+            lo = -np.inf if v["raw_min"] is None else v["raw_min"]
+            hi = np.inf if v["raw_max"] is None else v["raw_max"]
+            deployed = (apply_raw_recipe(raw, lo, hi, v["raw_default"]) + v["lwtnn_offset"]) * v["lwtnn_scale"]
+            trained = apply_scaling(raw, *scaling_arrays(SCALING, type_name, [v["name"]]))
+            np.testing.assert_allclose(deployed[:3], trained[:3], rtol=1e-12, atol=1e-12)
+            assert trained[0, 0] == v["default"]  # NaN -> default
+            assert trained[1, 0] == (v["default"] if v["lim_max"] is None else v["lim_max"])
+            assert trained[2, 0] == (v["default"] if v["lim_min"] is None else v["lim_min"])
+            if v["lim_min"] is not None and v["lim_max"] is not None:  # finite values beyond the bounds
+                np.testing.assert_allclose(deployed, trained, rtol=1e-12, atol=1e-12)
+            checked += 1
+    assert checked == 6

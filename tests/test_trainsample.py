@@ -414,3 +414,54 @@ def test_sort_by_bad_expression(files_config, tmp_path, sort_by):
     raw["features"]["collections"]["pfcand"]["sort_by"] = sort_by
     with pytest.raises(ConfigError, match=r"features\.collections\.pfcand\.sort_by"):
         load_config(write_config(raw, tmp_path))
+
+
+def test_non_finite_inputs_follow_the_recipe(files_config, shard_and_scaling, tmp_path):
+    """NaN, +inf and -inf in candidate and constituent variables: the training files hold the input
+    recipe's values (clamp, then non-finite -> default: +-inf at a bound where the variable has one,
+    the default otherwise and for NaN), and every other value is what the clean shard gives."""
+    from nonfinite import write_nonfinite_shard
+
+    cfg = files_config
+    shard, scaling, _ = shard_and_scaling
+    bad_shard = str(tmp_path / "nonfinite.root")
+    injected = write_nonfinite_shard(cfg, shard, bad_shard)
+    clean = {s: str(tmp_path / f"clean_{s}.h5") for s in ("train", "validation", "test")}
+    dirty = {s: str(tmp_path / f"dirty_{s}.h5") for s in ("train", "validation", "test")}
+    write_train_sample(cfg, [shard], scaling, clean)
+    write_train_sample(cfg, [bad_shard], scaling, dirty)
+    cand_names = [v.name for v in cfg.candidate_variables]
+    cons_names = cfg.collections[0].variable_names
+    with h5py.File(clean["test"], "r") as f:
+        clean_jets, clean_cons = f["jets/inputs"][:], f["pfcand/inputs"][:]
+    with h5py.File(dirty["test"], "r") as f:
+        jets, cons, valid = f["jets/inputs"][:], f["pfcand/inputs"][:], f["pfcand/valid"][:]
+        keys = list(zip(f["jets/event"][:].tolist(), f["jets/dataset_id"][:].tolist()))
+    assert np.isfinite(jets).all() and np.isfinite(cons).all()
+
+    def expected(entry, value):  # the recipe, written out for one scaled value
+        if np.isnan(value):
+            return entry["default"]
+        bound = entry["lim_max"] if value > 0 else entry["lim_min"]
+        return entry["default"] if bound is None else bound
+
+    seen_bound = seen_default = 0
+    expect_jets, expect_cons = clean_jets.copy(), clean_cons.copy()
+    for inj in injected:
+        row = keys.index((inj["event"], inj["dataset_id"]))
+        i, j = cand_names.index(inj["candidate"]), cons_names.index(inj["constituent"])
+        e_cand = scaling["candidate"][inj["candidate"]]["global"]
+        e_cons = scaling["pfcand"][inj["constituent"]]["global"]
+        expect_jets[row, i] = expected(e_cand, inj["value"])
+        expect_cons[row, 0, j] = expected(e_cons, inj["value"])  # the highest-pt constituent: slot 0
+        assert valid[row, 0]
+        assert jets[row, i] == np.float32(expect_jets[row, i]), inj
+        assert cons[row, 0, j] == np.float32(expect_cons[row, 0, j]), inj
+        seen_bound += np.isinf(inj["value"]) and e_cand["lim_max"] is not None
+        seen_default += np.isnan(inj["value"]) or e_cand["lim_max"] is None
+    assert seen_bound >= 3 and seen_default >= 3  # both branches of the recipe were exercised
+    # +inf of a bounded variable sits at its upper bound, e.g. mass at +5 sigma
+    assert expect_jets[keys.index((injected[1]["event"], injected[1]["dataset_id"])), cand_names.index("mass")] == 5.0
+    # nothing else changed
+    np.testing.assert_array_equal(jets, expect_jets)
+    np.testing.assert_array_equal(cons, expect_cons)
