@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
-from taggerflow.metrics import discriminant, roc_auc
+from taggerflow.metrics import absent_class_warnings, discriminant, roc_auc
 from taggerflow.utils import atomic_path
 
 
@@ -78,7 +78,8 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
       ``bin_signal_efficiency``, ``bin_background_efficiency``, ``bin_background_rejection``.
 
     Values that are undefined in a bin (no signal, or no background, in it) are None (JSON null);
-    a rejection where no background passes is inf.
+    a rejection where no background passes is inf. A class without a candidate in the sample makes
+    its pairs' ``auc`` None and is named in ``warnings`` (one line per absent class).
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
@@ -88,7 +89,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
                 for var, values, edges in (("pt", pt, pt_bins), ("abs_eta", abs_eta, eta_bins))]
     out: dict = {"n": int(len(labels)), "per_class": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
                  "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)) if len(labels) else float("nan"),
-                 "pairs": {}}
+                 "warnings": absent_class_warnings(labels, classes), "pairs": {}}
     for s in signals:
         si = classes.index(s)
         for bi, b in enumerate(classes):
@@ -97,7 +98,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
             d = discriminant(probs, si, bi)
             is_s, is_b = labels == si, labels == bi
             sig, bkg = d[is_s], d[is_b]
-            pair = {"auc": roc_auc(sig, bkg), "roc": {k: v.tolist() for k, v in roc_curve(sig, bkg).items()},
+            pair = {"auc": _null(roc_auc(sig, bkg)), "roc": {k: v.tolist() for k, v in roc_curve(sig, bkg).items()},
                     "working_points": {}, "binned": {}, "binned_roc": {}}
             effs = {f"{wp:g}": float(wp) for wp in working_points}
             wps = {key: working_point(sig, bkg, eff) for key, eff in effs.items()}
