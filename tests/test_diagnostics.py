@@ -6,6 +6,7 @@ are errors naming the file and its dataset; the pipeline summary counts candidat
 from __future__ import annotations
 
 import json
+import re
 import os
 
 import awkward as ak
@@ -196,3 +197,57 @@ def test_spectrum_counts_are_candidates_not_events(tmp_path):
     expected = {c: int(np.isin(flav, v).sum()) for c, v in GENPARTFLAV.items()}
     assert counts["entries"] == 40 and counts["candidates"] == len(flav) == 29
     assert counts["per_class"] == expected and counts["labelled"] == sum(expected.values())
+
+
+# -- law run Pipeline on the real file: the summary, the report and the logs -------------------------
+@pytest.mark.slow
+def test_pipeline_on_nanoaod_summary_counts_and_class_names(tmp_path):
+    """40 events with 29 taus, class names of our own (not tau/e/mu/jet): the summary counts the
+    candidates of the spectrum and of the shards, names the configured pairs, and the one jet-like
+    tau cannot be in every split, so the split without it carries a warning, not a NaN."""
+    import glob
+
+    import h5py
+
+    from conftest import write_config
+    from test_e2e import _law, _law_env
+
+    labels = {"hadronic": [5], "electron": [1, 3, 15], "muon": [2, 4], "fake": [0]}
+    raw = nano_raw({"DY": [NANO_DY]})
+    raw["name"] = "nano"
+    raw["classes"]["labels"] = labels
+    raw["resampling"]["class_ratio"] = {c: -1 for c in labels}   # take every candidate
+    raw["resampling"]["enable_emptybin"] = True
+    raw["training"].update({"epochs": 1, "batch_size": 8})
+    raw["export"]["n_check"] = 10
+    raw["evaluation"] = {"signals": ["hadronic"], "working_points": [0.5]}
+    env = _law_env(tmp_path)
+    _law(["index", "-q"], env)
+    proc = _law(["run", "Pipeline", "--version", "v1", "--config", write_config(raw, tmp_path)], env)
+    data = tmp_path / "data"
+
+    flav = ak.to_numpy(ak.flatten(uproot.open(NANO_DY)["Events"]["Tau_genPartFlav"].array()))
+    per_class = {c: int(np.isin(flav, v).sum()) for c, v in labels.items()}
+    written = sum(json.load(open(m))["entries_written"]
+                  for m in glob.glob(str(data / "ShuffleMergeSpectral/v1/*/manifest_*.json")))
+    text = open(glob.glob(str(data / "ConvertLwtnn/v1/*/dense/pipeline_summary.md"))[0]).read()
+    assert (f"- Spectrum: 1 input files, 40 tree entries, 29 candidates, {sum(per_class.values())} after the "
+            f"selection and with a class (per class {per_class})") in text
+    assert f"{written} candidates kept ({100 * written / 29:.1f} % of 29)" in text
+    assert "AUC hadronic vs electron " in text and "hadronic vs fake " in text and "tau vs jet" not in text
+
+    # the test split as written: the classes it lacks are exactly the summary's and the report's warnings
+    test_labels = np.concatenate([h5py.File(p, "r")["jets/labels"][:]
+                                  for p in sorted(glob.glob(str(data / "WriteTrainSample/v1/*/test_*.h5")))])
+    absent = [c for i, c in enumerate(labels) if not np.any(test_labels == i)]
+    assert absent, "the single 'fake' candidate cannot be in every split"
+    summary = json.load(open(glob.glob(str(data / "Training/v1/*/dense/summary.json"))[0]))
+    assert [w.split("'")[1] for w in summary["test"]["warnings"]] == absent
+    for c in absent:
+        assert f"  - **warning**: class '{c}' has no candidates in the test split" in text
+        assert f"warning: class '{c}' has no candidates in the test split" in proc.stdout + proc.stderr
+    report = open(glob.glob(str(data / "EvaluationReport/v1/*/report.md"))[0]).read()
+    assert all(f"> **Warning** (dense): class '{c}' has no candidates in the test split" in report for c in absent)
+    assert not re.search(r"\bnan\b", report, re.I)
+    metrics = open(glob.glob(str(data / "Evaluation/v1/*/dense/metrics.json"))[0]).read()
+    assert "NaN" not in metrics
