@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
-from taggerflow.metrics import discriminant, roc_auc
+from taggerflow.metrics import absent_class_warnings, discriminant, roc_auc
 from taggerflow.utils import atomic_path
 
 
@@ -77,8 +77,9 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
       threshold derived in that bin (flat signal efficiency), ``bin_threshold``,
       ``bin_signal_efficiency``, ``bin_background_efficiency``, ``bin_background_rejection``.
 
-    Values that are undefined in a bin (no signal, or no background, in it) are None (JSON null);
-    a rejection where no background passes is inf.
+    Values that are undefined (no signal, or no background, in the sample or the bin) are None (JSON null);
+    a rejection where no background passes is inf. A class without a candidate in the sample makes
+    its pairs' ``auc`` None and is named in ``warnings`` (one line per absent class).
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
@@ -88,7 +89,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
                 for var, values, edges in (("pt", pt, pt_bins), ("abs_eta", abs_eta, eta_bins))]
     out: dict = {"n": int(len(labels)), "per_class": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
                  "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)) if len(labels) else float("nan"),
-                 "pairs": {}}
+                 "warnings": absent_class_warnings(labels, classes), "pairs": {}}
     for s in signals:
         si = classes.index(s)
         for bi, b in enumerate(classes):
@@ -97,11 +98,12 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
             d = discriminant(probs, si, bi)
             is_s, is_b = labels == si, labels == bi
             sig, bkg = d[is_s], d[is_b]
-            pair = {"auc": roc_auc(sig, bkg), "roc": {k: v.tolist() for k, v in roc_curve(sig, bkg).items()},
+            pair = {"auc": _null(roc_auc(sig, bkg)),
+                    "roc": {k: [_null(float(x)) for x in v] for k, v in roc_curve(sig, bkg).items()},
                     "working_points": {}, "binned": {}, "binned_roc": {}}
             effs = {f"{wp:g}": float(wp) for wp in working_points}
             wps = {key: working_point(sig, bkg, eff) for key, eff in effs.items()}
-            pair["working_points"] = wps
+            pair["working_points"] = {key: {k2: _null(v) for k2, v in w.items()} for key, w in wps.items()}
             binned: dict = {key: {} for key in wps}
             for var, b_idx, edges in binnings:
                 roc_rows = []

@@ -61,13 +61,36 @@ def open_tree(path: str, tree: str, direct: bool = False):
     try:
         f = uproot.open(path, **uproot_open_options(path, direct))
     except Exception as e:  # uproot raises many types for corrupt/truncated files
-        raise InputError(f"{path}: cannot be read as a ROOT file ({type(e).__name__}: {e})") from None
+        # a local file that exists but does not open is damaged; a URL may also be unreachable
+        damaged = ": corrupt or truncated" if "://" not in path else ""
+        raise InputError(f"{path}: cannot be read as a ROOT file{damaged} ({type(e).__name__}: {e})") from None
     try:
         return f[tree]
     except Exception:
         keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
+        corrupt = _corruption(f, path)
         f.close()
+        if corrupt:
+            raise InputError(f"{path}: corrupt ROOT file: {corrupt}; no tree '{tree}' can be read") from None
         raise InputError(f"{path}: no tree '{tree}' (keys: {keys})") from None
+
+
+def _corruption(f, path: str) -> str | None:
+    """Why an opened ROOT file that lacks a tree is damaged, or None for a sound file. ROOT writes
+    the list of keys and the streamer infos when it closes a file, so a file whose header points at
+    neither was never closed by its writer (a killed job, a cut-off copy); one that ends before the
+    header's end of file is truncated."""
+    try:
+        header = f.file
+        seek_keys = int(getattr(f, "_fSeekKeys", 1))
+        if seek_keys == 0 and int(header.fSeekInfo) == 0:
+            return "no list of keys and no streamer infos, as in a file its writer never closed"
+        size = os.path.getsize(path) if "://" not in path else None
+        if size is not None and int(header.fEND) > size:
+            return f"truncated: {size} bytes, the header says {int(header.fEND)}"
+    except Exception:
+        return None
+    return None
 
 
 def check_branches(t, path: str, required: dict[str, str]) -> None:

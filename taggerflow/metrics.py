@@ -1,4 +1,5 @@
-"""Classifier metrics in numpy (no TensorFlow): ROC AUC, accuracy."""
+"""Classifier metrics in numpy (no TensorFlow): ROC AUC, accuracy, and the warnings of a split
+that lacks a class (its AUCs are undefined: None, i.e. JSON null, never a silent NaN)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,56 @@ def discriminant(probs: np.ndarray, signal: int, background: int) -> np.ndarray:
     return p[:, signal] / np.maximum(p[:, signal] + p[:, background], 1e-30)
 
 
-def pairwise_aucs(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """AUC of every class against every other class, 'sig_vs_bkg' -> value."""
-    out = {}
+def pairwise_aucs(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, float | None]:
+    """AUC of every class against every other class, 'sig_vs_bkg' -> value; None where either
+    class has no candidate (see :func:`absent_class_warnings`)."""
+    out: dict[str, float | None] = {}
     for i, si in enumerate(classes):
         for j, bj in enumerate(classes):
             if i == j:
                 continue
             d = discriminant(probs, i, j)
-            out[f"{si}_vs_{bj}"] = roc_auc(d[labels == i], d[labels == j])
+            auc = roc_auc(d[labels == i], d[labels == j])
+            out[f"{si}_vs_{bj}"] = None if np.isnan(auc) else auc
     return out
+
+
+def class_counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(classes)) if len(labels) else np.zeros(len(classes), np.int64)
+    return {c: int(counts[i]) for i, c in enumerate(classes)}
+
+
+def absent_class_warnings(labels: np.ndarray, classes: list[str], split: str = "test") -> list[str]:
+    """One line per class without a candidate in the split, naming the AUCs it leaves undefined."""
+    out = []
+    for c, n in class_counts(labels, classes).items():
+        if n == 0:
+            others = ", ".join(f"{c} vs {o}" for o in classes if o != c)
+            out.append(f"class '{c}' has no candidates in the {split} split: AUC {others} (and the reverse) "
+                       f"undefined (null)")
+    return out
+
+
+def split_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str], split: str = "test") -> dict:
+    """Accuracy, pairwise AUCs, candidates per class and the absent-class warnings of one split."""
+    return {"n": int(len(labels)), "accuracy": accuracy(probs, labels), "auc": pairwise_aucs(probs, labels, classes),
+            "per_class": class_counts(labels, classes), "warnings": absent_class_warnings(labels, classes, split)}
+
+
+def headline_pairs(classes: list[str], signal: str | None = None) -> list[str]:
+    """The pairs a one-line summary shows: the signal (default: the first class) against every
+    other class, named as in the metrics ('sig_vs_bkg')."""
+    s = signal or classes[0]
+    return [f"{s}_vs_{b}" for b in classes if b != s]
+
+
+def format_aucs(aucs: dict, pairs: list[str]) -> str:
+    """'AUC b vs c 0.9123, b vs light n/a (a class absent)' for the given pairs."""
+    def one(p):
+        v = aucs.get(p)
+        return f"{p.replace('_vs_', ' vs ')} " + ("n/a (a class absent)" if v is None or np.isnan(v) else f"{v:.4f}")
+    return "AUC " + ", ".join(one(p) for p in pairs)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

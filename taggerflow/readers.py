@@ -81,6 +81,7 @@ class InputSpec:
     aliases: tuple[Alias, ...] = ()
     nanoaod: dict = field(default_factory=dict)
     h5: dict = field(default_factory=dict)
+    dataset: str = ""   # named in the errors of open_source
 
     @property
     def alias_names(self) -> list[str]:
@@ -113,7 +114,8 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
     aliases = tuple(Alias(n, e, expression_names(e)) for n, e in (inp.get("aliases") or {}).items())
     return InputSpec(format=fmt, tree=tree, chunk_size=cfg.chunk_size, selection=sel,
                      selection_names=expression_names(sel) if sel else (), aliases=aliases,
-                     nanoaod=dict(inp.get("nanoaod") or {}), h5=dict(inp.get("h5") or {}))
+                     nanoaod=dict(inp.get("nanoaod") or {}), h5=dict(inp.get("h5") or {}),
+                     dataset=dataset or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +567,16 @@ class H5Source(Source):
 
 
 def open_source(spec: InputSpec, path: str) -> Source:
-    """Open one input file of the given format; errors name the file (and the config key)."""
+    """Open one input file of the given format; errors name the file, its dataset (and the config key)."""
+    try:
+        return _open_source(spec, path)
+    except InputError as e:
+        if spec.dataset:
+            raise InputError(f"{e} (dataset '{spec.dataset}')") from None
+        raise
+
+
+def _open_source(spec: InputSpec, path: str) -> Source:
     if spec.format == "candidate_tree":
         return TreeSource(path, spec.tree)
     if spec.format == "nanoaod":

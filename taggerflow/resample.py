@@ -143,13 +143,20 @@ def split_entries(files: Sequence[tuple], n_jobs: int) -> list[list[Segment]]:
 def acceptance(coarse: dict[str, np.ndarray], classes: list[str], class_ratio: dict[str, float],
                enable_emptybin: bool, pt_bins: Sequence[float], eta_bins: Sequence[float], *,
                group_classes: dict[str, Sequence[str]] | None = None, lastbin_takeall: bool = False,
-               lastbin_disbalance: float = 1.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+               lastbin_disbalance: float = 1.0,
+               inputs: dict[str, list[tuple[str, str, int, np.ndarray]]] | None = None
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Acceptance probabilities (the TauMLTools semantics, see the module docstring).
 
     coarse: group -> (n_classes, n_pt, n_eta) counts N in the coarse bins; group_classes: the classes
     each group contributes (default: all). Returns P: group -> (n_classes, n_pt, n_eta) in [0, 1] and
     p_class (n_classes,), so that the expected accepted counts follow class_ratio (-1: take all).
+    inputs: group -> its files as (dataset, path, entries, per-class counts in the bins), only to
+    name, when a class has no candidate, the files that gave none (an empty file, a wrong dataset).
     """
+    def empty_note(cls: str, in_groups) -> str:
+        return _empty_inputs_note(inputs, classes.index(cls), cls, in_groups)
+
     n_cls = len(classes)
     gcls = {g: set(group_classes[g]) if group_classes is not None else set(classes) for g in coarse}
     for cls, r in class_ratio.items():
@@ -171,6 +178,9 @@ def acceptance(coarse: dict[str, np.ndarray], classes: list[str], class_ratio: d
             low = n[:-1] if lastbin_takeall else n
             if group_classes is None and n.sum() == 0:
                 continue  # default groups (one per dataset): a dataset need not have every class
+            if n.sum() == 0 and not enable_emptybin:
+                raise ResamplingError(f"group '{g}' has no candidate of class '{cls}' (in resampling.groups) "
+                                      f"in the resampling bins{empty_note(cls, [g])}")
             empty = np.argwhere(low == 0)
             if len(empty) and not enable_emptybin:
                 i, k = empty[0]
@@ -203,17 +213,35 @@ def acceptance(coarse: dict[str, np.ndarray], classes: list[str], class_ratio: d
         r = class_ratio.get(cls, 0)
         if r == -1:
             if expected[t] == 0:
-                raise ResamplingError(f"class '{cls}' has ratio -1 (take all) but no group has candidates of it")
+                raise ResamplingError(f"class '{cls}' has ratio -1 (take all) but no group has candidates of it"
+                                      f"{empty_note(cls, [g for g in coarse if cls in gcls[g]])}")
             p_class[t] = -1
         elif r > 0:
             if expected[t] == 0:
-                raise ResamplingError(f"class '{cls}' has ratio {r} but no group provides candidates of it")
+                raise ResamplingError(f"class '{cls}' has ratio {r} but no group provides candidates of it"
+                                      f"{empty_note(cls, [g for g in coarse if cls in gcls[g]])}")
             p_class[t] = r / expected[t]
     flattened = p_class > 0
     if flattened.any():
         p_class[flattened] /= p_class[flattened].max()
     p_class[p_class == -1] = 1.0
     return P, p_class
+
+
+def _empty_inputs_note(inputs, t: int, cls: str, groups: Sequence[str], limit: int = 5) -> str:
+    """'; no 'tau' candidate in: dataset 'dy' file a.root (empty file: 0 entries), ...' for the
+    files of ``groups`` without a candidate of class ``cls`` (index ``t``) in the bins."""
+    if not inputs:
+        return ""
+    none = [(ds, path, entries) for g in groups for ds, path, entries, per_class in inputs.get(g, [])
+            if int(np.asarray(per_class)[t]) == 0]
+    if not none:
+        return ""
+    text = ", ".join(f"dataset '{ds}' file {path} " + ("(empty file: 0 entries)" if entries == 0 else
+                                                       f"({entries} entries, none of class '{cls}')")
+                     for ds, path, entries in none[:limit])
+    more = f" and {len(none) - limit} more files" if len(none) > limit else ""
+    return f"; no '{cls}' candidate in: {text}{more}"
 
 
 def _bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -260,16 +288,20 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
     by_path = {s["path"]: s for s in spectra}
     N: dict[str, np.ndarray] = {}
     segments: dict[str, list[Segment]] = {}
+    inputs: dict[str, list] = {}   # named in acceptance's errors when a class has no candidate
     n_cls = len(cfg.class_names)
     shape = (n_cls, len(rs["pt_bins"]) - 1, len(rs["eta_bins"]) - 1)
     for g, members in assigned.items():
         N[g] = np.zeros(shape, dtype=np.int64)
         files = []
+        keep = np.isin(cfg.class_names, groups[g].classes)
+        inputs[g] = []
         for ds, path in members:
             s = by_path[path]
-            N[g] += s["coarse"] if "coarse" in s else spectrum_summary(cfg, s)["coarse"]
+            coarse = s["coarse"] if "coarse" in s else spectrum_summary(cfg, s)["coarse"]
+            N[g] += coarse
             files.append((path, int(s["entries"]), ds))
-        keep = np.isin(cfg.class_names, groups[g].classes)
+            inputs[g].append((ds, path, int(s["entries"]), np.where(keep, coarse.sum(axis=(1, 2)), 0)))
         N[g][~keep] = 0
         segments[g] = split_entries(files, n_jobs)[job] if files else []
     gcls = {g: list(groups[g].classes) for g in assigned} if rs.get("groups") else None
@@ -278,7 +310,7 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
         P, p_class = acceptance(N, cfg.class_names, rs["class_ratio"], bool(rs.get("enable_emptybin", False)),
                                 rs["pt_bins"], rs["eta_bins"], group_classes=gcls,
                                 lastbin_takeall=bool(rs.get("lastbin_takeall", False)),
-                                lastbin_disbalance=float(rs.get("lastbin_disbalance", 1.0)))
+                                lastbin_disbalance=float(rs.get("lastbin_disbalance", 1.0)), inputs=inputs)
     return JobPlan(segments, gcls, N, P, p_class)
 
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
-from taggerflow.metrics import accuracy, pairwise_aucs
+from taggerflow.metrics import split_metrics
 from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, record_dataset
 from taggerflow.trainsample import CANDIDATE_GROUP
 from taggerflow.utils import atomic_path, file_sha256, job_seed, read_json, write_json
@@ -466,8 +466,8 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
                "epochs_run": len(history), "resumed_from_epoch": initial_epoch, "class_weights": weights,
                "source": source, "sample_weights": with_weights,
                "stopped_early": bool(early_stopping.stopped_epoch > 0 or stopped),
-               "test": {"n": int(len(labels)), "accuracy": accuracy(probs, labels),
-                        "auc": pairwise_aucs(probs, labels, classes)},
+               # n, accuracy, auc (None where a class is absent), per_class, warnings
+               "test": split_metrics(probs, labels, classes, "test"),
                "config": variant}
     with atomic_path(out["model"], suffix=".keras") as tmp:
         save_model(model, tmp)
@@ -506,7 +506,8 @@ def log_mlflow(tracking_dir: str, variant: dict, summary: dict, history: list[di
             mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and _is_number(v)}, step=step)
         mlflow.log_metric("test_accuracy", summary["test"]["accuracy"])
         for k, v in summary["test"]["auc"].items():
-            mlflow.log_metric(f"test_auc_{k}", v)
+            if v is not None:   # undefined (a class absent from the test split): in summary warnings
+                mlflow.log_metric(f"test_auc_{k}", v)
         for a in artifacts:
             mlflow.log_artifact(a)
     return True
@@ -586,7 +587,8 @@ def evaluate_training(model_path: str, test_files: Sequence[str], history_path: 
     for s in ev_cfg["signals"]:
         plotting.plot_scores(probs, labels, classes, s, out[f"scores_{s}"])
     for pair, m in metrics["pairs"].items():
-        plotting.plot_rocs({name or "model": {**m["roc"], "auc": m["auc"]}}, pair, out[f"roc_{pair}"])
+        auc = {} if m["auc"] is None else {"auc": m["auc"]}   # None: a class absent from the test split
+        plotting.plot_rocs({name or "model": {**m["roc"], **auc}}, pair, out[f"roc_{pair}"])
         plotting.plot_efficiency_binned(m["binned"], "pt", out[f"eff_pt_{pair}"],
                                         label=f"{pair.split('_vs_')[0]} efficiency")
         plotting.plot_efficiency_binned(m["binned"], "abs_eta", out[f"eff_abs_eta_{pair}"],

@@ -61,8 +61,12 @@ class Evaluation(Workflow):
         metrics = evaluate_training(training["model"].path, [samples[b]["test"].path for b in sorted(samples)],
                                     training["history"].path, self.cfg.class_names, evaluation_config(self.cfg),
                                     out, name=self.branch_data, training_config=read_json(training["config"].path))
-        aucs = ", ".join(f"{p}: {m['auc']:.4f}" for p, m in metrics["pairs"].items())
-        self.publish_message(f"{self.branch_data}: accuracy {metrics['accuracy']:.4f}; AUC {aucs}")
+        from taggerflow.metrics import format_aucs
+
+        aucs = format_aucs({p: m["auc"] for p, m in metrics["pairs"].items()}, list(metrics["pairs"]))
+        self.publish_message(f"{self.branch_data}: accuracy {metrics['accuracy']:.4f}; {aucs}")
+        for warning in metrics["warnings"]:
+            self.publish_message(f"{self.branch_data}: warning: {warning}")
 
 
 class EvaluationReport(Task):

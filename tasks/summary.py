@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import h5py
+import numpy as np
 
 from taggerflow.paths import portable_path
 from taggerflow.utils import read_json
@@ -14,6 +15,8 @@ def pipeline_summary(task, variant: str) -> str:
     from tasks.scaling import MergeScaling
     from tasks.shuffle import ShuffleMergeSpectral
     from tasks.spectrum import Spectrum
+    from taggerflow.metrics import format_aucs, headline_pairs
+    from tasks.evaluation import evaluation_config
     from tasks.trainsample import ToRecords, WriteTrainSample
     from tasks.training import Training
 
@@ -23,12 +26,10 @@ def pipeline_summary(task, variant: str) -> str:
 
     lines = [f"# taggerflow pipeline summary: config '{task.cfg.name}', version '{task.version}'", ""]
     spectra = branches(Spectrum)
-    entries = 0
-    for out in spectra.values():
-        import numpy as np
-        with np.load(out["npz"].path) as d:
-            entries += int(d["entries"])
-    lines.append(f"- Spectrum: {len(spectra)} input files, {entries} candidates")
+    counts = spectrum_counts([out["npz"].path for out in spectra.values()], task.cfg.class_names)
+    lines.append(f"- Spectrum: {len(spectra)} input files, {counts['entries']} tree entries, "
+                 f"{counts['candidates']} candidates, {counts['labelled']} after the selection and with a class "
+                 f"(per class {counts['per_class']})")
 
     shards = branches(ShuffleMergeSpectral)
     written, per_class = 0, {}
@@ -37,8 +38,9 @@ def pipeline_summary(task, variant: str) -> str:
         written += m["entries_written"]
         for c, n in m["written_per_class"].items():
             per_class[c] = per_class.get(c, 0) + n
+    # kept: of the candidates the resampling could take (selected, with a class), not of the events
     lines.append(f"- ShuffleMergeSpectral: {len(shards)} shards, {written} candidates kept "
-                 f"({100 * written / max(entries, 1):.1f} %), per class {per_class}")
+                 f"({100 * written / max(counts['labelled'], 1):.1f} % of {counts['labelled']}), per class {per_class}")
 
     scaling_path = MergeScaling.req(task).output().path
     scaling = read_json(scaling_path)
@@ -60,10 +62,11 @@ def pipeline_summary(task, variant: str) -> str:
     b = next(k for k, v in train_wf.get_branch_map().items() if v == variant)
     tout = train_wf.req(train_wf, branch=b).output()
     summ = read_json(tout["summary"].path)
-    auc = summ["test"]["auc"]
+    pairs = headline_pairs(task.cfg.class_names, evaluation_config(task.cfg)["signals"][0])
     lines.append(f"- Training '{variant}': {portable_path(tout['model'].path)}; test accuracy {summ['test']['accuracy']:.4f}, "
-                 f"AUC tau vs jet {auc.get('tau_vs_jet', float('nan')):.4f}, "
+                 f"{format_aucs(summ['test']['auc'], pairs)}, "
                  f"on {summ['device']['device']}")   # not the host: the same text on every machine
+    lines.extend(f"  - **warning**: {w}" for w in summ["test"].get("warnings", []))
     out = task.output()
     chk = read_json(out["check"].path)
     lines.append(f"- ConvertLwtnn: {portable_path(out['lwtnn'].path)}; max |lwtnn - Keras| = {chk['lwtnn']['max_abs_diff']:.3g} "
@@ -71,3 +74,18 @@ def pipeline_summary(task, variant: str) -> str:
     lines.append(f"- ONNX: {portable_path(out['onnx'].path)}; max |ONNX - Keras| = {chk['onnx']['max_abs_diff']:.3g}; "
                  f"model card: {portable_path(out['card'].path)}")
     return "\n".join(lines) + "\n"
+
+
+def spectrum_counts(npz_paths: list[str], classes: list[str]) -> dict:
+    """Summed over Spectrum's outputs: tree entries (events for per-event formats), candidates read,
+    those after the selection and with a class (``labelled``) and these per class."""
+    out = {"entries": 0, "candidates": 0, "labelled": 0, "per_class": {c: 0 for c in classes}}
+    for path in npz_paths:
+        with np.load(path) as d:
+            per_class = d["counts_flow"].sum(axis=(1, 2))
+            out["entries"] += int(d["entries"])
+            out["candidates"] += int(d["candidates"])
+            for c, n in zip(classes, per_class):
+                out["per_class"][c] += int(n)
+    out["labelled"] = sum(out["per_class"].values())
+    return out

@@ -79,8 +79,14 @@ class Training(Workflow):
         summary = train_model(variant, cfg.class_names, seqs, len(cfg.candidate_variables), train, val, meta,
                               h5["test"], out, seed, log=self.publish_message, class_counts=counts,
                               weighted_sample=sample_weighted(h5["train"]))
+        from taggerflow.metrics import format_aucs, headline_pairs
+        from tasks.evaluation import evaluation_config
+
+        pairs = headline_pairs(cfg.class_names, evaluation_config(cfg)["signals"][0])
         self.publish_message(f"{self.branch_data}: test accuracy {summary['test']['accuracy']:.4f}, "
-                             f"AUC tau vs jet {summary['test']['auc'].get('tau_vs_jet', float('nan')):.4f}")
+                             f"{format_aucs(summary['test']['auc'], pairs)}")
+        for warning in summary["test"]["warnings"]:
+            self.publish_message(f"{self.branch_data}: warning: {warning}")
 
 
 def class_counts(train_files: list[str], n_classes: int) -> list[int]:

@@ -225,7 +225,7 @@ def test_binned_class_missing_everywhere():
     probs3 = np.concatenate([probs * 0.9, np.full((len(probs), 1), 0.1)], axis=1)
     m = evaluate(probs3, labels, ["tau", "jet", "e"], ["tau"], [0.8], pt, eta, PT_BINS, ETA_BINS)
     pair = m["pairs"]["tau_vs_e"]
-    assert np.isnan(pair["working_points"]["0.8"]["background_rejection"])  # no background: undefined, not inf
+    assert pair["working_points"]["0.8"]["background_rejection"] is None  # no background: undefined (null), not inf
     for var in ("pt", "abs_eta"):
         for r in pair["binned"]["0.8"][var]:
             assert r["background_efficiency"] is None and r["bin_background_rejection"] is None
