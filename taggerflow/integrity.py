@@ -97,10 +97,41 @@ def needed_branches(cfg, spec, src, required: dict[str, str] | None = None) -> l
     return [k for k in keys if k in need]
 
 
+def check_rntuple_pages(ntuple, path: str) -> None:
+    """check_baskets for an RNTuple: raise InputError (one line: the file, the field, the byte range)
+    if a page of any column (or the page list of a cluster group) ends beyond the end of the file.
+    No data is read: the locators come from the footer and page lists uproot reads on open."""
+    size = source_size(ntuple, path)
+    if size is None:
+        return
+    footer = ntuple.footer
+    for group in footer.cluster_group_records:
+        loc = group.page_list_link.locator
+        if loc.offset + loc.num_bytes > size:
+            raise InputError(f"{path}: truncated or corrupt file: RNTuple '{ntuple.name}' page list at bytes "
+                             f"{loc.offset}-{loc.offset + loc.num_bytes}, beyond the end of the file ({size} bytes)")
+    for clusters in ntuple.page_link_list:
+        for column, pages in enumerate(clusters):
+            for page in pages.pages:
+                loc = page.locator
+                end = loc.offset + loc.num_bytes
+                if end > size:
+                    field = ntuple.field_records[ntuple.column_records[column].field_id].field_name \
+                        if column < len(ntuple.column_records) else f"column {column}"
+                    raise InputError(f"{path}: truncated or corrupt file: field '{field}' has a page at bytes "
+                                     f"{loc.offset}-{end}, beyond the end of the file ({size} bytes)")
+
+
 def check_input_baskets(cfg, spec, src, required: dict[str, str] | None = None) -> None:
-    """check_baskets over needed_branches of an open source (ROOT trees; HDF5 inputs have none)."""
+    """check_baskets over needed_branches of an open source (ROOT trees; every page of an RNTuple;
+    HDF5 inputs have none)."""
     tree = getattr(src, "tree", None)
     if tree is None or not hasattr(tree, "file"):
+        return
+    import uproot.behaviors.RNTuple
+
+    if isinstance(tree, uproot.behaviors.RNTuple.RNTuple):   # pages, not baskets
+        check_rntuple_pages(tree, src.path)
         return
     check_baskets(tree, src.path, needed_branches(cfg, spec, src, required))
 

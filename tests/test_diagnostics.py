@@ -199,6 +199,29 @@ def test_spectrum_counts_are_candidates_not_events(tmp_path):
     assert counts["per_class"] == expected and counts["labelled"] == sum(expected.values())
 
 
+def test_rntuple_twin_gives_the_ttree_counts_and_a_cut_one_is_named(tmp_path):
+    """coffea's RNTuple twin of nano_dy.root: Spectrum reads it (its pages checked against the file's
+    size, as a TTree's baskets are) to the same counts; cut short, it fails naming the file."""
+    rntuple = os.path.join(COFFEA, "nano_dy_rntuple.root")
+    cfg = config_from_dict(nano_raw({"DY": [NANO_DY]}), str(tmp_path / "c.yaml"))
+    tree, twin = file_spectrum(cfg, NANO_DY, "DY"), file_spectrum(cfg, rntuple, "DY")
+    assert twin["entries"] == tree["entries"] == 40 and twin["candidates"] == tree["candidates"] == 29
+    np.testing.assert_array_equal(np.asarray(twin["counts_flow"]), np.asarray(tree["counts_flow"]))
+    with open(rntuple, "rb") as f:
+        data = f.read()
+    # the header and footer stay readable: only a page of the data is cut off
+    from taggerflow.integrity import check_rntuple_pages
+
+    ntuple = uproot.open(rntuple)["Events"]
+    ends = [p.locator.offset + p.locator.num_bytes for cl in ntuple.page_link_list for col in cl for p in col.pages]
+    assert max(ends) <= len(data)
+    check_rntuple_pages(ntuple, rntuple)   # intact: no error
+    cut = tmp_path / "nano_dy_rntuple_cut.root"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match=rf"^{cut}: .*(truncated|corrupt)"):
+        file_spectrum(cfg, str(cut), "DY")
+
+
 # -- law run Pipeline on the real file: the summary, the report and the logs -------------------------
 @pytest.mark.slow
 def test_pipeline_on_nanoaod_summary_counts_and_class_names(tmp_path):
