@@ -164,15 +164,6 @@ def _close_tree(tree) -> None:
         pass
 
 
-def _file_size(path: str) -> int | None:
-    if is_url(path):
-        return None
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
-
-
 class TreeSource(Source):
     """A candidate tree: one entry per candidate."""
 
@@ -223,21 +214,12 @@ class TreeSource(Source):
         return offs
 
     def check_integrity(self, fields: Sequence[str] | None = None) -> None:
-        """Truncated files: every basket the fields need must lie inside the file (no data is read)."""
-        size = _file_size(self.path)
-        if size is None:
-            return
-        for name in (fields or self._fields):
-            try:
-                b = self.tree[name]
-                n = b.num_baskets
-                seeks = np.asarray(b.member("fBasketSeek"))[:n]
-                nbytes = np.asarray(b.member("fBasketBytes"))[:n]
-            except Exception:
-                continue
-            if len(seeks) and int((seeks + nbytes).max()) > size:
-                raise InputError(f"{self.path}: truncated or corrupt file: branch '{name}' has data beyond the "
-                                 f"end of the file ({size} bytes)")
+        """Truncated files: every basket the fields need must lie inside the file (no data is read;
+        taggerflow.integrity.check_baskets, as Spectrum checks it)."""
+        from taggerflow.integrity import check_baskets
+
+        present = set(self.tree.keys())
+        check_baskets(self.tree, self.path, [n for n in (fields or self._fields) if n in present])
 
     def read(self, start: int, stop: int, fields: Sequence[str]) -> ak.Array:
         try:

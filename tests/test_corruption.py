@@ -118,6 +118,18 @@ def test_truncated_input_fails_in_spectrum_naming_file_and_branch(files_config, 
     for name in sorted(unreadable):
         with pytest.raises(InputError, match=f"branch '{name}'"):
             check_baskets(t, half, [name])
+    # the shuffle's own re-check of its inputs (TreeSource.check_integrity) is the same check
+    from taggerflow.readers import input_spec, open_source
+
+    src = open_source(input_spec(files_config, "WJets"), half)
+    try:
+        with pytest.raises(InputError, match=rf"^{re.escape(half)}: truncated or corrupt file: branch '"):
+            src.check_integrity()
+    finally:
+        src.close()
+    intact_src = open_source(input_spec(files_config, "WJets"), intact)
+    intact_src.check_integrity()
+    intact_src.close()
     check_baskets(t, half, sorted(set(t.keys()) - unreadable))   # the readable ones pass
 
 
