@@ -65,7 +65,7 @@ def open_tree(path: str, tree: str, direct: bool = False):
         damaged = ": corrupt or truncated" if "://" not in path else ""
         raise InputError(f"{path}: cannot be read as a ROOT file{damaged} ({type(e).__name__}: {e})") from None
     try:
-        return f[tree]
+        obj = f[tree]
     except Exception:
         keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
         corrupt = _corruption(f, path)
@@ -73,6 +73,49 @@ def open_tree(path: str, tree: str, direct: bool = False):
         if corrupt:
             raise InputError(f"{path}: corrupt ROOT file: {corrupt}; no tree '{tree}' can be read") from None
         raise InputError(f"{path}: no tree '{tree}' (keys: {keys})") from None
+    _index_rntuple_fields(obj)
+    return obj
+
+
+# uproot versions whose RField.fields was measured and whose cache `_fields` is primed below
+_RNTUPLE_FIELD_INDEX_UPROOT = ((5, 6), (5, 8))
+
+
+def _index_rntuple_fields(ntuple) -> None:
+    """Fill uproot's per-field cache of subfields for every field of an RNTuple in one pass.
+
+    uproot 5.6-5.7 finds a field's subfields by scanning all field records, once per field, so
+    listing or reading an RNTuple costs O(fields^2): 2.5-4 s per NanoAOD file of 2,300 fields, against
+    0.01 s for the same TTree (benchmarks/bench_rntuple.py). The lists made here are the ones
+    uproot's own `RField.fields` makes (same rule: children in record order, anonymous children
+    replaced by their own children); tests/test_rntuple_fields.py checks they are equal, and the
+    priming is skipped for an uproot outside the tested range."""
+    import uproot.behaviors.RNTuple
+
+    if not isinstance(ntuple, uproot.behaviors.RNTuple.RNTuple):
+        return
+    version = tuple(int(p) for p in uproot.__version__.split(".")[:2])
+    low, high = _RNTUPLE_FIELD_INDEX_UPROOT
+    if not (low <= version < high) or getattr(ntuple, "_fields", "absent") is not None:
+        return
+    records = ntuple.field_records
+    fields = ntuple.all_fields
+    children: dict[int, list[int]] = {}
+    for i, record in enumerate(records):
+        if record.parent_field_id != i:
+            children.setdefault(record.parent_field_id, []).append(i)
+
+    def subfields(fid: int) -> list:
+        if fields[fid]._fields is None:
+            out = []
+            for i in children.get(fid, ()):
+                out.extend(subfields(i) if fields[i].is_anonymous else [fields[i]])
+            fields[fid]._fields = out
+        return fields[fid]._fields
+
+    for fid in range(len(fields)):
+        subfields(fid)
+    ntuple._fields = [fields[i] for i, record in enumerate(records) if record.parent_field_id == i]
 
 
 def _corruption(f, path: str) -> str | None:
@@ -93,9 +136,21 @@ def _corruption(f, path: str) -> str | None:
     return None
 
 
+def tree_keys(t) -> list[str]:
+    """The names a reader can ask for: a TTree's branch names, an RNTuple's top-level field names.
+    uproot lists an RNTuple's subfields recursively by default, at a cost that grows with the square
+    of the number of fields (3 s on open for NanoAOD's 1,500 fields); the readers never read a
+    subfield by name, so the top level is all they need (benchmarks/bench_rntuple.py)."""
+    import uproot.behaviors.RNTuple
+
+    if isinstance(t, uproot.behaviors.RNTuple.RNTuple):
+        return list(t.keys(recursive=False))
+    return list(t.keys())
+
+
 def check_branches(t, path: str, required: dict[str, str]) -> None:
     """Raise if a branch that the config needs is missing; names the branch and the config key."""
-    present = set(t.keys())
+    present = set(tree_keys(t))
     for branch, key in required.items():
         if branch not in present:
             raise InputError(f"{path}: branch '{branch}' (needed by config key {key}) not found in "
@@ -127,12 +182,17 @@ def _count_branch(b):
 
 def input_branches(t) -> list[str]:
     """All data branches of a tree, without counter branches (uproot writes those itself)."""
+    import uproot.behaviors.RNTuple
+
+    if isinstance(t, uproot.behaviors.RNTuple.RNTuple):
+        # no counter fields; `_collectionN` are the storage of NanoAOD collections, not variables
+        return [k for k in tree_keys(t) if "/" not in k and "." not in k and not k.startswith("_collection")]
     counters = set()
     for b in t.values():
         count = _count_branch(b)
         if count is not None:
             counters.add(count.name)
-    return [k for k in t.keys() if k not in counters and "/" not in k and "." not in k]
+    return [k for k in tree_keys(t) if k not in counters and "/" not in k and "." not in k]
 
 
 def collection_fields(t, branches: Sequence[str]) -> dict[str, list[str]]:

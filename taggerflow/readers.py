@@ -40,7 +40,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from taggerflow.io import InputError, collection_fields, evaluate, input_branches, open_tree
+from taggerflow.io import InputError, collection_fields, evaluate, input_branches, open_tree, tree_keys
 
 FORMATS = ("candidate_tree", "nanoaod", "h5")
 DEFAULT_EVENT_BRANCHES = ("run", "luminosityBlock", "event")
@@ -172,7 +172,7 @@ class TreeSource(Source):
         self.tree = open_tree(path, tree, direct=True)
         try:
             self.num_entries = int(self.tree.num_entries)
-            self._keys = set(self.tree.keys())
+            self._keys = set(tree_keys(self.tree))
             # made when first asked for (a scan of every branch's count leaf: Spectrum never needs it)
             self._fields_cache: list[str] | None = None
             self._colls_cache: dict[str, list[str]] | None = None
@@ -218,7 +218,7 @@ class TreeSource(Source):
         taggerflow.integrity.check_baskets, as Spectrum checks it)."""
         from taggerflow.integrity import check_baskets
 
-        present = set(self.tree.keys())
+        present = set(tree_keys(self.tree))
         check_baskets(self.tree, self.path, [n for n in (fields or self._fields) if n in present])
 
     def read(self, start: int, stop: int, fields: Sequence[str]) -> ak.Array:
@@ -284,7 +284,7 @@ class NanoSource(Source):
     def _init(self, path: str, tree: str, spec: dict) -> None:
         self.num_entries = int(self.tree.num_entries)
         self.coll = spec["collection"]
-        keys = [k for k in self.tree.keys() if "/" not in k and "." not in k]
+        keys = [k for k in tree_keys(self.tree) if "/" not in k and "." not in k]
         keyset = set(keys)
         self.counter = f"n{self.coll}"
         if self.counter not in keyset:
@@ -344,7 +344,7 @@ class NanoSource(Source):
             return np.array([0, self.num_entries], dtype=np.int64)
 
     def check_integrity(self, fields: Sequence[str] | None = None) -> None:
-        TreeSource.check_integrity(self, [k for k in self.tree.keys() if "/" not in k and "." not in k])
+        TreeSource.check_integrity(self, [k for k in tree_keys(self.tree) if "/" not in k and "." not in k])
 
     def num_candidates(self, start: int, stop: int) -> int:
         return int(self.tree[self.counter].array(entry_start=start, entry_stop=stop, library="np").sum())
