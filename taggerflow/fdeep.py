@@ -438,7 +438,9 @@ def _tensor_ref(name: str, shape: list) -> dict:
 def _layer_entry(name: str, spec: FdeepLayer, shapes: dict) -> dict:
     refs = [_tensor_ref(t, shapes[t]) for t in spec.inputs]
     nodes = [] if spec.class_name == "InputLayer" else [{"args": [refs] if spec.merge else refs, "kwargs": {}}]
-    return {"class_name": spec.class_name, "name": name, "config": spec.config, "inbound_nodes": nodes}
+    # module/registered_name: not read by frugally-deep; they make the architecture a config Keras loads
+    return {"module": "keras.layers", "class_name": spec.class_name, "registered_name": None, "name": name,
+            "config": spec.config, "inbound_nodes": nodes}
 
 
 def _model_inputs(model: Any) -> list:
@@ -490,7 +492,7 @@ def keras_to_fdeep(model: Any, test_inputs: Sequence[np.ndarray] | Mapping[str, 
 
     layers = [_layer_entry(n, written[n], conv.tensor_shape) for n in names]
     doc = {
-        "architecture": {"class_name": "Functional",
+        "architecture": {"module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
                          "config": {"name": str(model.name), "layers": layers,
                                     "input_layers": [[n, 0, 0] for n in input_names],
                                     "output_layers": [[n, 0, 0] for n in output_names]}},
