@@ -341,6 +341,32 @@ def test_export_on_shard_candidates(files_config, shard_and_scaling, tmp_path, m
     assert open(out2["fdeep"], "rb").read() == text.encode()
 
 
+def test_export_with_concat_jet_tracks(files_config, shard_and_scaling, tmp_path):
+    """Constituents carrying candidate variables: documented with the candidate's numbers, and the
+    recipe on raw values (the candidate's raw value on every constituent) agrees with Keras."""
+    from taggerflow.config import config_from_dict
+    from taggerflow.fdeep_export import export_fdeep
+    from taggerflow.models import build_model, save_model
+
+    shard, scaling, _ = shard_and_scaling
+    raw = json.loads(json.dumps(files_config.raw))
+    raw["train_sample"]["concat_jet_tracks"] = ["pt", "abs_eta"]
+    cfg = config_from_dict(raw, files_config.path)
+    coll = cfg.collections[0]
+    model = build_model({"type": "deepsets", "phi_layers": [12], "f_layers": [12]}, len(cfg.candidate_variables),
+                        {"pfcand": (coll.n_max, len(coll.variables) + 2)}, len(cfg.class_names), seed=8)
+    save_model(model, str(tmp_path / "m.keras"))
+    out = {"fdeep": str(tmp_path / "fdeep.json"), "check": str(tmp_path / "check.json")}
+    result = export_fdeep(str(tmp_path / "m.keras"), cfg, scaling, [shard], out, log=lambda m: None)
+    assert result["passed"] and result["max_abs_diff"] < TOL
+    info = json.load(open(out["fdeep"]))["taggerflow"]
+    seq = info["inputs"][1]["variables"]
+    cand = {v["name"]: v for v in info["inputs"][0]["variables"]}
+    assert [v["name"] for v in seq] == coll.variable_names + ["pt", "abs_eta"]
+    assert seq[-1] == cand["abs_eta"] and seq[-2] == cand["pt"]
+    assert info["concat_jet_tracks"] == ["pt", "abs_eta"]
+
+
 def test_failed_check_writes_nothing(files_config, shard_and_scaling, tmp_path, monkeypatch):
     import copy
 
