@@ -56,7 +56,13 @@ layer called more than once, a nested model or a layer called with ``training=Tr
 
 New layer types are added with one registration: ``@register_layer("ClassName")`` on a function
 ``(conv, layer, inputs, where) -> FdeepLayer`` (and the matching evaluator in
-:mod:`taggerflow.fdeep_eval`). Keras is imported lazily: this module imports without TensorFlow.
+:mod:`taggerflow.fdeep_eval`). For the recurrent family: the loader reads ``LSTM``/``GRU`` configs
+(``units``, ``activation``, ``recurrent_activation``, ``use_bias``, ``return_sequences``,
+``return_state``, GRU ``reset_after``) and params ``weights`` (kernel), ``recurrent_weights``,
+``bias`` in Keras' layouts; it does not mask (``Masking`` is an identity there), so a masked RNN is
+exported with a variable-length sequence input (``batch_shape [null, null, n_vars]``) that C++
+fills with the real constituents only, and without its mask input. Keras is imported lazily: this
+module imports without TensorFlow.
 """
 
 from __future__ import annotations
