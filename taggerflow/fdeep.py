@@ -356,14 +356,14 @@ def _activation(conv: _Converter, layer: Any, tensors: list, where: str) -> Fdee
 def _relu(conv: _Converter, layer: Any, tensors: list, where: str) -> FdeepLayer:
     x = _one(tensors, where)
     slope, threshold = float(layer.negative_slope), float(layer.threshold)
+    if slope != 0.0 or threshold != 0.0:
+        # the loader reads them only together with a max_value, and older loaders not at all
+        raise FdeepConversionError(f"{where}: ReLU with negative_slope/threshold is not supported by the "
+                                   "frugally-deep export (use LeakyReLU)")
     if layer.max_value is None:
-        # the loader reads negative_slope and threshold only together with a max_value
-        if slope != 0.0 or threshold != 0.0:
-            raise FdeepConversionError(f"{where}: ReLU with negative_slope/threshold but no max_value is "
-                                       "evaluated differently by frugally-deep")
         return FdeepLayer("ReLU", {}, {}, [conv.visit(x)])
-    return FdeepLayer("ReLU", {"max_value": float(layer.max_value), "negative_slope": slope,
-                               "threshold": threshold}, {}, [conv.visit(x)])
+    return FdeepLayer("ReLU", {"max_value": float(layer.max_value), "negative_slope": 0.0, "threshold": 0.0},
+                      {}, [conv.visit(x)])
 
 
 @register_layer("LeakyReLU")

@@ -32,7 +32,23 @@ MODEL_FAMILIES = {
                                   "dropout": 0.2, "activation": "leaky_relu", "alpha": 0.1},
     "deepsets_elu": {"type": "deepsets", "phi_layers": [7], "f_layers": [6], "activation": "elu", "alpha": 0.5},
     "dense_silu_bn": {"type": "dense", "f_layers": [8], "activation": "silu", "batch_norm": True},
+    "deepsets_conditional": {"type": "deepsets", "phi_layers": [6], "f_layers": [5], "conditional": True,
+                             "activation": "tanh"},
+    "other_layers": None,  # Activation, ReLU(max_value), Add, Softmax: _other_layers_model
 }
+N_ADD_VARS = 2
+
+
+def _other_layers_model(seed: int):
+    import keras
+
+    inp = keras.Input((5,), name="candidate")
+    init = keras.initializers.GlorotUniform(seed=seed)
+    a = keras.layers.ReLU(max_value=0.5, name="relu6ish")(keras.layers.Dense(6, kernel_initializer=init, name="d1")(inp))
+    b = keras.layers.Activation("sigmoid", name="sig")(keras.layers.Dense(6, kernel_initializer=init, name="d2")(inp))
+    x = keras.layers.Add(name="add")([a, b])
+    x = keras.layers.Dense(4, kernel_initializer=init, name="logits")(x)
+    return keras.Model([inp], keras.layers.Softmax(name="output")(x), name="other")
 
 
 def _inputs(model, n: int, seed: int) -> list[np.ndarray]:
@@ -61,7 +77,10 @@ def _trained(family: str, seed: int = 1):
 
     from taggerflow.models import build_model
 
-    model = build_model(MODEL_FAMILIES[family], 5, SEQS, 4, seed=seed)
+    if MODEL_FAMILIES[family] is None:
+        model = _other_layers_model(seed)
+    else:
+        model = build_model(MODEL_FAMILIES[family], 5, SEQS, 4, seed=seed, n_add_vars=N_ADD_VARS)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     x = _inputs(model, 256, seed + 10)
     y = np.random.default_rng(seed).integers(0, 4, size=256)
@@ -169,6 +188,7 @@ def test_export_matches_keras(family_model):
     classes = [layer["class_name"] for layer in parsed["architecture"]["config"]["layers"]]
     assert "Dropout" not in classes and "MaskedSum" not in classes
     assert ("Dot" in classes) == family.startswith("deepsets")
+    assert ("RepeatVector" in classes) == family.endswith("conditional")
     assert len(parsed["hash"]) == 64
     # the embedded test cases are what Keras computes on their inputs
     keras_out = model.predict(test_in, verbose=0)
@@ -228,6 +248,14 @@ def test_saved_and_loaded_model_gives_the_same_bytes(tmp_path):
     a = write_fdeep(keras_to_fdeep(model), tmp_path / "a.json")
     b = write_fdeep(keras_to_fdeep(loaded), tmp_path / "b.json")
     assert open(a, "rb").read() == open(b, "rb").read() == fdeep_json_text(keras_to_fdeep(model)).encode()
+    # and in another process, from another working directory
+    code = ("import sys, keras, taggerflow.models; from taggerflow.fdeep import keras_to_fdeep, write_fdeep; "
+            "write_fdeep(keras_to_fdeep(keras.models.load_model(sys.argv[1])), sys.argv[2])")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras"), str(tmp_path / "c.json")],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert open(tmp_path / "c.json", "rb").read() == open(a, "rb").read()
 
 
 def test_masked_slots_change_nothing():
@@ -263,7 +291,7 @@ def test_unsupported_layer_is_refused_naming_it(case):
         match = r"layer 'conv' \(Conv1D\)"
     elif case == "relu_slope":
         x = keras.layers.ReLU(negative_slope=0.1, name="r")(keras.layers.Dense(2, name="d")(inp))
-        match = r"layer 'r' \(ReLU\): ReLU with negative_slope"
+        match = r"layer 'r' \(ReLU\): ReLU with negative_slope/threshold is not supported"
     else:
         inner = keras.Sequential([keras.layers.Dense(2)], name="inner")
         x = inner(keras.layers.Dense(3, name="d")(inp))
