@@ -228,7 +228,7 @@ def test_architecture_is_a_keras_config_of_the_same_model(family_model):
 
 
 def test_export_is_deterministic(family_model):
-    from taggerflow.fdeep import fdeep_json_text, keras_to_fdeep, write_fdeep
+    from taggerflow.fdeep import fdeep_json_text, keras_to_fdeep
 
     _, model = family_model
     first = fdeep_json_text(keras_to_fdeep(model, seed=3))
