@@ -23,6 +23,7 @@ import luigi  # noqa: E402
 
 import tasks.demo  # noqa: E402,F401
 import tasks.evaluation  # noqa: E402,F401
+import tasks.fdeep  # noqa: E402,F401
 import tasks.scaling  # noqa: E402,F401
 import tasks.shuffle  # noqa: E402,F401
 import tasks.spectrum  # noqa: E402,F401
@@ -40,6 +41,7 @@ WORKFLOW_TASKS = {  # task -> number of branches of the tiny configuration
     "ToRecords": 2,
     "Training": 2,
     "ConvertLwtnn": 2,
+    "ConvertFdeep": 2,
     "Evaluation": 2,
     "CheckExport": 2,
 }
