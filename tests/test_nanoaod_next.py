@@ -326,7 +326,10 @@ def test_one_hot_through_scaling_training_files_lwtnn_and_onnx(demo_files, tmp_p
     lwtnn_config, clamps = convert(model, cfg, scaling)
     inputs_v = [v["name"] for v in lwtnn_config["inputs"][0]["variables"]]
     assert [n for n in inputs_v if n.startswith("decay_mode")] == ["decay_mode_is_0", "decay_mode_is_1", "decay_mode_is_10"]
-    assert json.loads(lwtnn_config["miscellaneous"]["one_hot_inputs"])["decay_mode_is_10"] == ["decay_mode", 10]
+    assert json.loads(lwtnn_config["miscellaneous"]["one_hot_inputs"]) == {
+        "candidate": {"decay_mode_is_0": ["decay_mode", 0], "decay_mode_is_1": ["decay_mode", 1],
+                      "decay_mode_is_10": ["decay_mode", 10]},
+        "pfcand": {"charge_is_m1": ["charge", -1], "charge_is_1": ["charge", 1]}}
     assert "one_hot input" in lwtnn_config["miscellaneous"]["note"]
     inputs = check_inputs(cfg, [shard], scaling, 300)
     result = check(model, lwtnn_config, clamps, inputs, ["pfcand"], tolerance=1e-6)

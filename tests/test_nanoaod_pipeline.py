@@ -132,7 +132,8 @@ def test_pipeline_on_nanoaod_v15_jets(tmp_path):
                               "recipe": "1 if nSVs == 2 else 0 (every other code, NaN or inf: 0; one_hot indicator of 'nSVs')"}
     lwtnn = json.load(open(glob.glob(f"{data}/ConvertLwtnn/v1/*/dense/*lwtnn*.json")[0]))
     assert [v["name"] for v in lwtnn["inputs"]] == names
-    assert json.loads(lwtnn["miscellaneous"]["one_hot_inputs"]) == {f"nSVs_is_{k}": ["nSVs", k] for k in (0, 1, 2)}
+    assert json.loads(lwtnn["miscellaneous"]["one_hot_inputs"]) == {"candidate": {f"nSVs_is_{k}": ["nSVs", k]
+                                                                                  for k in (0, 1, 2)}}
 
 
 @pytest.mark.slow
@@ -189,3 +190,7 @@ def test_pipeline_on_pfnano_jets_with_pfcands(tmp_path):
     assert card["checks"]["lwtnn"]["passed"] and card["checks"]["lwtnn"]["max_abs_diff"] < 1e-6
     assert card["checks"]["onnx"]["max_abs_diff"] < 1e-6
     assert [v["name"] for v in card["inputs"][1]["variables"]] == names
+    lwtnn = json.load(open(glob.glob(f"{data}/ConvertLwtnn/v1/*/deepsets/lwtnn.json")[0]))
+    assert json.loads(lwtnn["miscellaneous"]["one_hot_inputs"]) == {"pfcands": {
+        n: ["pdgId", c] for n, c in zip(names[3:], pdg)}}
+    assert [v["name"] for v in lwtnn["input_sequences"][0]["variables"]] == names
