@@ -75,18 +75,20 @@ def _expected_via(events, cand: str, link: bool) -> tuple[list[int], list[list[f
     return counts, values
 
 
-@pytest.mark.parametrize("link", [True, False])
-def test_muons_through_their_jets_to_pfcands_on_pfnano(tmp_path, link):
+@pytest.mark.parametrize("link,name", [(True, "pfnano.root"), (False, "pfnano.root"), (True, "pfnano_rntuple.root")])
+def test_muons_through_their_jets_to_pfcands_on_pfnano(tmp_path, link, name):
     """coffea's PFNano has no taus, but its muons point to jets (Muon_jetIdx), and four muons of one
-    event share one jet: each gets that jet's candidates."""
-    path = sample("pfnano.root")
+    event share one jet: each gets that jet's candidates. Its RNTuple twin gives the same (the
+    expectation is computed from the TTree file)."""
+    path = sample(name)
     cons = {"collection": "PFCands", "link": JET_PFCANDS} if link else {"collection": "JetPFCands", "index": "jetIdx"}
     cons["via"] = {"collection": "Jet", "index": "jetIdx"}
     raw = nano_raw([path], "Muon", {"pfcands": cons}, ("genPartFlav", {"prompt": [1], "other": [0, 3, 4, 5, 15]}),
                    {"pt": {"scaling": "normal"}}, {"pfcands": {"n_max": 8, "variables": PF_VARS}})
     cfg = config_from_dict(raw, str(tmp_path / "c.yaml"))
     chunk = _read_all(cfg, path, ["pt", "pfcands_pt"])
-    events = uproot.open(path)["Events"].arrays(["nJet", "Muon_jetIdx", "JetPFCands_jetIdx", "JetPFCands_pFCandsIdx",
+    events = uproot.open(sample("pfnano.root"))["Events"].arrays(["nJet", "Muon_jetIdx", "JetPFCands_jetIdx",
+                                                                  "JetPFCands_pFCandsIdx",
                                                  "PFCands_pt", "JetPFCands_pt", "Muon_pt"])
     counts, values = _expected_via(events, "Muon", link)
     assert len(chunk) == len(counts) == 10
