@@ -210,6 +210,10 @@ def model_card(*, name: str, classes: list[str], candidate_variables: list[dict]
         "onnx": copy.deepcopy(onnx_section),
         "files": dict(files),
     }
+    if any("one_hot" in v for i in inputs for v in i.get("variables", [])):
+        for key in ("keras_onnx", "lwtnn"):
+            card["preprocessing"][key] += ("; a one_hot input is computed from the raw code first "
+                                           "(variables[].one_hot.recipe: 1 if code == category else 0)")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in card["files"].items()):
         raise ValueError(f"files: expected a role -> file name mapping of strings, got {files!r}")
     return _jsonable(card, "card")

@@ -127,6 +127,8 @@ def test_pipeline_on_nanoaod_v15_jets(tmp_path):
     card = _checks(data)
     assert card["checks"]["lwtnn"]["passed"] and card["checks"]["lwtnn"]["max_abs_diff"] < 1e-6
     assert card["checks"]["onnx"]["max_abs_diff"] < 1e-6
+    assert card["preprocessing"]["lwtnn"].endswith("; a one_hot input is computed from the raw code first "
+                                                   "(variables[].one_hot.recipe: 1 if code == category else 0)")
     ind = {v["name"]: v for v in card["inputs"][0]["variables"]}["nSVs_is_2"]
     assert ind["one_hot"] == {"variable": "nSVs", "code": "nSVs", "category": 2,
                               "recipe": "1 if nSVs == 2 else 0 (every other code, NaN or inf: 0; one_hot indicator of 'nSVs')"}
