@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from taggerflow import one_hot
 from taggerflow.utils import config_hash
 
-SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal")
+SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal", one_hot.SCALING)
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
 MODEL_TYPES = ("deepsets", "dense")
@@ -28,7 +29,7 @@ TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecord
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
 # functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
 EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",
-                        "minimum", "maximum", "where")
+                        "minimum", "maximum", "where", "isfinite")
 
 
 class ConfigError(ValueError):
@@ -69,7 +70,8 @@ def _schema() -> dict:
             "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
                                "constituents": (dict, False)},
             "inputs.nanoaod.constituents.*": {"collection": (str, True), "index": (str, False),
-                                              "link": (dict, False)},
+                                              "link": (dict, False), "via": (dict, False)},
+            "inputs.nanoaod.constituents.*.via": {"collection": (str, True), "index": (str, True)},
             "inputs.nanoaod.constituents.*.link": {"collection": (str, True), "candidate_index": (str, True),
                                                    "constituent_index": (str, True)},
             "inputs.h5": {"candidates": (str, False), "constituents": (dict, False), "valid": (str, False)},
@@ -88,7 +90,7 @@ def _schema() -> dict:
             "features": {"candidate": (dict, True), "collections": (dict, False)},
             "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
                                      "limits": (list, False), "default": (num, False),
-                                     "selection": (str, False)},
+                                     "selection": (str, False), "categories": (list, False)},
             "features.collections.*": {"n_max": (int, True), "sort_by": (str, False),
                                        "variables": (dict, True), "cone": (dict, False)},
             "features.collections.*.cone": {"coef": (num, True), "min_pt": (num, True),
@@ -96,7 +98,7 @@ def _schema() -> dict:
                                             "deta": (str, False), "dphi": (str, False)},
             "features.collections.*.variables.*": {"expression": (str, False), "scaling": (str, True),
                                                    "limits": ((list, dict), False), "default": (num, False),
-                                                   "selection": (str, False)},
+                                                   "selection": (str, False), "categories": (list, False)},
             "scaling": {"log_step": (int, False)},
             "train_sample": {"split": (dict, True), "precision": (str, False),
                              "compression": ((str, type(None)), False), "chunk_rows": (int, False),
@@ -197,6 +199,8 @@ class Variable:
     #: statistics (counted as ``cut``), e.g. to keep sentinel values such as -999 out of the mean/std
     selection: str | None = None
     selection_names: tuple[str, ...] = ()
+    #: for a one_hot indicator (taggerflow.one_hot): (configured variable, code expression, code)
+    one_hot: tuple | None = None
 
     @property
     def all_names_used(self) -> tuple[str, ...]:
@@ -422,13 +426,13 @@ class Config:
     # -- features --------------------------------------------------------------------------
     @property
     def candidate_variables(self) -> tuple[Variable, ...]:
-        return tuple(_variable(n, s) for n, s in self.raw["features"]["candidate"].items())
+        return _variables(self.raw["features"]["candidate"])
 
     @property
     def collections(self) -> tuple[Collection, ...]:
         out = []
         for name, spec in (self.raw["features"].get("collections") or {}).items():
-            variables = tuple(_variable(n, s) for n, s in spec["variables"].items())
+            variables = _variables(spec["variables"])
             cone = Cone(**{k: (float(v) if k not in ("deta", "dphi") else v) for k, v in spec["cone"].items()}) \
                 if spec.get("cone") else None
             out.append(Collection(name, int(spec["n_max"]), spec.get("sort_by"), variables, cone))
@@ -482,7 +486,15 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return base
 
 
-def _variable(name: str, spec: dict) -> Variable:
+def _variables(specs: dict) -> tuple[Variable, ...]:
+    """The model's variables of a features section: a one_hot variable gives one per category."""
+    out: list[Variable] = []
+    for name, spec in specs.items():
+        out += one_hot.expand(name, spec, _variable) if spec["scaling"] == one_hot.SCALING else [_variable(name, spec)]
+    return tuple(out)
+
+
+def _variable(name: str, spec: dict, one_hot: tuple | None = None) -> Variable:
     expr = spec.get("expression", name)
     raw = spec.get("limits")
     if isinstance(raw, dict):
@@ -492,7 +504,7 @@ def _variable(name: str, spec: dict) -> Variable:
     sel = spec.get("selection")
     return Variable(name=name, expression=expr, scaling=spec["scaling"], limits=limits,
                     default=float(spec.get("default", 0.0)), names_used=expression_names(expr),
-                    selection=sel, selection_names=expression_names(sel) if sel else ())
+                    selection=sel, selection_names=expression_names(sel) if sel else (), one_hot=one_hot)
 
 
 def expression_names(expr: str) -> tuple[str, ...]:
@@ -502,7 +514,8 @@ def expression_names(expr: str) -> tuple[str, ...]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
                                                and node.func.id in EXPRESSION_FUNCTIONS):
-            raise ValueError(f"only the functions {', '.join(EXPRESSION_FUNCTIONS)} may be called")
+            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            raise ValueError(f"unknown function '{called}' (only {', '.join(EXPRESSION_FUNCTIONS)} may be called)")
         if isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda)):
             raise ValueError("attributes, subscripts and lambdas are not allowed")
         if isinstance(node, ast.Name) and node.id not in EXPRESSION_FUNCTIONS:
@@ -579,6 +592,7 @@ def _validate_semantics(cfg: Config) -> None:
         if spec["scaling"] not in SCALING_TYPES:
             raise err(f"{key}.scaling", f"unknown scaling type '{spec['scaling']}' "
                                         f"(allowed: {', '.join(SCALING_TYPES)})")
+        (one_hot.check if spec["scaling"] == one_hot.SCALING else one_hot.check_not_one_hot)(key, spec, err)
         lim = spec.get("limits")
         if isinstance(lim, dict):
             if cones == (GLOBAL_CONE,):
@@ -629,6 +643,13 @@ def _validate_semantics(cfg: Config) -> None:
         for name, spec in cspec["variables"].items():
             check_var(f"features.collections.{cname}.variables.{name}", spec, name,
                       CONES if cone is not None else (GLOBAL_CONE,))
+    for key, variables in [("features.candidate", cfg.candidate_variables)] + \
+            [(f"features.collections.{c.name}.variables", c.variables) for c in cfg.collections]:
+        names = [v.name for v in variables]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise err(key, f"variable '{twice[0]}' is defined twice (a one_hot indicator has the name of "
+                           f"another variable: rename one)")
     if "scaling" in raw and raw["scaling"].get("log_step", 1) < 1:
         raise err("scaling.log_step", "must be >= 1")
 
@@ -642,7 +663,7 @@ def _validate_semantics(cfg: Config) -> None:
         raise err("train_sample.compression", "expected null, gzip or lzf")
     if ts.get("chunk_rows", 1024) < 1:
         raise err("train_sample.chunk_rows", "must be >= 1")
-    cand_names = list(raw["features"]["candidate"])
+    cand_names = [v.name for v in cfg.candidate_variables]   # one_hot: the indicators' names
     coll_specs = raw["features"].get("collections") or {}
     concat = ts.get("concat_jet_tracks", False)
     if isinstance(concat, list):
@@ -764,6 +785,8 @@ def _validate_inputs(cfg: Config, err) -> None:
         if bool(cs.get("index")) == bool(cs.get("link")):
             raise err(f"inputs.nanoaod.constituents.{name}", "give exactly one of 'index' (branch of the "
                       "constituent collection with the candidate's index) or 'link' (association collection)")
+    if "nanoaod" in formats and not cfg.is_demo and inp.get("nanoaod"):
+        _check_nanoaod_collections(cfg, err)
     for ds, spec in (inp.get("datasets") or {}).items():
         for pattern in spec["files"]:
             if not isinstance(pattern, str):
@@ -787,6 +810,21 @@ def _validate_inputs(cfg: Config, err) -> None:
             raise err(f"inputs.aliases.{name}", f"invalid expression: {e}") from None
     if "chunk_size" in inp and inp["chunk_size"] < 1:
         raise err("inputs.chunk_size", "must be >= 1")
+
+
+def _check_nanoaod_collections(cfg: Config, err) -> None:
+    """A NanoAOD file has the constituent collections its ``inputs.nanoaod.constituents`` attach and
+    no other: each of them must be a ``features.collections`` entry of the same name, and back."""
+    sources = list((cfg.raw["inputs"]["nanoaod"].get("constituents") or {}))
+    features = list(cfg.raw["features"].get("collections") or {})
+    for name in sources:
+        if name not in features:
+            raise err(f"inputs.nanoaod.constituents.{name}", f"no features.collections.{name} uses it "
+                      f"(features.collections: {', '.join(features) or 'none'}); the names must match")
+    for name in features:
+        if name not in sources:
+            raise err(f"features.collections.{name}", f"no inputs.nanoaod.constituents.{name} reads it "
+                      f"(inputs.nanoaod.constituents: {', '.join(sources) or 'none'}); the names must match")
 
 
 def _validate_resampling(cfg: Config, err) -> None:

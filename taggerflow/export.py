@@ -151,6 +151,11 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
     if seq_vars:  # lwtnn's graph parser rejects an empty sequence map and a missing sequence node
         misc["note"] += ("; pass only real constituents, ordered and truncated as in training, and every "
                          "sequence variable of every sequence node (empty vectors for zero constituents)")
+    indicators = _one_hot_inputs(cfg, {sequence_names.get(n, n): c for n, c, _ in cfg.sequences() if n in seq_vars})
+    if indicators:
+        misc["one_hot_inputs"] = json.dumps(indicators, sort_keys=True)
+        misc["note"] += ("; a one_hot input (one_hot_inputs: node -> input -> [code expression, category]) is 1 "
+                         "where the raw code equals its category, else 0 (other codes, NaN, inf: 0)")
     concat = list(options(cfg).concat)
     if concat and seq_vars:
         misc["concat_jet_tracks"] = json.dumps(concat)
@@ -161,6 +166,15 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
     config = keras_to_lwtnn(model, cand_vars, seq_vars, cfg.class_names, sequence_names=sequence_names,
                             output_name=output_name, miscellaneous=misc)
     return config, clamps
+
+
+def _one_hot_inputs(cfg: Config, sequence_nodes: dict) -> dict:
+    """{lwtnn node: {input variable: [code expression, category]}} of the one_hot indicators
+    (taggerflow.one_hot); ``sequence_nodes``: lwtnn sequence node -> its collection."""
+    nodes = {"candidate": cfg.candidate_variables, **{n: c.variables for n, c in sequence_nodes.items()}}
+    out = {node: {v.name: [v.one_hot[1], v.one_hot[2]] for v in variables if v.one_hot is not None}
+           for node, variables in nodes.items()}
+    return {node: ind for node, ind in out.items() if ind}
 
 
 def check(model, lwtnn_config: dict, clamps: dict, inputs: dict, collections: list[str],

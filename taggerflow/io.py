@@ -24,7 +24,8 @@ from taggerflow.utils import atomic_path
 # numpy functions usable in variable expressions (see taggerflow.config.EXPRESSION_FUNCTIONS)
 _EXPR_FUNCS = {"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p, "exp": np.exp,
                "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "arctan2": np.arctan2, "hypot": np.hypot,
-               "minimum": np.minimum, "maximum": np.maximum, "where": np.where}
+               "minimum": np.minimum, "maximum": np.maximum, "where": np.where,
+               "isfinite": np.isfinite}
 
 
 class InputError(RuntimeError):

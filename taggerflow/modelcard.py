@@ -23,7 +23,11 @@ Per variable (``inputs[i].variables[j]``):
 ``lwtnn_offset``, ``lwtnn_scale``
     ``-mean`` and ``1/std``, lwtnn's ``(x + offset) * scale``;
 ``scaling``, ``expression``
-    the configured scaling type and the expression computing the variable, when known.
+    the configured scaling type and the expression computing the variable, when known;
+``one_hot``
+    for an indicator of a ``one_hot`` variable (:mod:`taggerflow.one_hot`): the configured
+    ``variable``, the ``code`` expression, the ``category`` and the ``recipe`` computing the raw
+    input (1 if code == category else 0).
 
 ``preprocessing`` states the one input recipe (clamp, then non-finite -> default) as the training
 files apply it (``keras_onnx``, scaled units) and as C++ applies it before lwtnn (``lwtnn``, raw units):
@@ -103,6 +107,8 @@ def _variable_entries(scaling: Mapping, type_name: str, cone: str, variables: Se
              "scaling": spec.get("scaling", entry_scaling)}
         if spec.get("expression") is not None:
             e["expression"] = str(spec["expression"])
+        if spec.get("one_hot") is not None:   # an indicator of a one_hot variable: how to compute it
+            e["one_hot"] = dict(spec["one_hot"])
         out.append(e)
     return out
 
@@ -204,6 +210,10 @@ def model_card(*, name: str, classes: list[str], candidate_variables: list[dict]
         "onnx": copy.deepcopy(onnx_section),
         "files": dict(files),
     }
+    if any("one_hot" in v for i in inputs for v in i.get("variables", [])):
+        for key in ("keras_onnx", "lwtnn"):
+            card["preprocessing"][key] += ("; a one_hot input is computed from the raw code first "
+                                           "(variables[].one_hot.recipe: 1 if code == category else 0)")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in card["files"].items()):
         raise ValueError(f"files: expected a role -> file name mapping of strings, got {files!r}")
     return _jsonable(card, "card")
@@ -224,7 +234,14 @@ def card_inputs_from_config(cfg, model_input_names: Sequence[str] | None = None,
     (a dense model reads none). ``sequence_names`` maps a sequence to its lwtnn node name
     (``export.sequence_names``)."""
     def var(v) -> dict:
-        return {"name": v.name, "expression": v.expression, "scaling": v.scaling}
+        out = {"name": v.name, "expression": v.expression, "scaling": v.scaling}
+        if getattr(v, "one_hot", None) is not None:
+            from taggerflow.one_hot import recipe  # noqa: PLC0415
+
+            source, code_expr, code = v.one_hot
+            out["one_hot"] = {"variable": source, "code": code_expr, "category": code,
+                              "recipe": recipe(source, code_expr, code)}
+        return out
 
     names = None if model_input_names is None else set(model_input_names)
     sequence_names = dict(sequence_names or {})

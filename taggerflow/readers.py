@@ -16,7 +16,10 @@ so that Spectrum, ShuffleMergeSpectral and every later stage see the same thing 
     object with the prefix dropped (``Tau_pt`` -> ``pt``); event branches (``run``, ``event``, ...) are
     repeated for every candidate of the event; constituent collections are attached through an index
     branch of the constituent collection (``index``: position of the candidate in its event, -1 for
-    none) or through an association collection (``link``: pairs of candidate and constituent indices).
+    none) or through an association collection (``link``: pairs of candidate and constituent indices);
+    with ``via`` both refer to the objects of another collection that each candidate points to
+    (``Tau_jetIdx`` -> ``Jet``; ``JetPFCands`` -> ``PFCands``), and a candidate pointing to none (-1)
+    has no constituents.
 ``h5``
     ATLAS training-dataset-dumper HDF5: a structured ``jets`` dataset (N,) and constituent datasets
     such as ``tracks`` (N, n_max) with a boolean ``valid`` field; the valid entries become the lists.
@@ -308,7 +311,7 @@ class NanoSource(Source):
                                  f"(config key inputs.nanoaod.constituents.{name}) in tree '{tree}'")
             skip = {f"{cpre}{cs['index']}"} if cs.get("index") else set()
             flds = {k[len(cpre):]: k for k in keys if k.startswith(cpre) and k not in skip}
-            info = {"collection": cc, "fields": flds, "index": None, "link": None}
+            info = {"collection": cc, "fields": flds, "index": None, "link": None, "via": None}
             if cs.get("index"):
                 ib = f"{cpre}{cs['index']}"
                 if ib not in keyset:
@@ -323,7 +326,18 @@ class NanoSource(Source):
                         raise InputError(f"{path}: link branch '{b}' (config key inputs.nanoaod.constituents."
                                          f"{name}.link) not found in tree '{tree}'")
                 info["link"] = lb
+            if cs.get("via"):
+                info["via"] = self._via_branches(cs["via"], f"inputs.nanoaod.constituents.{name}.via", keyset)
             self._cons[name] = info
+
+    def _via_branches(self, via: dict, key: str, keyset: set[str]) -> tuple[str, str]:
+        """(counter of the intermediate collection, the candidate branch with its index): the
+        index/link of the constituents then refers to that collection's objects (Tau -> Jet -> PFCands)."""
+        counter, index = f"n{via['collection']}", f"{self.coll}_{via['index']}"
+        for b in (counter, index):
+            if b not in keyset:
+                raise InputError(f"{self.path}: branch '{b}' (config key {key}) not found in tree '{self.tree_name}'")
+        return counter, index
 
     def describe(self) -> str:
         return f"tree '{self.tree_name}' (collection '{self.coll}')"
@@ -373,6 +387,8 @@ class NanoSource(Source):
                 raw.add(info["index"])
             if info["link"]:
                 raw |= set(info["link"])
+            if info["via"]:
+                raw |= set(info["via"])
         try:
             arrs = self.tree.arrays(sorted(raw), entry_start=start, entry_stop=stop, library="ak")
         except Exception as e:
@@ -391,31 +407,56 @@ class NanoSource(Source):
             info = self._cons[name]
             ncons = ak.to_numpy(arrs[f"n{info['collection']}"]).astype(np.int64)
             cons_off = np.concatenate([[0], np.cumsum(ncons)])
+            # the owners the index/link refers to: the candidates, or the objects of the 'via' collection
+            nown = ak.to_numpy(arrs[info["via"][0]]).astype(np.int64) if info["via"] else ncand
+            own_off = np.concatenate([[0], np.cumsum(nown)])
             if info["link"]:
                 ci = arrs[info["link"][0]]
                 ki = arrs[info["link"][1]]
                 ev = np.repeat(np.arange(len(ncand)), ak.to_numpy(ak.num(ci, axis=1)))
                 cidx = ak.to_numpy(ak.flatten(ci)).astype(np.int64)
                 kidx = ak.to_numpy(ak.flatten(ki)).astype(np.int64)
-                ok = (cidx >= 0) & (cidx < ncand[ev]) & (kidx >= 0) & (kidx < ncons[ev])
-                cand_row = cand_off[ev[ok]] + cidx[ok]
+                ok = (cidx >= 0) & (cidx < nown[ev]) & (kidx >= 0) & (kidx < ncons[ev])
+                own_row = own_off[ev[ok]] + cidx[ok]
                 cons_row = cons_off[ev[ok]] + kidx[ok]
             else:
                 idx = arrs[info["index"]]
                 ev = np.repeat(np.arange(len(ncand)), ncons)
                 cidx = ak.to_numpy(ak.flatten(idx)).astype(np.int64)
-                ok = (cidx >= 0) & (cidx < ncand[ev])
-                cand_row = cand_off[ev[ok]] + cidx[ok]
+                ok = (cidx >= 0) & (cidx < nown[ev])
+                own_row = own_off[ev[ok]] + cidx[ok]
                 cons_row = np.flatnonzero(ok)
-            order = np.argsort(cand_row, kind="stable")
-            counts = np.bincount(cand_row, minlength=n_total)[:n_total]
+            n_own = int(own_off[-1])
+            order = np.argsort(own_row, kind="stable")
+            counts = np.bincount(own_row, minlength=n_own)[:n_own]
             take = cons_row[order]
+            if info["via"]:
+                counts, take = _through_via(counts, take, arrs[info["via"][1]], ncand, nown, own_off)
             for f in flds:
                 flat = ak.to_numpy(ak.flatten(arrs[info["fields"][f]]))
                 out[f"{name}_{f}"] = ak.unflatten(flat[take], counts)
         if not out:
             return ak.Array(ak.contents.RecordArray([], [], length=n_total))
         return ak.Array({k: out[k] for k in fields})
+
+
+def _through_via(counts: np.ndarray, take: np.ndarray, via_index, ncand: np.ndarray, nown: np.ndarray,
+                 own_off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Constituents of the candidates from those of the intermediate objects (``counts``, ``take``:
+    per object its number and, object after object, the constituent rows): candidate i gets those
+    of object ``via_index[i]`` of its event, none where that index is -1 or out of range; two
+    candidates of the same object get both its constituents."""
+    ev = np.repeat(np.arange(len(ncand)), ncand)
+    j = ak.to_numpy(ak.flatten(via_index)).astype(np.int64)
+    ok = (j >= 0) & (j < nown[ev])
+    obj = np.where(ok, own_off[ev] + np.where(ok, j, 0), 0)
+    cand_counts = np.where(ok, counts[obj] if len(counts) else 0, 0)
+    starts = np.concatenate([[0], np.cumsum(counts)])[obj]
+    total = int(cand_counts.sum())
+    # for each constituent slot of each candidate: its object's start plus its place in the object
+    first = np.concatenate([[0], np.cumsum(cand_counts)])[:-1]
+    pos = np.arange(total) - np.repeat(first, cand_counts) + np.repeat(starts, cand_counts)
+    return cand_counts, take[pos]
 
 
 _BUFFERS = threading.local()

@@ -966,7 +966,7 @@ def scaling_parameters(cfg: Config, stats: dict) -> dict:
             out[t][var.name] = {}
             for cone, m in stats[t][var.name].items():
                 key = f"{t}.{var.name}.{cone}"
-                if var.scaling in ("no_scaling", "categorical"):
+                if var.scaling in ("no_scaling", "categorical", "one_hot"):  # one_hot: 0/1 indicators
                     mean, std, lo, hi = 0.0, 1.0, None, None
                 elif var.scaling == "linear":
                     a, b = var.limits_for(cone)
