@@ -40,9 +40,10 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from taggerflow import formats as format_modules
 from taggerflow.io import InputError, collection_fields, evaluate, input_branches, open_tree
 
-FORMATS = ("candidate_tree", "nanoaod", "h5")
+FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
 DEFAULT_EVENT_BRANCHES = ("run", "luminosityBlock", "event")
 
 
@@ -81,6 +82,7 @@ class InputSpec:
     aliases: tuple[Alias, ...] = ()
     nanoaod: dict = field(default_factory=dict)
     h5: dict = field(default_factory=dict)
+    sections: dict = field(default_factory=dict)   # {format: inputs.<format>} of taggerflow.formats
     dataset: str = ""   # named in the errors of open_source
 
     @property
@@ -107,7 +109,8 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
         fmt = "candidate_tree"
     elif dataset is not None:
         fmt = (inp.get("datasets") or {}).get(dataset, {}).get("format", fmt)
-    tree = inp.get("tree", "Events" if fmt == "nanoaod" else "candidates")
+    tree = inp.get("tree", "Events" if fmt == "nanoaod" else format_modules.module(fmt).DEFAULT_TREE
+                   if fmt in format_modules.NAMES else "candidates")
     if cfg.is_demo:
         tree = cfg.raw["demo"].get("tree", tree)
     sel = inp.get("selection")
@@ -115,7 +118,7 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
     return InputSpec(format=fmt, tree=tree, chunk_size=cfg.chunk_size, selection=sel,
                      selection_names=expression_names(sel) if sel else (), aliases=aliases,
                      nanoaod=dict(inp.get("nanoaod") or {}), h5=dict(inp.get("h5") or {}),
-                     dataset=dataset or "")
+                     sections={n: dict(inp.get(n) or {}) for n in format_modules.NAMES}, dataset=dataset or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,6 +570,8 @@ def _open_source(spec: InputSpec, path: str) -> Source:
         return NanoSource(path, spec.tree, spec.nanoaod)
     if spec.format == "h5":
         return H5Source(path, spec.h5)
+    if spec.format in format_modules.NAMES:
+        return format_modules.module(spec.format).open_source(path, spec.tree, spec.sections[spec.format])
     raise InputError(f"{path}: unknown input format '{spec.format}' (supported: {', '.join(FORMATS)})")
 
 
