@@ -122,6 +122,7 @@ def _schema() -> dict:
                                "dropout": (num, False), "alpha": (num, False)},
             "export": {"n_check": (int, True), "tolerance": (num, True),
                        "sequence_names": (dict, False)},
+            **format_modules.schemas(),   # inputs.<format> of taggerflow/formats/
         },
     }
 
