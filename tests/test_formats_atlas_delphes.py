@@ -291,3 +291,44 @@ def test_pipeline_on_delphes(tmp_path):
         assert list(codes)[row["label"]] == next(c for c, v in codes.items() if jet["Flavor"] in v)
         assert row["tracks"] == min(len(jet["tracks"]), 6) and row["photons"] == min(len(jet["photons"]), 6)
     assert "AUC b vs c " in summary and "b vs light " in summary
+
+
+def test_physlite_links_into_several_containers_or_beyond_one_are_errors():
+    """Our link logic on hand-made link vectors (the real file's links all have one key): links into
+    two containers need ``key``; an index beyond the container is an error naming the config key."""
+    src = open_source(_spec("physlite", PHYSLITE_SECTION, "CollectionTree"), sample(PHYSLITE))
+    link = src.cons["tracks"].links[0]
+    ncand, ncons = np.array([2, 1]), np.array([3, 2])
+    two_keys = ak.Array([[[{"m_persKey": 7, "m_persIndex": 0}], [{"m_persKey": 9, "m_persIndex": 2}]],
+                         [[{"m_persKey": 0, "m_persIndex": 5}, {"m_persKey": 7, "m_persIndex": 1}]]])
+    try:
+        with pytest.raises(InputError, match=r"point into 2 containers \(keys 7, 9\); set "
+                                             r"inputs\.physlite\.constituents\.tracks\.key"):
+            src._pairs({link: two_keys}, "tracks", ncand, ncons)
+        src._link_key["tracks"] = 7
+        cand_row, cons_row = src._pairs({link: two_keys}, "tracks", ncand, ncons)
+        assert cand_row.tolist() == [0, 2] and cons_row.tolist() == [0, 3 + 1]
+        src._link_key["tracks"] = 9
+        with pytest.raises(InputError, match=r"index 2 beyond the 1 objects .*config key "
+                                             r"inputs\.physlite\.constituents\.tracks\.container"):
+            src._pairs({link: two_keys}, "tracks", ncand, np.array([1, 2]))
+    finally:
+        src.close()
+
+
+def test_scaling_repeats_candidate_values_per_collection():
+    """Two constituent collections reading ``cand_pt`` (the Delphes configuration's tracks and
+    photons): each gets the candidate values repeated by its own counts."""
+    from taggerflow.scaling import _ChunkArrays, _collection_block
+
+    chunk = ak.Array({"pt": np.array([10.0, 20.0]), "eta": np.array([0.0, 1.0]),
+                      "tracks_PT": [[1.0, 2.0], [4.0]], "tracks_Eta": [[0.5, 0.0], [1.0]], "tracks_D0": [[0.0, 0.0], [0.0]],
+                      "photons_pt": [[], [2.0, 5.0, 10.0]], "photons_Eta": [[], [1.0, 2.0, 3.0]]})
+    cfg = config_from_dict(delphes_raw(sample(DELPHES)))
+    arrs = _ChunkArrays(chunk)
+    fracs = {}
+    for coll in cfg.collections:
+        x, counts, _ = _collection_block(coll, arrs)
+        fracs[coll.name] = x[[v.name for v in coll.variables].index("pt_frac")].tolist()
+    assert fracs == {"tracks": [0.1, 0.2, 0.2], "photons": [0.1, 0.25, 0.5]}
+    assert x[[v.name for v in coll.variables].index("deta")].tolist() == [0.0, 1.0, 2.0]   # photons' Eta - cand_eta

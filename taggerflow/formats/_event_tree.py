@@ -129,8 +129,13 @@ class EventTreeSource(Source):
         return {name: objs.names() for name, objs in self.cons.items()}
 
     def cluster_starts(self) -> np.ndarray:
+        # the basket boundaries shared by the branches this source reads (not by all of the tree's)
         try:
-            return np.asarray(self.tree.common_entry_offsets(filter_name=self._branches_used()), dtype=np.int64)
+            common = None
+            for key in self._branches_used():
+                offsets = set(int(x) for x in self.tree[key].entry_offsets)
+                common = offsets if common is None else common & offsets
+            return np.array(sorted((common or set()) | {0, self.num_entries}), dtype=np.int64)
         except Exception:
             return np.array([0, self.num_entries], dtype=np.int64)
 
