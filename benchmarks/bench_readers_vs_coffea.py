@@ -4,7 +4,8 @@ files (tests/coffea_samples.py), reading the same candidates and constituents:
 
 * PHYSLITE: ``AnalysisJets`` pt/eta/event + the ghost-associated tracks' d0 (element links);
 * Delphes: ``Jet`` PT/Eta/event + the ``EFlowTrack`` constituents' PT (TRefArray references);
-* PFNano: ``Jet`` pt/eta/event + the PF candidates' pt through ``JetPFCands``.
+* PFNano: ``Jet`` pt/eta/event + the PF candidates' pt through ``JetPFCands``; and the same on a copy
+  of pfnano.root repeated ``--copies`` times (the per-candidate cost at some size).
 
     .venv/bin/python benchmarks/bench_readers_vs_coffea.py [--coffea-python PY] [--repeat 20]
 
@@ -120,11 +121,24 @@ def coffea_setup(fmt: str):
     return elapsed, events, read
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: per address space, so not the parent's peak that ru_maxrss
+    carries over fork and exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(reader: str, fmt: str, path: str, repeat: int) -> dict:
     import numpy as np
 
     import_s, open_file, read = (ours_setup if reader == "ours" else coffea_setup)(fmt)
-    rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_import = peak_rss_mb()
     t0 = time.perf_counter()
     n, counts, values = read(open_file(path))
     first = time.perf_counter() - t0
@@ -142,7 +156,39 @@ def worker(reader: str, fmt: str, path: str, repeat: int) -> dict:
             "read_s": read_s, "us_per_candidate": 1e6 * read_s / max(n, 1), "candidates": int(n),
             "constituents": int(counts.sum()),
             "checksum": float(np.sum(values.astype(np.float64))), "rss_after_import_mb": rss_import,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def scaled_pfnano(source: str, copies: int, workdir: str) -> str:
+    """pfnano.root repeated ``copies`` times (every branch; new event numbers): the per-candidate cost
+    at a size where the per-file overhead no longer dominates."""
+    import awkward as ak
+    import numpy as np
+    import uproot
+
+    path = os.path.join(workdir, f"pfnano_x{copies}.root")
+    if os.path.exists(path):
+        return path
+    t = uproot.open(source)["Events"]
+    flat, colls = {}, {}
+    for b in t.branches:
+        counter = getattr(b, "count_branch", None)
+        if counter is None:
+            if isinstance(b.interpretation, uproot.AsDtype) and not b.interpretation.inner_shape:
+                flat[b.name] = np.tile(b.array(library="np"), copies)
+            continue
+        coll = counter.name[1:]
+        if counter.name.startswith("n") and b.name.startswith(coll + "_"):
+            colls.setdefault(coll, {})[b.name[len(coll) + 1:]] = b.array()
+    flat["event"] = np.arange(1, copies * t.num_entries + 1, dtype=np.uint64)
+    out = {**flat, **{c: ak.concatenate([ak.zip(f)] * copies) for c, f in colls.items()}}
+    os.makedirs(workdir, exist_ok=True)
+    with uproot.recreate(path + ".tmp") as f:
+        f.mktree("Events", {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in out.items()},
+                 counter_name=lambda c: "n" + c, field_name=lambda outer, inner: f"{outer}_{inner}")
+        f["Events"].extend(out)
+    os.replace(path + ".tmp", path)
+    return path
 
 
 # -- what coffea brings ------------------------------------------------------------------------------
@@ -201,6 +247,9 @@ def main() -> None:
                     help="interpreter of an environment with coffea (default: $COFFEA_PYTHON or this one)")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--copies", type=int, default=500, help="pfnano.root repeated this many times for the "
+                    "'nanoaod_xN' row (0: none)")
+    ap.add_argument("--workdir", default="/tmp/taggerflow_bench_coffea", help="where the repeated file is made")
     ap.add_argument("--worker", choices=("ours", "coffea"), help=argparse.SUPPRESS)
     ap.add_argument("--format", choices=tuple(FILES), help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
@@ -226,21 +275,25 @@ def main() -> None:
     else:
         print(f"coffea {coffea_version} from {args.coffea_python}")
     results = {"coffea_version": coffea_version, "repeat": args.repeat, "rows": []}
-    print(f"{'format':9} {'reader':7} {'cands':>6} {'consts':>7} {'import s':>9} {'1st open+read s':>15} "
+    print(f"{'input':9} {'reader':7} {'cands':>7} {'consts':>8} {'import s':>9} {'1st open+read s':>15} "
           f"{'open s':>7} {'read s':>7} {'us/cand':>8} {'peak RSS MB':>11}  checksum")
-    for fmt, name in FILES.items():
-        path = sample(name)
+    inputs = [(fmt, fmt, sample(name)) for fmt, name in FILES.items()]
+    if args.copies:
+        inputs.append((f"nano_x{args.copies}", "nanoaod", scaled_pfnano(sample(FILES["nanoaod"]), args.copies,
+                                                                        args.workdir)))
+    for label, fmt, path in inputs:
         for reader, python in (("ours", sys.executable), ("coffea", args.coffea_python)):
             if reader == "coffea" and coffea_version is None:
-                print(f"{fmt:9} {reader:7} not measured: coffea not importable")
+                print(f"{label:9} {reader:7} not measured: coffea not importable")
                 continue
             r = run_worker(python, reader, fmt, path, args.repeat)
             if isinstance(r, str):
-                print(f"{fmt:9} {reader:7} FAILED: {r}")
-                results["rows"].append({"reader": reader, "format": fmt, "error": r})
+                print(f"{label:9} {reader:7} FAILED: {r}")
+                results["rows"].append({"reader": reader, "input": label, "error": r})
                 continue
+            r["input"] = label
             results["rows"].append(r)
-            print(f"{fmt:9} {reader:7} {r['candidates']:6d} {r['constituents']:7d} {r['import_s']:9.2f} "
+            print(f"{label:9} {reader:7} {r['candidates']:7d} {r['constituents']:8d} {r['import_s']:9.2f} "
                   f"{r['first_s']:15.3f} {r['open_s']:7.3f} {r['read_s']:7.4f} {r['us_per_candidate']:8.1f} "
                   f"{r['peak_rss_mb']:11.0f}  {r['checksum']:.6g}")
     if coffea_version is not None:
