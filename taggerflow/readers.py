@@ -20,6 +20,9 @@ so that Spectrum, ShuffleMergeSpectral and every later stage see the same thing 
 ``h5``
     ATLAS training-dataset-dumper HDF5: a structured ``jets`` dataset (N,) and constituent datasets
     such as ``tracks`` (N, n_max) with a boolean ``valid`` field; the valid entries become the lists.
+``physlite``, ``delphes``
+    ATLAS PHYSLITE and Delphes per-event trees, constituents through element links / references:
+    one module each in :mod:`taggerflow.formats` (registered in ``FORMATS`` and ``_open_source``).
 
 A tree entry ("entry" below) is what the files are split by: a candidate for candidate trees and HDF5
 files, an event for NanoAOD. Paths may be local files, globs (expanded by the configuration) or
