@@ -213,8 +213,10 @@ def physlite_raw(path: str = "PHYSLITE_example.root") -> dict:
               "variables": {"pt_frac": {"expression": "pt / cand_pt", "scaling": "linear", "limits": [0, 2]},
                             "d0": {"scaling": "normal", "limits": [-5, 5]},
                             "z0": {"scaling": "normal", "limits": [-5, 5]}}}
-    return _pipeline_raw("physlite", "physlite", PHYSLITE_SECTION, path, "HadronConeExclTruthLabelID",
-                         {"b": [5], "light": [0]}, {"tracks": tracks})
+    raw = _pipeline_raw("physlite", "physlite", PHYSLITE_SECTION, path, "HadronConeExclTruthLabelID",
+                        {"b": [5], "light": [0]}, {"tracks": tracks})
+    raw["train_sample"]["constituent_labels"] = {"tracks": ["d0"]}   # raw d0 into tracks/labels
+    return raw
 
 
 def delphes_raw(path: str = "delphes.root") -> dict:
@@ -223,10 +225,12 @@ def delphes_raw(path: str = "delphes.root") -> dict:
                 "variables": {"pt_frac": {"expression": f"{pt_name} / cand_pt", "scaling": "linear", "limits": [0, 1]},
                               "deta": {"expression": "Eta - cand_eta", "scaling": "normal", "limits": [-5, 5]},
                               **extra}}
-    return _pipeline_raw("delphes", "delphes", DELPHES_SECTION, path, "Flavor",
-                         {"b": [5], "c": [4], "light": [1, 2, 3, 21]},
-                         {"tracks": coll("PT", {"d0": {"expression": "D0", "scaling": "normal", "limits": [-5, 5]}}),
-                          "photons": coll("pt", {})})
+    raw = _pipeline_raw("delphes", "delphes", DELPHES_SECTION, path, "Flavor",
+                        {"b": [5], "c": [4], "light": [1, 2, 3, 21]},
+                        {"tracks": coll("PT", {"d0": {"expression": "D0", "scaling": "normal", "limits": [-5, 5]}}),
+                         "photons": coll("pt", {})})
+    raw["train_sample"]["constituent_labels"] = {"photons": ["pt"]}   # raw photon ET into photons/labels
+    return raw
 
 
 def _run_pipeline(raw: dict, tmp_path) -> tuple[str, list[dict]]:
@@ -245,9 +249,11 @@ def _run_pipeline(raw: dict, tmp_path) -> tuple[str, list[dict]]:
     for p in sorted(glob.glob(str(data / "WriteTrainSample/v1/*/*.h5"))):
         with h5py.File(p, "r") as f:
             seqs = {s: f[f"{s}/valid"][:].sum(axis=1) for s in raw["features"]["collections"]}
+            labels = {s: f[f"{s}/labels"][:] for s in raw["features"]["collections"] if f"{s}/labels" in f}
             for i in range(len(f["jets/pt"])):
                 rows.append({"pt": float(f["jets/pt"][i]), "event": int(f["jets/event"][i]),
-                             "label": int(f["jets/labels"][i]), **{s: int(v[i]) for s, v in seqs.items()}})
+                             "label": int(f["jets/labels"][i]), **{s: int(v[i]) for s, v in seqs.items()},
+                             **{f"{s}_labels": v[i, :seqs[s][i], 0].tolist() for s, v in labels.items()}})
     return summary, rows
 
 
@@ -271,7 +277,10 @@ def test_pipeline_on_physlite(tmp_path):
     for row, jet in _match(rows, expect, lambda e: e["pt"]):
         assert row["label"] == (0 if jet["flavour"] == 5 else 1)
         assert row["tracks"] == min(len(jet["d0"]), 4)
-    assert sum(r["tracks"] for r in rows) == sum(min(len(e["d0"]), 4) for e in expect)
+        # the raw d0 of the 4 highest-pt ghost tracks, in that order (sort_by: pt, descending)
+        by_pt = sorted(zip(jet["track_pt"], jet["d0"]), key=lambda x: -x[0])[:4]
+        np.testing.assert_allclose(row["tracks_labels"], [d for _, d in by_pt], rtol=1e-6)
+    assert sum(r["tracks"] for r in rows) == sum(min(len(e["d0"]), 4) for e in expect) > 500
 
 
 @pytest.mark.slow
@@ -290,6 +299,8 @@ def test_pipeline_on_delphes(tmp_path):
     for row, jet in _match(rows, labelled, lambda e: e["pt"]):
         assert list(codes)[row["label"]] == next(c for c, v in codes.items() if jet["Flavor"] in v)
         assert row["tracks"] == min(len(jet["tracks"]), 6) and row["photons"] == min(len(jet["photons"]), 6)
+        assert row["photons_labels"] == sorted((np.float32(x) for x in jet["photons"]), reverse=True)[:6]
+    assert sum(len(r["photons_labels"]) for r in rows) > 300
     assert "AUC b vs c " in summary and "b vs light " in summary
 
 
