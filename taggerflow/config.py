@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from taggerflow import formats as format_modules
 from taggerflow import one_hot
 from taggerflow.utils import config_hash
 
@@ -65,7 +66,8 @@ def _schema() -> dict:
                                 "class_fractions": (dict, True)},
             "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
                        "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
-                       "nanoaod": (dict, False), "h5": (dict, False)},
+                       "nanoaod": (dict, False), "h5": (dict, False),
+                       **{name: (dict, False) for name in format_modules.NAMES}},
             "inputs.datasets.*": {"files": (list, True), "format": (str, False)},
             "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
                                "constituents": (dict, False)},
@@ -122,6 +124,7 @@ def _schema() -> dict:
                                "dropout": (num, False), "alpha": (num, False)},
             "export": {"n_check": (int, True), "tolerance": (num, True),
                        "sequence_names": (dict, False)},
+            **format_modules.schemas(),   # inputs.<format> of taggerflow/formats/
         },
     }
 
@@ -766,7 +769,7 @@ def _validate_semantics(cfg: Config) -> None:
             raise err(f"export.sequence_names.{seq}", f"not a constituent input (inputs: {', '.join(sequences)})")
 
 
-INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5")
+INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
 OUTPUT_FORMATS = ("root", "hdf5")
 
 
@@ -779,6 +782,10 @@ def _validate_inputs(cfg: Config, err) -> None:
                                                           if "format" in d]:
         if fmt not in INPUT_FORMATS:
             raise err(key, f"unknown format '{fmt}' (supported: {', '.join(INPUT_FORMATS)})")
+    for name in sorted(formats & set(format_modules.NAMES)):   # each format module checks its section
+        if not cfg.is_demo and not inp.get(name):
+            raise err(f"inputs.{name}", f"needed by format '{name}' (see taggerflow/formats/{name}.py)")
+        format_modules.module(name).validate(inp.get(name) or {}, err)
     if "nanoaod" in formats and not cfg.is_demo and not inp.get("nanoaod"):
         raise err("inputs.nanoaod", "needed by format 'nanoaod' (collection: the candidates, e.g. Tau)")
     for name, cs in ((inp.get("nanoaod") or {}).get("constituents") or {}).items():

@@ -23,6 +23,9 @@ so that Spectrum, ShuffleMergeSpectral and every later stage see the same thing 
 ``h5``
     ATLAS training-dataset-dumper HDF5: a structured ``jets`` dataset (N,) and constituent datasets
     such as ``tracks`` (N, n_max) with a boolean ``valid`` field; the valid entries become the lists.
+``physlite``, ``delphes``
+    ATLAS PHYSLITE and Delphes per-event trees, constituents through element links / references:
+    one module each in :mod:`taggerflow.formats` (registered in ``FORMATS`` and ``_open_source``).
 
 A tree entry ("entry" below) is what the files are split by: a candidate for candidate trees and HDF5
 files, an event for NanoAOD. Paths may be local files, globs (expanded by the configuration) or
@@ -43,9 +46,10 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from taggerflow import formats as format_modules
 from taggerflow.io import InputError, collection_fields, evaluate, input_branches, open_tree, tree_keys
 
-FORMATS = ("candidate_tree", "nanoaod", "h5")
+FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
 DEFAULT_EVENT_BRANCHES = ("run", "luminosityBlock", "event")
 
 
@@ -84,6 +88,7 @@ class InputSpec:
     aliases: tuple[Alias, ...] = ()
     nanoaod: dict = field(default_factory=dict)
     h5: dict = field(default_factory=dict)
+    sections: dict = field(default_factory=dict)   # {format: inputs.<format>} of taggerflow.formats
     dataset: str = ""   # named in the errors of open_source
 
     @property
@@ -110,7 +115,8 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
         fmt = "candidate_tree"
     elif dataset is not None:
         fmt = (inp.get("datasets") or {}).get(dataset, {}).get("format", fmt)
-    tree = inp.get("tree", "Events" if fmt == "nanoaod" else "candidates")
+    tree = inp.get("tree", "Events" if fmt == "nanoaod" else format_modules.module(fmt).DEFAULT_TREE
+                   if fmt in format_modules.NAMES else "candidates")
     if cfg.is_demo:
         tree = cfg.raw["demo"].get("tree", tree)
     sel = inp.get("selection")
@@ -118,7 +124,7 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
     return InputSpec(format=fmt, tree=tree, chunk_size=cfg.chunk_size, selection=sel,
                      selection_names=expression_names(sel) if sel else (), aliases=aliases,
                      nanoaod=dict(inp.get("nanoaod") or {}), h5=dict(inp.get("h5") or {}),
-                     dataset=dataset or "")
+                     sections={n: dict(inp.get(n) or {}) for n in format_modules.NAMES}, dataset=dataset or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,6 +614,8 @@ def _open_source(spec: InputSpec, path: str) -> Source:
         return NanoSource(path, spec.tree, spec.nanoaod)
     if spec.format == "h5":
         return H5Source(path, spec.h5)
+    if spec.format in format_modules.NAMES:
+        return format_modules.module(spec.format).open_source(path, spec.tree, spec.sections[spec.format])
     raise InputError(f"{path}: unknown input format '{spec.format}' (supported: {', '.join(FORMATS)})")
 
 

@@ -513,7 +513,7 @@ class _ChunkArrays:
         self.record = layout if isinstance(layout, ak.contents.RecordArray) else None
         self._flat: dict[str, np.ndarray] = {}
         self._jagged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._repeated: dict[str, np.ndarray] = {}
+        self._repeated: dict[tuple, tuple] = {}   # (branch, id(counts)) -> (counts, values)
 
     def _field(self, branch: str):
         if self.record is not None and branch in self.record.fields:
@@ -554,10 +554,11 @@ class _ChunkArrays:
         return np.diff(off)
 
     def repeated(self, branch: str, counts: np.ndarray) -> np.ndarray:
-        a = self._repeated.get(branch)
-        if a is None:
-            a = self._repeated[branch] = np.repeat(self.flat(branch), counts)
-        return a
+        # per (branch, counts): two collections repeat the same candidate value by their own counts
+        hit = self._repeated.get((branch, id(counts)))
+        if hit is None or hit[0] is not counts:
+            hit = self._repeated[(branch, id(counts))] = (counts, np.repeat(self.flat(branch), counts))
+        return hit[1]
 
 
 def _take_columns(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
