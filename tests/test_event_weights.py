@@ -315,3 +315,42 @@ def test_pipeline_on_nanoaod_with_event_weights(tmp_path):
     assert pair["auc"] == pytest.approx(_brute_auc(d[e], d[mu], w[e], w[mu]), rel=1e-9)
     assert pair["sum_weights_background"] == pytest.approx(w[mu].sum()) and pair["roc_non_monotonic"] is True
     assert metrics["pairs"]["e_vs_tau"]["auc"] is None        # no tau in the test split
+
+
+def test_candidate_tree_weight_and_computed_sum(demo_files, tmp_path):
+    """A candidate tree (one entry per candidate): the weight expression per candidate into the shard,
+    normalised by the computed sum (one value per distinct event number of the file)."""
+    from taggerflow.resample import acceptance, run_job, split_entries
+    from taggerflow.spectrum import coarse_counts, fine_edges
+
+    raw = tiny_raw()
+    del raw["demo"]
+    raw["inputs"]["datasets"] = {ds: {"files": [p]} for ds, p in demo_files.items()}
+    first = next(iter(demo_files))
+    raw["inputs"]["datasets"][first].update({"weight": "where(gen_match == 5, 2.0, 0.5)", "cross_section_pb": 3.0})
+    raw["inputs"]["luminosity_invpb"] = 10.0
+    cfg = config_from_dict(raw, str(tmp_path / "c.yaml"))
+    t = uproot.open(demo_files[first])["candidates"].arrays(["event", "gen_match"], library="np")
+    _, at = np.unique(t["event"], return_index=True)
+    computed = float(np.where(t["gen_match"] == 5, 2.0, 0.5)[at].sum())
+    rs = cfg.raw["resampling"]
+    pt_e, eta_e = fine_edges(cfg)
+    coarse, per_ds, sums = {}, {}, {}
+    for ds, path in demo_files.items():
+        res = file_spectrum(cfg, path, ds)
+        coarse[ds] = coarse_counts(np.asarray(res["counts_flow"]), pt_e, eta_e, rs["pt_bins"], rs["eta_bins"])
+        per_ds[ds] = [(path, res["entries"])]
+        sums[ds] = [(ds, res["sum_of_weights"])]
+    assert sums[first][0][1] == pytest.approx(computed, rel=1e-12)
+    assert all(s[0][1] is None for ds, s in sums.items() if ds != first)   # no cross section: not normalised
+    norms = dataset_norms(cfg, sums)
+    P, p = acceptance(coarse, cfg.class_names, rs["class_ratio"], False, rs["pt_bins"], rs["eta_bins"])
+    shard = str(tmp_path / "shard.root")
+    run_job(cfg, 0, {ds: split_entries(f, 1)[0] for ds, f in per_ds.items()}, P, p, shard, str(tmp_path / "m.json"),
+            weight_norms=norms)
+    out = uproot.open(shard)["candidates"].arrays(["event_weight", "gen_match", "dataset_id"], library="np")
+    mine = out["dataset_id"] == dataset_id(first)
+    assert mine.any() and (~mine).any()
+    np.testing.assert_allclose(out["event_weight"][mine],
+                               np.where(out["gen_match"][mine] == 5, 2.0, 0.5) * 3.0 * 10.0 / computed, rtol=1e-12)
+    assert (out["event_weight"][~mine] == 1.0).all()      # the other datasets: weight 1
