@@ -14,7 +14,7 @@ import uproot
 from taggerflow.config import Config
 from taggerflow.event_weights import file_sum_of_weights, weights_configured
 from taggerflow.integrity import check_input_baskets
-from taggerflow.io import atomic_output, labels_from_truth, reproducible_root
+from taggerflow.io import InputError, atomic_output, labels_from_truth, reproducible_root
 from taggerflow.paths import portable_path
 from taggerflow.readers import input_spec, iter_prepared, open_source
 from taggerflow.utils import atomic_path, gc_paused
@@ -87,7 +87,10 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     spec = input_spec(cfg, dataset)
     weighted = {}
     if dataset and weights_configured(cfg):   # checks the weight's branches first, naming the config key
-        weighted["sum_of_weights"] = file_sum_of_weights(cfg, dataset, path)
+        try:
+            weighted["sum_of_weights"] = file_sum_of_weights(cfg, dataset, path)
+        except InputError as e:   # named with its dataset, as open_source names it
+            raise InputError(f"{e} (dataset '{dataset}')") from None
     with gc_paused():   # the object storm of opening a file (see gc_paused)
         src = open_source(spec, path)
     try:

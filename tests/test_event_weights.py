@@ -72,7 +72,7 @@ def test_unknown_branch_missing_runs_tree_and_zero_sum_are_named(tmp_path):
     dy = sample("nano_dy.root")
     cfg = config_from_dict(weighted_raw(weight="genWeight * LHEWeightX"), str(tmp_path / "c.yaml"))
     with pytest.raises(InputError, match=r"nano_dy\.root: branch 'LHEWeightX' \(needed by config key "
-                                         r"inputs\.datasets\.DY\.weight\) not found in tree 'Events'"):
+                                         r"inputs\.datasets\.DY\.weight\) not found in tree 'Events' \(dataset 'DY'\)$"):
         file_spectrum(cfg, dy, "DY")
     # coffea's missing_luminosityBlock.root has no Runs tree
     nolumi = sample("missing_luminosityBlock.root")
