@@ -66,9 +66,12 @@ def _schema() -> dict:
                                 "class_fractions": (dict, True)},
             "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
                        "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
-                       "nanoaod": (dict, False), "h5": (dict, False),
+                       "nanoaod": (dict, False), "h5": (dict, False), "luminosity_invpb": (num, False),
                        **{name: (dict, False) for name in format_modules.NAMES}},
-            "inputs.datasets.*": {"files": (list, True), "format": (str, False)},
+            "inputs.datasets.*": {"files": (list, True), "format": (str, False),
+                                  # event weights and their normalisation: taggerflow/event_weights.py
+                                  "weight": (str, False), "cross_section_pb": (num, False),
+                                  "sum_of_weights": ((str, dict), False)},
             "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
                                "constituents": (dict, False)},
             "inputs.nanoaod.constituents.*": {"collection": (str, True), "index": (str, False),
@@ -114,11 +117,11 @@ def _schema() -> dict:
                          "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
                          "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
                          "tensorboard": (bool, False), "mlflow": (bool, False), "source": (str, False),
-                         "use_sample_weights": ((bool, type(None)), False)},
+                         "use_sample_weights": ((bool, type(None)), False), "event_weights": (bool, False)},
             "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
                                      "decay_rate": (num, False), "alpha": (num, False)},
             "evaluation": {"signals": (list, True), "working_points": (list, True),
-                           "pt_bins": (list, False), "eta_bins": (list, False)},
+                           "pt_bins": (list, False), "eta_bins": (list, False), "event_weights": (bool, False)},
             "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
                                "activation": (str, False), "batch_norm": (bool, False),
                                "dropout": (num, False), "alpha": (num, False)},
@@ -745,6 +748,8 @@ def _validate_semantics(cfg: Config) -> None:
         if usw is True and not raw["train_sample"].get("weights", False):
             raise err(key_of("use_sample_weights"), "true needs train_sample.weights: true (the flattening "
                                                     "weights in jets/weights)")
+        if variant.get("event_weights") and not _has_event_weights(cfg):
+            raise err(key_of("event_weights"), _NO_EVENT_WEIGHTS)
         sched = variant.get("lr_schedule")
         if sched is not None and sched["type"] not in LR_SCHEDULES:
             raise err(f"{where}.lr_schedule.type", f"unknown schedule '{sched['type']}' (allowed: {LR_SCHEDULES})")
@@ -759,6 +764,8 @@ def _validate_semantics(cfg: Config) -> None:
         for i, wp in enumerate(ev["working_points"]):
             if not isinstance(wp, (int, float)) or not 0 < wp <= 1:
                 raise err(f"evaluation.working_points[{i}]", "expected a signal efficiency in (0, 1]")
+        if ev.get("event_weights") and not _has_event_weights(cfg):
+            raise err("evaluation.event_weights", _NO_EVENT_WEIGHTS)
         for key in ("pt_bins", "eta_bins"):
             edges = ev.get(key)
             if edges is not None and (len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:]))):
@@ -767,6 +774,16 @@ def _validate_semantics(cfg: Config) -> None:
     for seq in (raw["export"].get("sequence_names") or {}):
         if seq not in sequences:
             raise err(f"export.sequence_names.{seq}", f"not a constituent input (inputs: {', '.join(sequences)})")
+
+
+_NO_EVENT_WEIGHTS = ("true needs event weights in the training files: inputs.datasets.<ds>.weight "
+                     "(and/or cross_section_pb)")
+
+
+def _has_event_weights(cfg: Config) -> bool:
+    from taggerflow.event_weights import weights_configured
+
+    return weights_configured(cfg)
 
 
 INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
@@ -817,6 +834,9 @@ def _validate_inputs(cfg: Config, err) -> None:
             raise err(f"inputs.aliases.{name}", f"invalid expression: {e}") from None
     if "chunk_size" in inp and inp["chunk_size"] < 1:
         raise err("inputs.chunk_size", "must be >= 1")
+    from taggerflow.event_weights import validate as validate_event_weights
+
+    validate_event_weights(cfg, err)
 
 
 def _check_nanoaod_collections(cfg: Config, err) -> None:

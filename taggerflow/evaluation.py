@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from taggerflow import weighted_metrics as wm
 from taggerflow.metrics import absent_class_warnings, discriminant, roc_auc
 from taggerflow.utils import atomic_path
 
@@ -60,9 +61,43 @@ def _bin_of(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return idx
 
 
+class _Weighted:
+    """The metric functions of one pair, unweighted (``w`` None: the functions above) or weighted by
+    the event weights (taggerflow.weighted_metrics); called with boolean masks of the candidates."""
+
+    def __init__(self, d: np.ndarray, w: np.ndarray | None):
+        self.d, self.w = d, w
+
+    def auc(self, s, b):
+        if self.w is None:
+            return roc_auc(self.d[s], self.d[b])
+        return wm.weighted_roc_auc(self.d[s], self.d[b], self.w[s], self.w[b])
+
+    def roc(self, s, b, n_points=200):
+        if self.w is None:
+            return roc_curve(self.d[s], self.d[b], n_points)
+        return wm.weighted_roc_curve(self.d[s], self.d[b], self.w[s], self.w[b], n_points)
+
+    def working_point(self, s, b, eff):
+        if self.w is None:
+            return working_point(self.d[s], self.d[b], eff)
+        return wm.weighted_working_point(self.d[s], self.d[b], self.w[s], self.w[b], eff)
+
+    def efficiencies(self, s, b, thr):
+        if self.w is None:
+            return _efficiencies(self.d[s], self.d[b], thr)
+        return wm.weighted_efficiencies(self.d[s], self.d[b], self.w[s], self.w[b], thr)
+
+    def sums(self, s, b) -> dict:
+        if self.w is None:
+            return {}
+        return {"sum_weights_signal": float(self.w[s].sum()), "sum_weights_background": float(self.w[b].sum())}
+
+
 def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals: list[str],
              working_points: Sequence[float], pt: np.ndarray, eta: np.ndarray,
-             pt_bins: Sequence[float], eta_bins: Sequence[float], n_roc_points_binned: int = 100) -> dict:
+             pt_bins: Sequence[float], eta_bins: Sequence[float], n_roc_points_binned: int = 100,
+             weights: np.ndarray | None = None) -> dict:
     """Metrics of every signal class against every other class: AUC, ROC curve, working points
     (thresholds fixed on the whole sample), and the same in bins of pt and |eta|.
 
@@ -80,6 +115,12 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
     Values that are undefined (no signal, or no background, in the sample or the bin) are None (JSON null);
     a rejection where no background passes is inf. A class without a candidate in the sample makes
     its pairs' ``auc`` None and is named in ``warnings`` (one line per absent class).
+
+    ``weights`` (the event weights, ``evaluation.event_weights``): every AUC, ROC, threshold,
+    efficiency and rejection is weighted (taggerflow.weighted_metrics; negative weights kept as
+    given), the sample gets ``weighted: true`` and ``sum_weights`` per class, each row and pair its
+    ``sum_weights_signal``/``sum_weights_background``, each pair ``roc_non_monotonic``; a class with a
+    non-positive weight sum leaves its values null and is named in ``warnings``.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
@@ -90,6 +131,12 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
     out: dict = {"n": int(len(labels)), "per_class": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
                  "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)) if len(labels) else float("nan"),
                  "warnings": absent_class_warnings(labels, classes), "pairs": {}}
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        out["weighted"] = True
+        out["sum_weights"] = {c: float(w[labels == i].sum()) for i, c in enumerate(classes)}
+        out["warnings"] += wm.weight_warnings(labels, w, classes)
     for s in signals:
         si = classes.index(s)
         for bi, b in enumerate(classes):
@@ -97,29 +144,32 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: list[str], signals:
                 continue
             d = discriminant(probs, si, bi)
             is_s, is_b = labels == si, labels == bi
-            sig, bkg = d[is_s], d[is_b]
-            pair = {"auc": _null(roc_auc(sig, bkg)),
-                    "roc": {k: [_null(float(x)) for x in v] for k, v in roc_curve(sig, bkg).items()},
+            m = _Weighted(d, w)
+            pair = {"auc": _null(m.auc(is_s, is_b)),
+                    "roc": {k: [_null(float(x)) for x in v] for k, v in m.roc(is_s, is_b).items()},
                     "working_points": {}, "binned": {}, "binned_roc": {}}
+            if w is not None:
+                pair.update(m.sums(is_s, is_b))
+                pair["roc_non_monotonic"] = wm.non_monotonic(d[is_s], w[is_s]) or wm.non_monotonic(d[is_b], w[is_b])
             effs = {f"{wp:g}": float(wp) for wp in working_points}
-            wps = {key: working_point(sig, bkg, eff) for key, eff in effs.items()}
-            pair["working_points"] = {key: {k2: _null(v) for k2, v in w.items()} for key, w in wps.items()}
+            wps = {key: m.working_point(is_s, is_b, eff) for key, eff in effs.items()}
+            pair["working_points"] = {key: {k2: _null(v) for k2, v in wp.items()} for key, wp in wps.items()}
             binned: dict = {key: {} for key in wps}
             for var, b_idx, edges in binnings:
                 roc_rows = []
                 rows: dict = {key: [] for key in wps}
                 for k in range(len(edges) - 1):
-                    sig_k, bkg_k = d[is_s & (b_idx == k)], d[is_b & (b_idx == k)]
+                    s_k, b_k = is_s & (b_idx == k), is_b & (b_idx == k)
                     head = {"low": edges[k], "high": edges[k + 1],
-                            "n_signal": int(len(sig_k)), "n_background": int(len(bkg_k))}
+                            "n_signal": int(s_k.sum()), "n_background": int(b_k.sum()), **m.sums(s_k, b_k)}
                     roc_k = None
-                    if len(sig_k):
+                    if s_k.any():
                         roc_k = {key: [_null(float(x)) for x in v]
-                                 for key, v in roc_curve(sig_k, bkg_k, n_roc_points_binned).items()}
-                    roc_rows.append({**head, "auc": _null(roc_auc(sig_k, bkg_k)), "roc": roc_k})
-                    for key, w in wps.items():
-                        inclusive = _efficiencies(sig_k, bkg_k, w["threshold"])
-                        local = working_point(sig_k, bkg_k, effs[key])
+                                 for key, v in m.roc(s_k, b_k, n_roc_points_binned).items()}
+                    roc_rows.append({**head, "auc": _null(m.auc(s_k, b_k)), "roc": roc_k})
+                    for key, wp in wps.items():
+                        inclusive = m.efficiencies(s_k, b_k, wp["threshold"])
+                        local = m.working_point(s_k, b_k, effs[key])
                         rows[key].append({**head, **{k2: _null(v) for k2, v in inclusive.items()},
                                           **{f"bin_{k2}": _null(v) for k2, v in local.items()}})
                 pair["binned_roc"][var] = roc_rows
@@ -150,7 +200,7 @@ def write_predictions(path: str, probs: np.ndarray, arrays: dict[str, np.ndarray
     with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         g = f.create_group("jets")
         g.create_dataset("scores", data=np.asarray(probs, dtype=np.float32), compression="gzip").attrs["classes"] = classes
-        for key in ("labels", "pt", "eta", "event", "dataset_id"):
+        for key in ("labels", "pt", "eta", "event", "dataset_id", "event_weight"):
             if f"jets/{key}" in arrays:
                 g.create_dataset(key, data=arrays[f"jets/{key}"], compression="gzip")
         f.attrs["classes"] = classes

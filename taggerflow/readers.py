@@ -121,9 +121,16 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
         tree = cfg.raw["demo"].get("tree", tree)
     sel = inp.get("selection")
     aliases = tuple(Alias(n, e, expression_names(e)) for n, e in (inp.get("aliases") or {}).items())
+    nanoaod = dict(inp.get("nanoaod") or {})
+    from taggerflow.event_weights import WEIGHT_FIELD, weight_expression, weights_configured
+
+    if dataset is not None and weights_configured(cfg):   # the event weight: an alias read before the selection
+        expr = weight_expression(cfg, dataset)
+        aliases = (Alias(WEIGHT_FIELD, expr, expression_names(expr)),) + aliases
+        nanoaod["weight_branches"] = list(expression_names(expr))
     return InputSpec(format=fmt, tree=tree, chunk_size=cfg.chunk_size, selection=sel,
                      selection_names=expression_names(sel) if sel else (), aliases=aliases,
-                     nanoaod=dict(inp.get("nanoaod") or {}), h5=dict(inp.get("h5") or {}),
+                     nanoaod=nanoaod, h5=dict(inp.get("h5") or {}),
                      sections={n: dict(inp.get(n) or {}) for n in format_modules.NAMES}, dataset=dataset or "")
 
 
@@ -307,6 +314,9 @@ class NanoSource(Source):
             if b not in keyset:
                 raise InputError(f"{path}: event branch '{b}' (config key inputs.nanoaod.event_branches) not "
                                  f"found in tree '{tree}'")
+        for b in spec.get("weight_branches", ()):   # read per event, as the event branches are
+            if b in keyset:
+                self._event.setdefault(b, b)
         self._cons: dict[str, dict] = {}
         for name, cs in (spec.get("constituents") or {}).items():
             cc = cs["collection"]

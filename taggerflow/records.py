@@ -143,12 +143,25 @@ def _record_parser(arrays: dict, cast: bool):
     return parse
 
 
-def _to_model(collections: Sequence[str], with_weights: bool, with_add_vars: bool):
+def weight_keys(with_weights) -> tuple[str, ...]:
+    """The datasets whose product is the batch weight: ``with_weights`` True -> the flattening
+    weights (jets/weights); a sequence of keys (e.g. with jets/event_weight) -> those; False -> none."""
+    if with_weights is True:
+        return (f"{CANDIDATE_GROUP}/weights",)
+    return tuple(with_weights or ())
+
+
+def _to_model(collections: Sequence[str], with_weights, with_add_vars: bool):
+    keys = weight_keys(with_weights)
+
     def to_model(sample):
         x = _model_inputs(sample, collections, with_add_vars)
         y = sample[f"{CANDIDATE_GROUP}/labels"]
-        if with_weights:
-            return x, y, sample[f"{CANDIDATE_GROUP}/weights"]
+        if keys:
+            w = sample[keys[0]]
+            for k in keys[1:]:
+                w = w * sample[k]
+            return x, y, w
         return x, y
     return to_model
 
@@ -194,7 +207,10 @@ def record_dataset(files: Sequence[str], metadata: dict, batch_size: int, shuffl
     collections = list(collections) if collections is not None else _default_collections(arrays)
     # parse only what the model reads
     need = {f"{CANDIDATE_GROUP}/inputs", f"{CANDIDATE_GROUP}/labels"}
-    need |= {f"{CANDIDATE_GROUP}/weights"} if with_weights else set()
+    need |= set(weight_keys(with_weights))
+    missing = sorted(k for k in weight_keys(with_weights) if k not in arrays)
+    if missing:
+        raise KeyError(f"the records have no {missing[0]} (written without event weights?)")
     need |= {"add_vars"} if with_add_vars else set()
     need |= {f"{c}/{s}" for c in collections for s in ("inputs", "valid")}
     parse = _record_parser({k: a for k, a in arrays.items() if k in need}, cast=True)
@@ -271,8 +287,10 @@ def h5_dataset(files: Sequence[str], batch_size: int, shuffle_buffer: int = 0, s
 
     # (HDF5 dataset, dtype handed to TensorFlow): float16/bool inputs become float32
     spec = [(f"{CANDIDATE_GROUP}/inputs", np.float32), (f"{CANDIDATE_GROUP}/labels", np.int32)]
-    if with_weights:
-        spec.append((f"{CANDIDATE_GROUP}/weights", np.float32))
+    for k in weight_keys(with_weights):
+        if k not in arrays:
+            raise KeyError(f"{files[0]}: no dataset {k} (written without event weights?)")
+        spec.append((k, np.float32))
     for c in collections:
         spec += [(f"{c}/inputs", np.float32), (f"{c}/valid", np.float32)]
     keys = [k for k, _ in spec] + (["add_vars"] if add_idx else [])

@@ -46,6 +46,7 @@ import hist
 import numpy as np
 
 from taggerflow.config import Config
+from taggerflow.event_weights import WEIGHT_FIELD
 from taggerflow.io import InputError, Segment, atomic_output, labels_from_truth
 from taggerflow.integrity import write_shard_checksum
 from taggerflow.readers import (available_fields, input_spec, match_any, open_source, read_prepared,
@@ -422,12 +423,14 @@ def _coarse_hist(values: np.ndarray, pt_bins, eta_bins) -> hist.Hist:
 def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[str, np.ndarray] | None,
             p_class: np.ndarray | None, shard_path: str, manifest_path: str, *,
             group_classes: dict[str, Sequence[str]] | None = None, N: dict[str, np.ndarray] | None = None,
-            ids_path: str | None = None) -> dict:
+            ids_path: str | None = None, weight_norms: dict[str, dict] | None = None) -> dict:
     """Read this job's entry ranges of every group, accept, mix and write one shard + manifest.
 
     segments: group -> segments (Segment.dataset names the dataset; when empty the group name is
     taken as the dataset name, the form of one group per dataset). With ``resampling.refill_spectrum``
     (or P None) N, P and p_class are computed here from the job's own slice in a first pass.
+    ``weight_norms`` (event weights, taggerflow.event_weights.dataset_norms): the ``event_weight``
+    column of each dataset's candidates is multiplied by its ``factor`` (float64 in the shard).
     Every input is opened and checked (file, tree, entries, branches, truncation) and the acceptance is
     computed before anything is written; the shard appears complete or not at all.
     """
@@ -555,6 +558,9 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
             cols = Columns.from_awkward(chunk[out_fields] if out_fields else chunk, coll_fields, rows=pos)
             del chunk
         n = len(pos)
+        if weight_norms is not None:
+            cols = cols.with_column(WEIGHT_FIELD, np.asarray(cols.flat[WEIGHT_FIELD], dtype=np.float64)
+                                    * weight_norms[block.dataset]["factor"])
         cols = cols.with_column("class_label", labels[pos].astype(np.int32))
         cols = cols.with_column("dataset_id", np.full(n, dataset_id(block.dataset), dtype=np.int64))
         cols = cols.with_column("dataset_group_id", np.full(n, group_id(block.group), dtype=np.int64))
@@ -569,6 +575,8 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
             head, _ = read_prepared(sources.spec(s0.dataset), sources.get(s0.dataset, s0.path), s0.start,
                                     s0.start, wanted)  # no entries: the types only
             head = head[out_fields][:0] if out_fields else head[:0]
+            if weight_norms is not None:
+                head = ak.with_field(head, np.zeros(0, np.float64), WEIGHT_FIELD)
             head = ak.with_field(head, np.zeros(0, np.int32), "class_label")
             head = ak.with_field(head, np.zeros(0, np.int64), "dataset_id")
             return ak.with_field(head, np.zeros(0, np.int64), "dataset_group_id")
@@ -645,6 +653,8 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
         "files": {cfg.stored_input_path(p, e["dataset"]): e for p, e in manifest_files.items()},
         "class_probabilities": dict(zip(classes, np.asarray(p_class).tolist())) if p_class is not None else {},
     }
+    if weight_norms is not None:
+        manifest["event_weight_norms"] = {ds: weight_norms[ds] for ds in sorted(weight_norms)}
     if ids_path is not None:
         write_json(ids_path, ids)
     write_shard_checksum(manifest, shard_path)   # every task that reads the shard verifies it first

@@ -12,8 +12,9 @@ import numpy as np
 import uproot
 
 from taggerflow.config import Config
+from taggerflow.event_weights import file_sum_of_weights, weights_configured
 from taggerflow.integrity import check_input_baskets
-from taggerflow.io import atomic_output, labels_from_truth, reproducible_root
+from taggerflow.io import InputError, atomic_output, labels_from_truth, reproducible_root
 from taggerflow.paths import portable_path
 from taggerflow.readers import input_spec, iter_prepared, open_source
 from taggerflow.utils import atomic_path, gc_paused
@@ -84,6 +85,12 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     that every basket of every branch the later stages read lies within the file (a truncated file
     fails here, naming the file and the branch)."""
     spec = input_spec(cfg, dataset)
+    weighted = {}
+    if dataset and weights_configured(cfg):   # checks the weight's branches first, naming the config key
+        try:
+            weighted["sum_of_weights"] = file_sum_of_weights(cfg, dataset, path)
+        except InputError as e:   # named with its dataset, as open_source names it
+            raise InputError(f"{e} (dataset '{dataset}')") from None
     with gc_paused():   # the object storm of opening a file (see gc_paused)
         src = open_source(spec, path)
     try:
@@ -98,7 +105,7 @@ def file_spectrum(cfg: Config, path: str, dataset: str | None = None) -> dict:
     return {"entries": entries, "candidates": counts["candidates"], "deselected": counts["deselected"],
             "unlabelled": counts["unlabelled"], "counts_flow": counts["counts_flow"], "pt_edges": pt_e,
             "abs_eta_edges": eta_e, "hists": ClassHists(cfg, counts["counts_flow"]),
-            "dataset": dataset or "", "path": path, "source": cfg.stored_input_path(path, dataset)}
+            "dataset": dataset or "", "path": path, "source": cfg.stored_input_path(path, dataset), **weighted}
 
 
 class ClassHists(Mapping):
@@ -409,7 +416,11 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
                      candidates=np.int64(result.get("candidates", result["entries"])),
                      deselected=np.int64(result.get("deselected", 0)),
                      dataset=np.array(result.get("dataset", "")), path=np.array(source),
-                     classes=np.array(classes))
+                     classes=np.array(classes),
+                     # only with event weights (taggerflow.event_weights): NaN where not normalised
+                     **({"sum_of_weights": np.float64(np.nan if result["sum_of_weights"] is None
+                                                      else result["sum_of_weights"])}
+                        if "sum_of_weights" in result else {}))
     with atomic_output(root_path) as tmp, reproducible_root(f"spectrum:{source}") as opts:
         with uproot.recreate(tmp, **opts) as f:
             for i, c in enumerate(classes):

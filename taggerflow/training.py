@@ -142,6 +142,16 @@ def use_sample_weights(variant: dict, weighted_sample: bool) -> bool:
     return bool(opt)
 
 
+def event_loss_weights(variant: dict, flattening: bool) -> tuple[str, ...]:
+    """The training-file datasets whose product weights each candidate's loss: jets/weights (the
+    flattening weights, ``use_sample_weights``) and jets/event_weight (``event_weights: true``);
+    negative event weights enter the loss as they are (see the README)."""
+    keys = (f"{CANDIDATE_GROUP}/weights",) if flattening else ()
+    if variant.get("event_weights"):
+        keys += (f"{CANDIDATE_GROUP}/event_weight",)
+    return keys
+
+
 def h5_metadata(path: str, add_vars: Sequence[str] = ()) -> dict:
     """What train_model reads from the records metadata, for ``source: h5``: the layout of a training
     HDF5 file, and the conditional inputs (``records.add_vars``) taken from its candidate inputs."""
@@ -173,7 +183,8 @@ def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str],
     their metadata, or training HDF5 files (``metadata`` from h5_metadata). With ``epoch`` the
     training dataset is that epoch's: shuffled with epoch_seed(seed, epoch), in the same order
     every time it is iterated; without, shuffled from ``seed`` anew at every iteration. With ``with_weights`` the
-    batches are (x, y, w) with the jets/weights of the files; ``class_weight`` then multiplies the
+    batches are (x, y, w) with the jets/weights of the files (or, for a sequence of keys, the product of
+    those datasets: records.weight_keys); ``class_weight`` then multiplies the
     training weights (Keras refuses class_weight beside sample weights), not the validation ones,
     as Keras's own class_weight does."""
     source = variant.get("source", "records")
@@ -308,6 +319,8 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     if weighted_sample is None:
         weighted_sample = sample_weighted(test_h5) if test_h5 else False
     with_weights = use_sample_weights(variant, weighted_sample)
+    # the loss weights: the flattening weights and/or the event weights (training.event_weights)
+    loss_weights = event_loss_weights(variant, with_weights)
 
     initial_epoch = 0
     state = load_checkpoint(ckpt_dir, log=log)
@@ -331,6 +344,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     seq_vars = {k: list(metadata["variables"].get(f"{k}/inputs") or []) for k in collections}
     write_json(out["config"], {"variant": variant, "seed": seed, "classes": classes, "source": source,
                                "sample_weights": with_weights,
+                               **({"event_weights": True} if variant.get("event_weights") else {}),
                                "add_vars": list(metadata.get("add_vars") or []),
                                "candidate_variables": list(metadata["variables"]["jets/inputs"]),
                                "sequence_variables": seq_vars,
@@ -346,12 +360,13 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     if weights:
         log(f"class weights: { {classes[i]: round(w, 4) for i, w in weights.items()} }"
             + (" (times the flattening weights)" if with_weights else ""))
-    log(f"training from {source}{', with the flattening weights of the train sample' if with_weights else ''}")
+    log(f"training from {source}{', with the flattening weights of the train sample' if with_weights else ''}"
+        f"{', with the event weights (jets/event_weight)' if variant.get('event_weights') else ''}")
 
     def datasets(epoch: int, with_validation: bool):
         return training_datasets(variant, metadata, train_files, val_files if with_validation else (), batch, seed,
-                                 coll_names, with_add_vars=with_add, with_weights=with_weights, class_weight=weights,
-                                 epoch=epoch)
+                                 coll_names, with_add_vars=with_add, with_weights=loss_weights or False,
+                                 class_weight=weights, epoch=epoch)
 
     train_ds, val_ds = datasets(initial_epoch, True)
 
@@ -451,7 +466,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
             # one fit per epoch, over that epoch's dataset; with sample weights the class weights are
             # already in the batches' weights
             model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch, callbacks=training,
-                      verbose=2, shuffle=False, class_weight=None if with_weights else weights)
+                      verbose=2, shuffle=False, class_weight=None if loss_weights else weights)
             if model.stop_training:
                 break
         training.end()
@@ -465,6 +480,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     summary = {"name": variant["name"], "seed": seed, "device": info, "train_seconds": duration,
                "epochs_run": len(history), "resumed_from_epoch": initial_epoch, "class_weights": weights,
                "source": source, "sample_weights": with_weights,
+               **({"event_weights": True} if variant.get("event_weights") else {}),
                "stopped_early": bool(early_stopping.stopped_epoch > 0 or stopped),
                # n, accuracy, auc (None where a class is absent), per_class, warnings
                "test": split_metrics(probs, labels, classes, "test"),
@@ -577,8 +593,14 @@ def evaluate_training(model_path: str, test_files: Sequence[str], history_path: 
     write_predictions(out["predictions"], probs, arrays, classes)
     pt_bins = ev_cfg.get("pt_bins") or [20, 1000]
     eta_bins = ev_cfg.get("eta_bins") or [0.0, 2.5]
+    weights = None
+    if ev_cfg.get("event_weights"):   # weighted metrics (taggerflow.weighted_metrics)
+        if "jets/event_weight" not in arrays:
+            raise ValueError(f"evaluation.event_weights: the test files {list(test_files)[:2]} have no "
+                             f"jets/event_weight (written without inputs.datasets.<ds>.weight)")
+        weights = arrays["jets/event_weight"]
     metrics = evaluate(probs, labels, classes, ev_cfg["signals"], ev_cfg["working_points"],
-                       arrays["jets/pt"], arrays["jets/eta"], pt_bins, eta_bins)
+                       arrays["jets/pt"], arrays["jets/eta"], pt_bins, eta_bins, weights=weights)
     metrics["name"] = name
     write_json(out["metrics"], metrics)
     write_json(out["working_points"], thresholds(metrics))

@@ -3,7 +3,9 @@
 Layout per file (``train_sample`` options in brackets):
 
 - ``jets/inputs (n, n_vars)``, ``jets/labels (n,)``, ``jets/labels_one_hot (n, n_classes)``,
-  ``jets/weights (n,)`` (ones, or [weights] per-class pt-|eta| flattening weights),
+  ``jets/weights (n,)`` (ones, or [weights] per-class pt-|eta| flattening weights), with event
+  weights configured (``inputs.datasets.<ds>.weight``/``cross_section_pb``) ``jets/event_weight (n,)``
+  (the normalised event weight, taggerflow.event_weights),
   ``jets/pt|eta|event|dataset_id (n,)`` raw values, [additional_labels] ``jets/additional_labels (n, k)``
   (raw, unscaled, NaN -> 0);
 - per sequence (a collection, or its inner/outer cone): ``<seq>/inputs (n, n_max, n_vars)`` with
@@ -30,6 +32,7 @@ import numpy as np
 
 from taggerflow.cones import cone_masks
 from taggerflow.config import GLOBAL_CONE, Config
+from taggerflow.event_weights import WEIGHT_FIELD, weights_configured
 from taggerflow.io import candidate_features, check_branches, collection_features, evaluate, open_tree, \
     read_range
 from taggerflow.scaling import ScalingError, apply_scaling, scaling_arrays, variable_types
@@ -39,6 +42,8 @@ SPLITS = ("train", "validation", "test")
 CANDIDATE_GROUP = "jets"
 # raw per-candidate values written beside the scaled inputs: jets/<name>
 KINEMATICS = {"pt": np.float32, "eta": np.float32, "event": np.uint64, "dataset_id": np.int64}
+EVENT_WEIGHT_DESCRIPTION = ("event weight: inputs.datasets.<dataset>.weight, times cross_section_pb * "
+                            "luminosity_invpb / sum_of_weights where the dataset has a cross section")
 # configuration sections a training file depends on (its config_hash attribute)
 TRAIN_SAMPLE_SECTIONS = ("name", "seed", "demo", "inputs", "classes", "spectrum", "resampling", "features",
                          "scaling", "train_sample")
@@ -107,6 +112,8 @@ def _branches(cfg: Config) -> dict[str, str]:
     need.setdefault("dataset_id", "the shards (ShuffleMergeSpectral output)")
     for b, key in extra_branches(cfg).items():
         need.setdefault(b, key)
+    if weights_configured(cfg):
+        need.setdefault(WEIGHT_FIELD, "inputs.datasets.<dataset>.weight (the shards' event weights)")
     return need
 
 
@@ -294,6 +301,8 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
             out[name] = ak.to_numpy(chunk[name]).astype(kdtype)
     if opts.additional_labels and all(b in chunk.fields for b in _label_branches(opts)):
         out["additional_labels"] = _additional_labels(chunk, opts.additional_labels)
+    if WEIGHT_FIELD in chunk.fields:   # normalised in the shards (taggerflow.event_weights)
+        out[WEIGHT_FIELD] = ak.to_numpy(chunk[WEIGHT_FIELD]).astype(np.float32)
     if weight_table is not None:
         out["weights"] = candidate_weights(cfg, weight_table, out["labels"], ak.to_numpy(chunk["pt"]),
                                            ak.to_numpy(chunk["eta"]))
@@ -347,6 +356,8 @@ def layout(cfg: Config, label_dtypes: dict[str, np.dtype] | None = None) -> dict
     }
     for name, dtype in KINEMATICS.items():
         out[f"{g}/{name}"] = ((), np.dtype(dtype), {"description": "raw (unscaled) value"})
+    if weights_configured(cfg):
+        out[f"{g}/{WEIGHT_FIELD}"] = ((), np.dtype(np.float32), {"description": EVENT_WEIGHT_DESCRIPTION})
     if opts.additional_labels:
         out[f"{g}/additional_labels"] = ((len(opts.additional_labels),), np.dtype(np.float32),
                                          {"variables": [n for n, _ in opts.additional_labels],
@@ -378,6 +389,8 @@ def file_arrays(cfg: Config, prepared: dict[str, np.ndarray], lay: dict[str, tup
         items[f"{g}/{name}"] = prepared[name]
     if f"{g}/additional_labels" in lay:
         items[f"{g}/additional_labels"] = prepared["additional_labels"]
+    if f"{g}/{WEIGHT_FIELD}" in lay:
+        items[f"{g}/{WEIGHT_FIELD}"] = prepared[WEIGHT_FIELD]
     for name, _, _ in cfg.sequences():
         items[f"{name}/inputs"] = prepared[name]
         items[f"{name}/valid"] = prepared[f"{name}_valid"]

@@ -40,18 +40,24 @@ class ShuffleMergeSpectral(Workflow):
         cfg = self.cfg
         spectrum = self.requires()["spectrum"]
         spectra = []
+        sums: dict = {}   # the files' sums of weights (event weights only): the normalisation of each dataset
         for b, (ds, path) in sorted(spectrum.get_branch_map().items()):
             spec = load_spectrum(spectrum.req(spectrum, branch=b).output()["npz"].path)
+            if "sum_of_weights" in spec:
+                sums.setdefault(ds, []).append((cfg.stored_input_path(path, ds), float(spec["sum_of_weights"])))
             # only the coarse counts are kept: the memory of a job grows little with its input files
             spectra.append(spectrum_summary(cfg, {"dataset": ds, "path": path, "entries": int(spec["entries"]),
                                                   "counts_flow": spec["counts_flow"], "pt_edges": spec["pt_edges"],
                                                   "abs_eta_edges": spec["abs_eta_edges"]}))
             del spec
         plan = plan_job(cfg, spectra, self.branch, len(self.branch_map))
+        from taggerflow.event_weights import dataset_norms, weights_configured
+
+        norms = dataset_norms(cfg, sums) if weights_configured(cfg) else None
         out = self.output()
         manifest = run_job(cfg, self.branch, plan.segments, plan.P, plan.p_class, out["shard"].path,
                            out["manifest"].path, group_classes=plan.group_classes, N=plan.N,
-                           ids_path=out["ids"].path)
+                           ids_path=out["ids"].path, weight_norms=norms)
         self.publish_message(f"shard {self.branch}: {manifest['entries_written']} candidates "
                              f"{manifest['written_per_class']}")
 
