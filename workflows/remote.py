@@ -443,17 +443,15 @@ class TaggerflowHTCondorProxy(_JobErrorsMixin, _LawHTCondorProxy):
         return [n for n, d in self.job_data.jobs.items() if d.get("status") in states]
 
     def job_log(self, data) -> str | None:
-        # the combined log (stdall) comes back only when the job ends on its own; of a removed or held
-        # job there is its stdout, streamed to the submit side while it runs, or else HTCondor's event log
+        # the combined log (stdall) comes back with the job's file transfer, which a removed or held job
+        # never does; its story (submitted, executing, held/aborted with the reason) is in HTCondor's
+        # event log beside it, written on the submit side
         log = super().job_log(data)
         if not log or os.path.exists(log):
             return log
-        stdout = os.path.join(os.path.dirname(log), os.path.basename(log).replace("stdall", "stdout", 1))
-        if stdout != log and os.path.exists(stdout) and os.path.getsize(stdout) > 0:
-            return stdout
-        events = os.path.join(os.path.dirname(log), re.sub(r"^stdall(_[^.]*)?\.(.*)\.txt$", r"events.\2.log",
+        events = os.path.join(os.path.dirname(log), re.sub(r"^stdall_([^.]*)\.(.*)\.txt$", r"events_\1.\2.log",
                                                            os.path.basename(log)))
-        return events if os.path.exists(events) else log
+        return events if events != log and os.path.exists(events) else log
 
     def poll(self):
         try:
@@ -622,9 +620,6 @@ class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
         config.log = os.path.join(log_dir.abspath, f"events.{attempt_id}.log")  # HTCondor's event log
 
         content = config.custom_content
-        # stdout reaches the submit side while the job runs: a removed or held job has a log there
-        content.append(("stream_output", "true"))
-        content.append(("stream_error", "true"))
         content.append(("getenv", "false"))
         content.append(("environment", condor_environment(self.job_environment("htcondor"))))
         content.append(("batch_name", self.htcondor_batch_name or f"{self.task_family}_{self.version}"))
