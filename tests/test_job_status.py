@@ -29,6 +29,7 @@ from workflows.remote import TaggerflowHTCondorProxy  # noqa: E402
 
 NOW = 1_700_000_000
 DATA = Path(__file__).parent / "data" / "better_analyze"
+JOB_LOGS = Path(__file__).parent / "data" / "job_logs"
 
 # condor_q 100.0 100.1 100.2 100.3 100.4 100.5 -af:lng <JM.q_ads>
 CONDOR_Q = f"""\
@@ -497,3 +498,45 @@ def test_failed_job_reports_its_real_error(tmp_path):
                 "execution of task branch 1 failed (exit code 1), stop job\n" + tail.replace("50", "60"))
     assert error_excerpt(task_log) == ("OSError: /data/demo_1.root: not a ROOT file (truncated at 200 bytes)\n"
                                        "execution of task branch 1 failed (exit code 1), stop job")
+
+
+def test_log_of_a_removed_or_held_job_is_where_law_says(tmp_path, monkeypatch):
+    """A job removed with condor_rm or held never transfers its stdall log back: law's `log:` of it is
+    HTCondor's event log beside it (written on the submit side); a job that ended has its stdall log."""
+    monkeypatch.setenv("TAGGERFLOW_DATA", str(tmp_path / "data"))
+    config = write_config(tiny_raw(entries_per_file=200, n_files=1), tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "events_0To1.300.0.log").write_text("009 (300.000.000) Job was aborted.\n\tvia condor_rm\n")
+    (logs / "stdall_1To2.300.1.txt").write_text("job exit code : 0\n")
+    (logs / "events_1To2.300.1.log").write_text("005 (300.001.000) Job terminated.\n")
+    with _workflow(config) as cp:
+        proxy = cp.get_task_obj().workflow_proxy
+        jd = proxy.job_data_cls.job_data
+        removed = jd(job_id="300.0", branches=[0], status="failed", error="removed: via condor_rm",
+                     extra={"log": str(logs / "stdall_0To1.300.0.txt")})
+        ended = jd(job_id="300.1", branches=[1], status="failed", extra={"log": str(logs / "stdall_1To2.300.1.txt")})
+        never = jd(job_id="300.2", branches=[2], status="failed", extra={"log": str(logs / "stdall_2To3.300.2.txt")})
+        assert proxy.job_log(removed) == str(logs / "events_0To1.300.0.log")
+        assert proxy.job_log(ended) == str(logs / "stdall_1To2.300.1.txt")
+        assert proxy.job_log(never) == str(logs / "stdall_2To3.300.2.txt")  # nothing better exists
+        pairs = proxy._status_error_pairs(1, removed)
+        assert pairs["log"] == str(logs / "events_0To1.300.0.log")
+        assert "Job was aborted." in pairs["job error"]
+
+
+def test_real_failed_job_logs_give_their_real_error():
+    """Real logs of failed jobs (tests/data/job_logs): the error is the job's own, not law's exit code."""
+    from workflows.joblog import log_error
+
+    assert log_error(str(JOB_LOGS / "argparse_exit2.txt")) == (
+        "law run: error: unrecognized arguments: --Evaluation-workflow=htcondor\n"
+        "dependency tree for task branch 0 failed (exit code 2), stop job")
+    stdout, stderr = str(JOB_LOGS / "slurm_task_failed.stdout.txt"), str(JOB_LOGS / "slurm_task_failed.stderr.txt")
+    real = ("taggerflow.resample.ResamplingError: group 'DY', class 'jet': empty bin pt [70, 1000) x |eta| [1.0, 2.3) "
+            "(1 empty bins in all); use coarser resampling bins or set resampling.enable_emptybin: true\n"
+            "execution of task branch 0 failed (exit code 40), stop job")
+    assert log_error(stdout, stderr) == real
+    assert log_error(stderr, stdout) == real  # whichever file is named first
+    assert "task exit code: 40" in log_error(stdout)  # the log alone: its last lines
+    assert log_error(str(JOB_LOGS / "missing.txt")) == ""

@@ -41,13 +41,27 @@ def error_excerpt(text: str, max_lines: int = 6) -> str:
     return "\n".join(picked)
 
 
-def log_error(path, max_lines: int = 6) -> str:
-    """:func:`error_excerpt` of the log file ``path`` ('' if there is no such file)."""
+def _read_tail(path, size: int = 200_000) -> str:
     if not path or not isinstance(path, str) or not os.path.isfile(path):
         return ""
     try:
         with open(path, errors="replace") as f:
-            f.seek(max(0, os.path.getsize(path) - 200_000))
-            return error_excerpt(f.read(), max_lines=max_lines)
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read()
     except OSError:
         return ""
+
+
+def log_error(*paths, max_lines: int = 6) -> str:
+    """:func:`error_excerpt` of the log files ``paths`` (a job's log, and its stderr where that is a file
+    of its own): the excerpt naming the most errors, the first on a tie ('' if there is no such file)."""
+    best, best_score = "", -1
+    for path in paths:
+        text = _read_tail(path)
+        if not text:
+            continue
+        excerpt = error_excerpt(text, max_lines=max_lines)
+        score = sum(1 for line in excerpt.splitlines() if _EXCEPTION.match(line) or _LAW_STOP.search(line))
+        if score > best_score:
+            best, best_score = excerpt, score
+    return best

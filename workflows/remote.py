@@ -383,26 +383,28 @@ class _JobErrorsMixin:
         log = (data.get("extra") or {}).get("log")
         return log if isinstance(log, str) else None
 
-    def _status_error_pairs(self, job_num, job_data):
+    def job_error(self, data) -> str:
+        """The lines of the job's log (and stderr file) that say why it failed."""
         from workflows.joblog import log_error
 
+        return log_error(self.job_log(data), (data.get("extra") or {}).get("stderr"))
+
+    def _status_error_pairs(self, job_num, job_data):
         pairs = super()._status_error_pairs(job_num, job_data)
         log = self.job_log(job_data)
         if log:
             pairs["log"] = log
-        excerpt = log_error(log)
+        excerpt = self.job_error(job_data)
         if excerpt:
             pairs["job error"] = ("\n" + excerpt).replace("\n", "\n        ")
         return pairs
 
     def failure_details(self, job_nums) -> str:
-        from workflows.joblog import log_error
-
         lines = []
         for num in job_nums:
             data = self.job_data.jobs.get(num) or {}
             log = self.job_log(data)
-            excerpt = log_error(log)
+            excerpt = self.job_error(data)
             head = f"job {num} (branches {data.get('branches')}, id {data.get('job_id')}): {data.get('error') or ''}"
             code_text = self.job_error_messages.get(data.get("code"))
             if code_text:
@@ -709,6 +711,8 @@ class TaggerflowSlurmProxy(_JobErrorsMixin, _LawSlurmProxy):
         extra = super().get_extra_submission_data(job_file, job_id, config, log=log)
         if config.stdout and job_id is not None:
             extra["log"] = str(config.stdout).replace("%j", str(job_id))
+        if config.stderr and job_id is not None:  # the task's traceback is there (workflows.joblog)
+            extra["stderr"] = str(config.stderr).replace("%j", str(job_id))
         return extra
 
 
