@@ -812,10 +812,12 @@ class Workflow(Task, law.LocalWorkflow, HTCondorWorkflow, SlurmWorkflow):
         # law drops every batch option between workflows of different branching (its
         # exclude_params_branch); the shared ones (--workflow, --poll-interval, --retries, ...) are
         # given once for the whole DAG and passed on (workflows.stages)
-        from workflows.stages import SHARED_OPTIONS
+        branching = cls.__dict__.get("_taggerflow_branching_exclude")
+        if branching is None:
+            from workflows.stages import SHARED_OPTIONS
 
-        exclude = set(law.util.make_list(kwargs.pop("_exclude", None) or []))
-        exclude |= cls.exclude_params_branch - SHARED_OPTIONS
+            branching = cls._taggerflow_branching_exclude = frozenset(cls.exclude_params_branch - SHARED_OPTIONS)
+        exclude = set(law.util.make_list(kwargs.pop("_exclude", None) or [])) | branching
         return cls.req(inst, _exclude=exclude, **kwargs)
 
     @classmethod
