@@ -122,8 +122,13 @@ def restrict_job_arguments(task, arguments, kind: str):
     forwarded = global_cmdline_args() or {}
     if not forwarded:
         return arguments
-    kept = job_global_args(task.as_branch(sorted(task.branch_map)[0]))
-    dropped = {key for key in forwarded if key not in kept}
+    # once per workflow (Slurm creates a job file per job)
+    cache = task.__dict__.setdefault("_taggerflow_dropped_job_args", {})
+    key = tuple(forwarded.items())
+    if key not in cache:
+        kept = job_global_args(task.as_branch(min(task.branch_map)))
+        cache[key] = {k for k in forwarded if k not in kept}
+    dropped = cache[key]
     if not dropped:
         return arguments
 
