@@ -10,6 +10,7 @@ htcondor_cmd_q, ...), recording their arguments."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -540,3 +541,45 @@ def test_real_failed_job_logs_give_their_real_error():
     assert log_error(stderr, stdout) == real  # whichever file is named first
     assert "task exit code: 40" in log_error(stdout)  # the log alone: its last lines
     assert log_error(str(JOB_LOGS / "missing.txt")) == ""
+
+
+def test_timed_out_workflow_removes_its_idle_jobs_and_a_rerun_with_other_resources_starts_afresh(condor, tmp_path,
+                                                                                                 capfd):
+    """`--htcondor-gpus 1 --walltime ...` on a pool without GPUs (issue 18): when the walltime runs out,
+    the idle GPU jobs leave the queue (running ones are kept, with how to remove them), and a rerun
+    without --htcondor-gpus uses another submission file, so it never reconnects to the GPU jobs."""
+    from law.job.dashboard import NoJobDashboard
+
+    config = write_config(tiny_raw(entries_per_file=200, n_files=1), tmp_path)
+    gpu = {"RequestCpus": 1, "RequestMemory": 2000, "RequestGPUs": 1, "LastRejMatchReason": "no match found",
+           "NumJobMatches": 0, "NumJobStarts": 0, "EnteredCurrentStatus": int(time.time()) - 200}
+    (condor / "q_1.txt").write_text(_ad(100, 0, 1, **gpu) + _ad(100, 1, 1, **gpu) + _ad(100, 2, 2) + _ad(100, 3, 2))
+    with _workflow(config, "--htcondor-gpus", "1", "--walltime", f"{0.3 / 3600}") as cp:
+        task = cp.get_task_obj()
+        proxy = task.workflow_proxy
+        gpu_jobs_file = proxy.output()["jobs"].path
+        proxy.job_file_factory = proxy.create_job_file_factory()
+        proxy.dashboard = NoJobDashboard()
+        for num in range(1, 5):
+            proxy.job_data.jobs[num] = proxy.job_data_cls.job_data(job_id=f"100.{num - 1}", branches=[num - 1])
+        task.scheduler_messages = None
+        task.set_progress_percentage = lambda percentage: None
+        publish = task.publish_message
+        task.publish_message = lambda msg, **kwargs: publish(msg, stdout=sys.stdout, scheduler=False)
+        with pytest.raises(Exception, match="exceeded walltime"):
+            proxy.poll()
+    out = capfd.readouterr().out
+    assert _calls(condor, "condor_rm") == [["100.0", "100.1"]]
+    assert "removed 2 job(s) from the queue (the workflow failed): 100.0, 100.1" in out
+    assert "to remove them: condor_rm 100.2 100.3" in out
+
+    # the submission file is per resource request: another request, another file; the same, the same
+    def jobs_file(*extra):
+        with _workflow(config, *extra) as cp:
+            return cp.get_task_obj().workflow_proxy.output()["jobs"].path
+
+    assert jobs_file() != gpu_jobs_file and jobs_file("--htcondor-gpus", "1") == gpu_jobs_file
+    assert jobs_file("--htcondor-memory", "4000") not in (jobs_file(), gpu_jobs_file)
+    assert jobs_file("--poll-interval", "5s") == jobs_file()  # how jobs are followed is not a request
+    assert os.path.dirname(jobs_file()) == os.path.dirname(gpu_jobs_file)
+    assert re.fullmatch(r"htcondor_jobs_0To4_req[0-9a-f]{10}\.json", os.path.basename(gpu_jobs_file))
