@@ -359,3 +359,32 @@ def _diffs(obj, path=""):
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             yield from _diffs(v, f"{path}/{i}")
+
+
+def test_failing_stage_reports_the_jobs_real_error(slurm, tmp_path):
+    """A stage failing in its Slurm jobs ends `law run Pipeline --workflow slurm` with the jobs' own
+    error (the task's exception from the job's stderr file, law's exit reason) under law's failed-job
+    line and in the workflow's error, not law's generic "task execution failed" alone. Too few demo
+    entries leave a resampling bin empty: ShuffleMergeSpectral raises in its jobs."""
+    config = write_config(tiny_raw(entries_per_file=800, n_files=1), tmp_path)
+    env = _law_env(str(tmp_path / "data"), str(tmp_path / "law_home"),
+                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
+                    "LAW__taggerflow_slurm__accounting": "False", "TAGGERFLOW_VENV": sys.prefix})
+    law_bin = os.path.join(os.path.dirname(sys.executable), "law")
+    proc = subprocess.run([law_bin, "run", "tasks.evaluation.Pipeline", "--version", "fail", "--config", config,
+                           "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0"],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    error = "taggerflow.resample.ResamplingError: group 'DY', class 'jet': empty bin"
+    # law's line per failed job, with the job's error below it
+    assert re.search(r"job: \d, branches: \[\d\], id: \d+, status: failed, code: 60, .*log: \S+stdout_\dTo\d\.\d+\.txt, "
+                     r"job error: \n\s+" + re.escape(error), out), out[-4000:]
+    assert re.search(r"\n\s+execution of task branch \d failed \(exit code \d+\), stop job", out)
+    # the workflow's error names them too
+    m = re.search(r"Exception: tolerance exceeded for job\(s\) [\d,]+; ShuffleMergeSpectral\S*:\njob \d \(branches "
+                  r"\[\d\], id \d+\): .*\[law job script: task execution failed\]\n\s+" + re.escape(error), out)
+    assert m, out[-4000:]
+    # the stages before it ran as jobs; nothing after it was submitted
+    assert "going to submit 4 slurm job(s)" in out and "FeatureScaling" not in "".join(
+        line for line in out.splitlines() if "going to submit" in line)

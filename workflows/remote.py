@@ -696,6 +696,8 @@ class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
             reason = parts[3].strip() if len(parts) > 3 else ""
             status = cls.map_status(state)
             code = int(exit_code) if exit_code.isdigit() else None
+            if code is not None and code > 255:
+                code >>= 8  # squeue prints the wait status (exit code 60: 15360), sacct "60:0"
             error = None
             if status == cls.FAILED or (code or 0) != 0:
                 status = cls.FAILED
