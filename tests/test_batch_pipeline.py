@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import REPO, tiny_raw, write_config
-from test_batch_htcondor import expand, make_job_files, wrapper_jobs  # noqa: F401  (sets up law and htcondor)
+from test_batch_htcondor import expand, wrapper_jobs  # sets up law and the htcondor bindings
 
 import law  # noqa: E402
 import luigi  # noqa: E402

@@ -6,7 +6,9 @@ so they do not enter the task's identity or output paths. Site defaults live in 
 task itself (``--htcondor-memory 4000``) or for any task of the tree (``--Training-htcondor-gpus 1``),
 or in law.cfg (``[luigi_Training] htcondor_gpus: 1``). Resource parameters (runtime, memory, CPUs,
 GPUs, batch name) are not passed on to upstream workflows: a GPU request for the training never makes
-the preprocessing jobs wait for GPUs.
+the preprocessing jobs wait for GPUs. The other batch options (``--workflow``, ``--poll-interval``,
+``--retries``, ...) are given once and reach every stage, through the plain tasks in between
+(workflows.stages); a job's command line carries only its own task's parameters.
 
 What a job needs, and how it gets it (jobs start with a bare environment):
 
@@ -119,12 +121,12 @@ class _BatchMixin:
         path = self.cfg.path
         return {"--config": path if self._shared_fs(kind) else os.path.basename(path)}
 
-    def _own_job_arguments(self, arguments, kind: str):
+    def _own_job_arguments(self, arguments):
         # a job runs exactly its own branch: of the global arguments law forwards, only those of the
         # tasks the branch depends on (workflows.stages.job_global_args)
         from workflows.stages import restrict_job_arguments
 
-        return restrict_job_arguments(self, arguments, kind)
+        return restrict_job_arguments(self, arguments)
 
     def _prepare(self, config, kind: str):
         shared = self._shared_fs(kind)
@@ -609,7 +611,7 @@ class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
 
     def htcondor_job_config(self, config, job_num, branches):
         self._prepare(config, "htcondor")
-        config.arguments = self._own_job_arguments(config.arguments, "htcondor")
+        config.arguments = self._own_job_arguments(config.arguments)
         # one log set per attempt: a resubmission is a new cluster; law postfixes the branch range
         grouped = isinstance(job_num, (list, tuple))
         attempt_id = "$(ClusterId).$(ProcId)" if grouped else \
@@ -772,7 +774,7 @@ class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
 
     def slurm_job_config(self, config, job_num, branches):
         self._prepare(config, "slurm")
-        config.arguments = self._own_job_arguments(config.arguments, "slurm")
+        config.arguments = self._own_job_arguments(config.arguments)
         # one log per attempt, named by the Slurm job id
         config.stdout = "stdout.%j.txt"
         config.stderr = "stderr.%j.txt"

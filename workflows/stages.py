@@ -21,9 +21,11 @@ end it with argparse's exit 2, which law reports as "task dependency check faile
 
 from __future__ import annotations
 
-import law
 import luigi
 from law.parser import global_cmdline_args
+
+from workflows.base import Task
+from workflows.remote import Workflow
 
 # options of the remote workflows that mean the same for every stage
 SHARED_OPTIONS = frozenset({
@@ -32,10 +34,6 @@ SHARED_OPTIONS = frozenset({
     "htcondor_pool", "htcondor_scheduler", "htcondor_flavor", "htcondor_accounting_group", "htcondor_shared_fs",
     "slurm_partition", "slurm_account", "slurm_shared_fs",
 })
-
-
-from workflows.base import Task  # noqa: E402
-from workflows.remote import Workflow  # noqa: E402
 
 _OWN = {name for name, _ in Task.get_params()}
 
@@ -112,7 +110,7 @@ def job_global_args(branch_task) -> dict[str, str]:
     return kept
 
 
-def restrict_job_arguments(task, arguments, kind: str):
+def restrict_job_arguments(task, arguments):
     """law's job arguments (``JobArguments.join()`` strings, one or a list) with the task parameters
     rebuilt: the job's own parameters as law made them, and of the global arguments law forwarded only
     those of :func:`job_global_args`."""
