@@ -7,7 +7,7 @@ import law
 
 from tasks.trainsample import WriteTrainSample
 from tasks.training import ConvertLwtnn, Training
-from workflows import Task, Workflow
+from workflows import Workflow, WorkflowOptions
 
 DEFAULT_EVALUATION = {"signals": None, "working_points": [0.5, 0.7, 0.9]}
 
@@ -69,7 +69,7 @@ class Evaluation(Workflow):
             self.publish_message(f"{self.branch_data}: warning: {warning}")
 
 
-class EvaluationReport(Task):
+class EvaluationReport(WorkflowOptions):
     """All trainings side by side: ROC curves with ratio panels, a table of AUCs and rejections,
     and a markdown report linking every plot."""
 
@@ -92,7 +92,7 @@ class EvaluationReport(Task):
         self.publish_message(f"report: {self.output()['report'].path}")
 
 
-class Pipeline(Task, law.WrapperTask):
+class Pipeline(WorkflowOptions, law.WrapperTask):
     """Everything the chain produces: the lwtnn files of every training and the evaluation report."""
 
     config_sections = Evaluation.config_sections + ConvertLwtnn.config_sections

@@ -21,7 +21,7 @@ from law.target.base import Target
 from tasks.evaluation import EvaluationReport
 from tasks.training import ConvertLwtnn
 from taggerflow.xrootd_store import XRootDStore, is_xrootd_url
-from workflows import Task
+from workflows import WorkflowOptions
 
 REMOTE_SCHEMES = ("root://", "davs://", "dav://", "https://", "gsiftp://", "srm://", "xroot://", "s3://")
 
@@ -75,7 +75,7 @@ class XRootDFileTarget(Target):
         self.store.put(src, self.path)
 
 
-class Publish(Task):
+class Publish(WorkflowOptions):
     """Copy the lwtnn JSON, ONNX file, model card and check of every training, and the evaluation
     report, to the output store (``--store``, default ``[taggerflow] publish_store``)."""
 

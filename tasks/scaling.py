@@ -7,7 +7,7 @@ import os
 import luigi
 
 from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
-from workflows import Task, Workflow
+from workflows import Workflow, WorkflowOptions
 
 
 class FeatureScaling(Workflow):
@@ -52,7 +52,7 @@ class FeatureScaling(Workflow):
         write_json(self.output().path, feature_scaling_job(self.cfg, list(self.branch_data)))
 
 
-class MergeScaling(Task):
+class MergeScaling(WorkflowOptions):
     """Merge the FeatureScaling branches into ``scaling.json`` ({type: {var: {cone: {...}}}}), with
     ``scaling_umami.json``, ``norm_dict.yaml``, ``scaling_report.json`` and ``plots/`` beside it
     (scaling.json is written last: it exists only when the others do)."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from tasks.scaling import MergeScaling
 from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
-from workflows import Task, Workflow
+from workflows import Workflow, WorkflowOptions
 
 
-class WeightHistogram(Task):
+class WeightHistogram(WorkflowOptions):
     """Candidates per (class, pt bin, |eta| bin) of all shards (resampling bins): the spectra the
     ``train_sample.weights`` option flattens, computed once for every WriteTrainSample branch."""
 

@@ -7,10 +7,10 @@ import os
 import luigi
 
 from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
-from workflows import Task
+from workflows import WorkflowOptions
 
 
-class ShardValidation(Task):
+class ShardValidation(WorkflowOptions):
     """Kolmogorov-Smirnov tests of every shard against the others (class, dataset id, group id, pt and
     |eta| per class; Bonferroni-corrected at ``--alpha``) and the flatness of the achieved spectrum
     per class (chi2/ndf against ``--max-chi2-ndf``): ``report.json`` and PNG plots. Failures are

@@ -195,6 +195,13 @@ def test_failing_job_ends_fast_and_each_attempt_keeps_its_log(submit_env, tmp_pa
     assert "execution of task branch 3 failed" in result["log"]
     assert result["new_files"] == {"stdall_3To4.5000.0.txt"}
     assert not task.as_branch(3).complete()
+    # what law reports of the failed job (workflows.joblog): the task's own error from the transferred
+    # log, naming the unreadable file, and law's exit reason; not "task execution failed" alone
+    from workflows.joblog import log_error
+
+    excerpt = log_error(result["fetched"]["stdall_3To4.5000.0.txt"]).splitlines()
+    assert os.path.basename(demo_file) in excerpt[0] and re.match(r"^[\w.]+(Error|Exception)\b", excerpt[0]), excerpt
+    assert re.fullmatch(r"execution of task branch 3 failed \(exit code \d+\), stop job", excerpt[-1]), excerpt
 
     # law resubmits: a new submission of the same job; the input is fine again
     _, retry = make_job_files(args, job_nums=[4])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import filecmp
 import glob
+import json
 import os
 import re
 import shutil
@@ -258,3 +259,132 @@ def test_feature_scaling_on_slurm_with_a_killed_job(slurm, inputs, tmp_path):
     logs = sorted(os.listdir(os.path.join(out_dir, "slurm_jobs", "logs")))
     assert [f for f in logs if f.startswith("stdout_") and f.endswith(f".{killed}.txt")]
     assert len([f for f in logs if f.startswith("stdout_")]) == N_SHARDS + 1
+
+
+# the Pipeline's workflows and their branches for the tiny configuration below (4 datasets x 1 file,
+# 2 shards, 2 trainings)
+PIPELINE_JOBS = {"GenerateDemoSamples": 4, "Spectrum": 4, "ShuffleMergeSpectral": 2, "FeatureScaling": 2,
+                 "WriteTrainSample": 2, "ToRecords": 2, "Training": 2, "ConvertLwtnn": 2, "Evaluation": 2}
+
+
+def test_whole_pipeline_on_slurm_from_one_command(slurm, tmp_path):
+    """`law run Pipeline --workflow slurm` (issue 18): every workflow stage runs as Slurm jobs, one per
+    branch, stage after stage, with --poll-interval given once; the deliverables (lwtnn JSON, ONNX,
+    model cards, export checks, pipeline summaries, evaluation report) are byte-identical to those of
+    `--workflow local` run at the same place."""
+    raw = tiny_raw()
+    raw["training"]["epochs"] = 2
+    config = write_config(raw, tmp_path)
+    data = str(tmp_path / "data")
+    args = ["run", "tasks.evaluation.Pipeline", "--version", "pipe", "--config", config]
+    # the jobs use the environment the tests run in (a shared filesystem)
+    venv = {"TAGGERFLOW_VENV": sys.prefix}
+    env = _law_env(data, str(tmp_path / "law_home_slurm"),
+                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
+                    "LAW__taggerflow_slurm__accounting": "False", **venv})
+    before = {job_id for job_id, _, _ in _squeue(slurm["env"])}
+    # resources are per task (law.cfg's defaults here): the Training's reach only the Training jobs
+    proc = _law([*args, "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0",
+                 "--Training-slurm-memory", "2500"], env, timeout=1500)
+    law_log = proc.stdout + proc.stderr
+    jobs = [(job_id, state, name) for job_id, state, name in _squeue(slurm["env"]) if job_id not in before]
+    assert all(state == "COMPLETED" for _, state, _ in jobs), jobs
+    for family, n in PIPELINE_JOBS.items():
+        # law names each job after its task: one completed job per branch of every stage
+        done = [j for j in jobs if re.search(rf"(^|[^A-Za-z]){family}([^A-Za-z]|$)", j[2])]
+        assert len(done) == n, (family, jobs)
+        assert f"going to submit {n} slurm job(s)" in law_log
+    assert len(jobs) == sum(PIPELINE_JOBS.values())
+    # the shared polling option reached every stage (law's default would poll every minute)
+    assert law_log.count("polling took") == len(PIPELINE_JOBS)
+    assert "effective_workflow=local" not in law_log
+    # stage after stage: no job of a stage is submitted before every job of the stage it needs ended
+    out = subprocess.run(["squeue", "--states=all", "--noheader", "--Format", "JobID:20,SubmitTime:25,EndTime:25,Name:200"],
+                         env=slurm["env"], capture_output=True, text=True).stdout
+    times = {}
+    for line in out.splitlines():
+        job_id, submit, end, name = line.split(None, 3)
+        family = next((f for f in PIPELINE_JOBS if re.search(rf"(^|[^A-Za-z]){f}([^A-Za-z]|$)", name)), None)
+        if job_id in {j[0] for j in jobs} and family:
+            first, last = times.get(family, (submit, end))
+            times[family] = (min(first, submit), max(last, end))  # ISO times compare as strings
+    chain = list(PIPELINE_JOBS)[:-2]  # ... -> ToRecords -> Training, then ConvertLwtnn and Evaluation
+    for upstream, downstream in [*zip(chain, chain[1:]), ("Training", "ConvertLwtnn"), ("Training", "Evaluation")]:
+        assert times[downstream][0] >= times[upstream][1], (upstream, downstream, times)
+    slurm_result = str(tmp_path / "slurm_result")
+    os.rename(data, slurm_result)
+
+    _law([*args, "--workflow", "local"], _law_env(data, str(tmp_path / "law_home_local"), venv), timeout=1500)
+    patterns = [os.path.join("ConvertLwtnn", "pipe", "*", "*", name) for name in
+                ("lwtnn.json", "model.onnx", "pipeline_summary.md", "model_card.json", "export_check.json")]
+    patterns += [os.path.join("EvaluationReport", "pipe", "*", name) for name in ("report.md", "summary.json")]
+    compared = 0
+    for pattern in patterns:
+        local_out = sorted(os.path.relpath(p, data) for p in glob.glob(os.path.join(data, pattern)))
+        slurm_out = sorted(os.path.relpath(p, slurm_result) for p in glob.glob(os.path.join(slurm_result, pattern)))
+        assert local_out and slurm_out == local_out, pattern
+        for rel in local_out:
+            a, b = os.path.join(slurm_result, rel), os.path.join(data, rel)
+            if rel.endswith(("model_card.json", "export_check.json")):
+                # the export check's |Keras - lwtnn/ONNX| differences are Keras inference in the
+                # exporting process, whose float summation order follows its CPU threads (1 in the job):
+                # they agree to float precision, everything else byte for byte
+                assert _without_diffs(json.load(open(a))) == _without_diffs(json.load(open(b))), rel
+                for (key, x), (_, y) in zip(_diffs(json.load(open(a))), _diffs(json.load(open(b)))):
+                    assert x == pytest.approx(y, rel=1e-6, abs=1e-9), (rel, key)
+            else:
+                assert filecmp.cmp(a, b, shallow=False), f"{rel} of the Slurm run differs from the local run's"
+            compared += 1
+    assert compared == 2 * 5 + 2
+
+
+_DIFF_KEYS = ("max_abs_diff", "mean_abs_diff")
+
+
+def _without_diffs(obj):
+    if isinstance(obj, dict):
+        return {k: _without_diffs(v) for k, v in obj.items() if k not in _DIFF_KEYS}
+    if isinstance(obj, list):
+        return [_without_diffs(v) for v in obj]
+    return obj
+
+
+def _diffs(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in _DIFF_KEYS:
+                yield f"{path}/{k}", v
+            else:
+                yield from _diffs(v, f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _diffs(v, f"{path}/{i}")
+
+
+def test_failing_stage_reports_the_jobs_real_error(slurm, tmp_path):
+    """A stage failing in its Slurm jobs ends `law run Pipeline --workflow slurm` with the jobs' own
+    error (the task's exception from the job's stderr file, law's exit reason) under law's failed-job
+    line and in the workflow's error, not law's generic "task execution failed" alone. Too few demo
+    entries leave a resampling bin empty: ShuffleMergeSpectral raises in its jobs."""
+    config = write_config(tiny_raw(entries_per_file=800, n_files=1), tmp_path)
+    env = _law_env(str(tmp_path / "data"), str(tmp_path / "law_home"),
+                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
+                    "LAW__taggerflow_slurm__accounting": "False", "TAGGERFLOW_VENV": sys.prefix})
+    law_bin = os.path.join(os.path.dirname(sys.executable), "law")
+    proc = subprocess.run([law_bin, "run", "tasks.evaluation.Pipeline", "--version", "fail", "--config", config,
+                           "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0"],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    error = "taggerflow.resample.ResamplingError: group 'DY', class 'jet': empty bin"
+    # law's line per failed job, with the job's error below it
+    assert re.search(r"job: \d, branches: \[\d\], id: \d+, status: failed, code: 60, .*log: \S+stdout_\dTo\d\.\d+\.txt, "
+                     r"job error: \n\s+" + re.escape(error), out), out[-4000:]
+    assert re.search(r"\n\s+execution of task branch \d failed \(exit code \d+\), stop job", out)
+    # the workflow's error names them too
+    m = re.search(r"Exception: tolerance exceeded for job\(s\) [\d,]+; ShuffleMergeSpectral\S*:\njob \d \(branches "
+                  r"\[\d\], id \d+\): .*\[law job script: task execution failed\]\n\s+" + re.escape(error), out)
+    assert m, out[-4000:]
+    # the stages before it ran as jobs; nothing after it was submitted
+    assert "going to submit 4 slurm job(s)" in out and "FeatureScaling" not in "".join(
+        line for line in out.splitlines() if "going to submit" in line)

@@ -2,3 +2,4 @@
 
 from workflows.base import Task  # noqa: F401
 from workflows.remote import HTCondorWorkflow, SlurmWorkflow, Workflow  # noqa: F401
+from workflows.stages import WorkflowOptions  # noqa: F401,E402

@@ -6,7 +6,9 @@ so they do not enter the task's identity or output paths. Site defaults live in 
 task itself (``--htcondor-memory 4000``) or for any task of the tree (``--Training-htcondor-gpus 1``),
 or in law.cfg (``[luigi_Training] htcondor_gpus: 1``). Resource parameters (runtime, memory, CPUs,
 GPUs, batch name) are not passed on to upstream workflows: a GPU request for the training never makes
-the preprocessing jobs wait for GPUs.
+the preprocessing jobs wait for GPUs. The other batch options (``--workflow``, ``--poll-interval``,
+``--retries``, ...) are given once and reach every stage, through the plain tasks in between
+(workflows.stages); a job's command line carries only its own task's parameters.
 
 What a job needs, and how it gets it (jobs start with a bare environment):
 
@@ -75,6 +77,13 @@ class _BatchMixin:
     def _shared_fs(self, kind: str) -> bool:
         return bool(getattr(self, f"{kind}_shared_fs"))
 
+    def _resources_key(self, names) -> str:
+        """A short key of the values of the parameters ``names`` (the resource request)."""
+        import hashlib
+
+        text = ";".join(f"{name}={getattr(self, name)!r}" for name in sorted(names))
+        return "req" + hashlib.sha256(text.encode()).hexdigest()[:10]
+
     def _job_dir(self, kind: str):
         return law.LocalDirectoryTarget(self.local_path(f"{kind}_jobs"))
 
@@ -111,6 +120,13 @@ class _BatchMixin:
         # or by the name of the copy sent with the job
         path = self.cfg.path
         return {"--config": path if self._shared_fs(kind) else os.path.basename(path)}
+
+    def _own_job_arguments(self, arguments):
+        # a job runs exactly its own branch: of the global arguments law forwards, only those of the
+        # tasks the branch depends on (workflows.stages.job_global_args)
+        from workflows.stages import restrict_job_arguments
+
+        return restrict_job_arguments(self, arguments)
 
     def _prepare(self, config, kind: str):
         shared = self._shared_fs(kind)
@@ -314,6 +330,27 @@ class TaggerflowHTCondorJobManager(law.htcondor.HTCondorJobManager):
         msg = f"{label}: {ad.get('holdreason') or 'no reason given'}"
         return msg + (f" -- {hint}" if hint else "")
 
+    def analyze(self, job_id: str, pool=None, scheduler=None) -> str | None:
+        """The negotiator's analysis of the idle job ``job_id`` (``condor_q -better-analyze``) in plain
+        words (workflows.condor_analysis), or None when it cannot be had or says nothing useful."""
+        from workflows.condor_analysis import parse_better_analyze, plain_message
+
+        pool = self.pool if pool is None else pool
+        scheduler = self.scheduler if scheduler is None else scheduler
+        cmd = shlex.split(law.config.get_expanded("job", "htcondor_cmd_q")) + ["-better-analyze", str(job_id)]
+        if pool:
+            cmd += ["-pool", pool]
+        if scheduler:
+            cmd += ["-name", scheduler]
+        cmd = self.prepend_timeout_command(cmd, 60)
+        try:
+            code, out, _ = interruptable_popen(quote_cmd(cmd), shell=True, executable="/bin/bash",
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, kill_timeout=2)
+        except Exception:
+            return None
+        info = parse_better_analyze(out or "").get(str(job_id)) if code == 0 else None
+        return plain_message(info) if info else None
+
     @staticmethod
     def idle_message(ad: dict) -> str:
         """Why an idle job waits: what it requests and what the negotiator said."""
@@ -338,7 +375,64 @@ class TaggerflowHTCondorJobManager(law.htcondor.HTCondorJobManager):
         return (f"requests {', '.join(req)}; " if req else "") + state
 
 
-class TaggerflowHTCondorProxy(_LawHTCondorProxy):
+class _JobErrorsMixin:
+    """A failed job is reported with its real error (workflows.joblog: the exception or argparse line
+    of its log and law's exit reason) under law's status line, and a failed workflow's error names
+    them, instead of law's generic exit-code text alone."""
+
+    def job_log(self, data) -> str | None:
+        """The log of a job as law recorded it (the workflows refine where it is)."""
+        log = (data.get("extra") or {}).get("log")
+        return log if isinstance(log, str) else None
+
+    def job_error(self, data) -> str:
+        """The lines of the job's log (and stderr file) that say why it failed."""
+        from workflows.joblog import log_error
+
+        return log_error(self.job_log(data), (data.get("extra") or {}).get("stderr"))
+
+    def _status_error_pairs(self, job_num, job_data):
+        pairs = super()._status_error_pairs(job_num, job_data)
+        log = self.job_log(job_data)
+        if log:
+            pairs["log"] = log
+        excerpt = self.job_error(job_data)
+        if excerpt:
+            pairs["job error"] = ("\n" + excerpt).replace("\n", "\n        ")
+        return pairs
+
+    def failure_details(self, job_nums) -> str:
+        lines = []
+        for num in job_nums:
+            data = self.job_data.jobs.get(num) or {}
+            log = self.job_log(data)
+            excerpt = self.job_error(data)
+            head = f"job {num} (branches {data.get('branches')}, id {data.get('job_id')}): {data.get('error') or ''}"
+            code_text = self.job_error_messages.get(data.get("code"))
+            if code_text:
+                head += f" [law job script: {code_text}]"
+            lines.append(head.rstrip())
+            if excerpt:
+                lines.extend("    " + line for line in excerpt.splitlines())
+            if log:
+                lines.append(f"    log: {log}")
+        return "\n".join(lines)
+
+    def _failed_nums(self) -> list:
+        states = (self.job_manager.FAILED, self.job_manager.RETRY)
+        return [n for n, d in self.job_data.jobs.items() if d.get("status") in states]
+
+    def poll(self):
+        try:
+            return super().poll()
+        except Exception as e:
+            details = self.failure_details(self._failed_nums()[:5])
+            if details:
+                raise Exception(f"{e}; {self.task.task_id}:\n{details}") from e
+            raise
+
+
+class TaggerflowHTCondorProxy(_JobErrorsMixin, _LawHTCondorProxy):
     """law's HTCondor proxy, removing jobs from the queue that law gave up on: the held or failed job
     of a branch that is resubmitted, the failed jobs (and those about to be retried) when the workflow
     fails, and failed jobs still in the queue when polling ends; and summarising why jobs are idle."""
@@ -352,18 +446,41 @@ class TaggerflowHTCondorProxy(_LawHTCondorProxy):
         states = (self.job_manager.FAILED, self.job_manager.RETRY)
         return [n for n, d in self.job_data.jobs.items() if d.get("status") in states]
 
+    def job_log(self, data) -> str | None:
+        # the combined log (stdall) comes back with the job's file transfer, which a removed or held job
+        # never does; its story (submitted, executing, held/aborted with the reason) is in HTCondor's
+        # event log beside it, written on the submit side
+        log = super().job_log(data)
+        if not log or os.path.exists(log):
+            return log
+        events = os.path.join(os.path.dirname(log), re.sub(r"^stdall_([^.]*)\.(.*)\.txt$", r"events_\1.\2.log",
+                                                           os.path.basename(log)))
+        return events if events != log and os.path.exists(events) else log
+
     def poll(self):
         try:
             result = super().poll()
         except Exception:
+            # a failed or timed-out workflow leaves nothing idle behind: its failed (held) jobs and
+            # its idle jobs leave the queue (a later run submits again, with its own resources)
             try:
-                self.remove_jobs(self._given_up(), "the workflow failed")
+                self.remove_jobs(self._given_up() + self._idle(), "the workflow failed")
+                running = [d["job_id"] for d in self.job_data.jobs.values()
+                           if d.get("status") == self.job_manager.RUNNING]
+                if running:
+                    self.task.publish_message(
+                        f"{len(running)} job(s) still running, kept (a later run picks up their outputs); to "
+                        f"remove them: condor_rm {' '.join(map(str, running))} (or law run ... --cancel-jobs)")
             except Exception as e:  # never hide why the workflow failed
                 self.task.publish_message(f"removing failed jobs from the queue failed: {e}")
             raise
         # polling ended (acceptance reached, or no polling wanted): failed jobs still queued (held) go
         self.remove_jobs(self._given_up(), "given up")
         return result
+
+    def _idle(self) -> list:
+        return [n for n, d in self.job_data.jobs.items() if d.get("status") == self.job_manager.PENDING
+                and d.get("job_id") not in (None, self.job_data.dummy_job_id)]
 
     def remove_jobs(self, job_nums, why: str) -> list:
         """condor_rm the jobs ``job_nums`` that may still be queued (not found only in the history)."""
@@ -380,6 +497,20 @@ class TaggerflowHTCondorProxy(_LawHTCondorProxy):
         self.task.publish_message(f"removed {len(ids)} job(s) from the queue ({why}): {', '.join(map(str, ids))}")
         return ids
 
+    # seconds between two analyses of the idle jobs of one cluster (condor_q -better-analyze is slow)
+    analysis_interval = 300
+
+    def analysis(self, job_id, now=None) -> str | None:
+        """The negotiator's analysis of an idle job in plain words, once per cluster and interval."""
+        now = time.time() if now is None else now
+        cache = self.__dict__.setdefault("_analyses", {})
+        cluster = str(job_id).split(".")[0]
+        if cluster not in cache or now - cache[cluster][0] > self.analysis_interval:
+            kwargs = self._setup_job_manager()
+            cache[cluster] = (now, self.job_manager.analyze(str(job_id), pool=kwargs.get("pool"),
+                                                            scheduler=kwargs.get("scheduler")))
+        return cache[cluster][1]
+
     def pending_summary(self, max_groups: int = 3, now=None) -> list[str]:
         """One line per distinct reason of the idle jobs: count, longest wait, reason."""
         now = time.time() if now is None else now
@@ -388,15 +519,16 @@ class TaggerflowHTCondorProxy(_LawHTCondorProxy):
             extra = data.get("extra") or {}
             if data.get("status") != self.job_manager.PENDING or not extra.get("pending_reason"):
                 continue
-            group = groups.setdefault(extra["pending_reason"], [0, None])
+            group = groups.setdefault(extra["pending_reason"], [0, None, data.get("job_id")])
             group[0] += 1
             since = extra.get("pending_since")
             if since is not None and (group[1] is None or since < group[1]):
                 group[1] = since
         lines = []
-        for reason, (n, since) in list(groups.items())[:max_groups]:
+        for reason, (n, since, job_id) in list(groups.items())[:max_groups]:
             wait = f", longest {_duration(now - since)}" if since is not None else ""
-            lines.append(f"idle ({n} job(s){wait}): {reason}")
+            analysis = self.analysis(job_id, now) if "no matching slot" in reason else None
+            lines.append(f"idle ({n} job(s){wait}): {reason}" + (f"; {analysis}" if analysis else ""))
         if len(groups) > max_groups:
             lines.append(f"... and {len(groups) - max_groups} more reason(s)")
         return lines
@@ -444,6 +576,13 @@ class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
     def htcondor_output_directory(self):
         return self._job_dir("htcondor")
 
+    def htcondor_output_postfix(self):
+        # the submission data (htcondor_jobs_<postfix>.json) is per resource request: a later run
+        # asking for other resources submits its own jobs instead of reconnecting to those of this one
+        return self._resources_key(self._htcondor_resources - {"htcondor_batch_name"}
+                                   | {"htcondor_flavor", "htcondor_accounting_group", "htcondor_requirements",
+                                      "htcondor_shared_fs"})
+
     def htcondor_job_manager_cls(self):
         return TaggerflowHTCondorJobManager
 
@@ -472,6 +611,7 @@ class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
 
     def htcondor_job_config(self, config, job_num, branches):
         self._prepare(config, "htcondor")
+        config.arguments = self._own_job_arguments(config.arguments)
         # one log set per attempt: a resubmission is a new cluster; law postfixes the branch range
         grouped = isinstance(job_num, (list, tuple))
         attempt_id = "$(ClusterId).$(ProcId)" if grouped else \
@@ -558,6 +698,8 @@ class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
             reason = parts[3].strip() if len(parts) > 3 else ""
             status = cls.map_status(state)
             code = int(exit_code) if exit_code.isdigit() else None
+            if code is not None and code > 255:
+                code >>= 8  # squeue prints the wait status (exit code 60: 15360), sacct "60:0"
             error = None
             if status == cls.FAILED or (code or 0) != 0:
                 status = cls.FAILED
@@ -566,13 +708,15 @@ class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
         return data
 
 
-class TaggerflowSlurmProxy(_LawSlurmProxy):
+class TaggerflowSlurmProxy(_JobErrorsMixin, _LawSlurmProxy):
 
     def get_extra_submission_data(self, job_file, job_id, config, log=None):
         # the job's log is its stdout file, named by the job id (one per attempt)
         extra = super().get_extra_submission_data(job_file, job_id, config, log=log)
         if config.stdout and job_id is not None:
             extra["log"] = str(config.stdout).replace("%j", str(job_id))
+        if config.stderr and job_id is not None:  # the task's traceback is there (workflows.joblog)
+            extra["stderr"] = str(config.stderr).replace("%j", str(job_id))
         return extra
 
 
@@ -606,6 +750,10 @@ class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
     def slurm_output_directory(self):
         return self._job_dir("slurm")
 
+    def slurm_output_postfix(self):
+        # per resource request, as for HTCondor
+        return self._resources_key(self._slurm_resources | {"slurm_partition", "slurm_account", "slurm_shared_fs"})
+
     def slurm_log_directory(self):
         return self._log_dir("slurm")
 
@@ -626,6 +774,7 @@ class SlurmWorkflow(_BatchMixin, law.slurm.SlurmWorkflow):
 
     def slurm_job_config(self, config, job_num, branches):
         self._prepare(config, "slurm")
+        config.arguments = self._own_job_arguments(config.arguments)
         # one log per attempt, named by the Slurm job id
         config.stdout = "stdout.%j.txt"
         config.stderr = "stderr.%j.txt"
@@ -661,6 +810,19 @@ class Workflow(Task, law.LocalWorkflow, HTCondorWorkflow, SlurmWorkflow):
     output_collection_cls = ListedFileCollection
 
     exclude_index = True
+
+    @classmethod
+    def req_different_branching(cls, inst, **kwargs):
+        # law drops every batch option between workflows of different branching (its
+        # exclude_params_branch); the shared ones (--workflow, --poll-interval, --retries, ...) are
+        # given once for the whole DAG and passed on (workflows.stages)
+        branching = cls.__dict__.get("_taggerflow_branching_exclude")
+        if branching is None:
+            from workflows.stages import SHARED_OPTIONS
+
+            branching = cls._taggerflow_branching_exclude = frozenset(cls.exclude_params_branch - SHARED_OPTIONS)
+        exclude = set(law.util.make_list(kwargs.pop("_exclude", None) or [])) | branching
+        return cls.req(inst, _exclude=exclude, **kwargs)
 
     @classmethod
     def req(cls, inst, **kwargs):
