@@ -220,6 +220,7 @@ def run_stage(family: str, args: list[str], kind: str, work: str, user=None, bat
             assert not isinstance(req, Workflow), f"{family} submitted before its upstream {req.task_family}"
             assert luigi.build([req], local_scheduler=True, log_level="WARNING"), f"{req.task_id} failed locally"
         results = job_files(task, kind)
+        n_branches = len(task.branch_map)
     give_to(os.environ["TAGGERFLOW_DATA"], user)
     if kind == "htcondor":
         from test_batch_htcondor import expand
@@ -233,6 +234,7 @@ def run_stage(family: str, args: list[str], kind: str, work: str, user=None, bat
             r["job"], clusterid + i, os.path.join(work, "slurm_spool"), user)) for i, r in enumerate(results)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         done = list(pool.map(lambda item: {"job": item[0], **item[1]()}, runs))
+    assert len(done) == n_branches  # one job per branch (tasks_per_job 1)
     for result in done:
         assert result["code"] == 0, f"{family} job {result['job']}: {show(result)}"
     with luigi.cmdline_parser.CmdlineParser.global_instance([family, *args]) as cp:

@@ -31,6 +31,8 @@ import law  # noqa: E402
 
 pytestmark = pytest.mark.slow
 VERSION = "bare"
+WORKFLOWS = {"GenerateDemoSamples", "Spectrum", "ShuffleMergeSpectral", "FeatureScaling", "WriteTrainSample",
+             "ToRecords", "Training", "ConvertLwtnn", "Evaluation"}  # at least these run as jobs
 STAGES = ["GenerateDemoSamples", "Spectrum", "ShuffleMergeSpectral", "FeatureScaling", "MergeScaling",
           "WriteTrainSample", "ToRecords", "Training", "ConvertLwtnn", "Evaluation", "EvaluationReport"]
 
@@ -123,7 +125,7 @@ def _assert_run_by_job_user(bare, data: str) -> None:
 def test_htcondor_shared_filesystem(bare, monkeypatch):
     monkeypatch.setenv("TAGGERFLOW_VENV", bare["venv"])
     data, jobs = _run_pipeline(bare, "htcondor_shared", "htcondor", monkeypatch)
-    assert len(jobs) == 4 + 4 + 2 + 2 + 2 + 2 + 2 + 2 + 2
+    assert {job["stage"] for job in jobs} >= WORKFLOWS and len(jobs) >= 22
     for job in jobs:
         assert f"bootstrap: taggerflow at {REPO} (shared filesystem: true)" in job["log"], job["log"][-3000:]
         assert f"environment {bare['venv']}," in job["log"]
@@ -152,7 +154,7 @@ def test_htcondor_bundle_without_shared_filesystem(bare, monkeypatch):
         data, jobs = _run_pipeline(bare, "htcondor_bundle", "htcondor", monkeypatch)
     finally:
         cfg.set("taggerflow_htcondor", "venv_dir", "")
-    assert len(jobs) == 22
+    assert {job["stage"] for job in jobs} >= WORKFLOWS and len(jobs) >= 22
     scratch = os.path.join(bare["base"], "htcondor_bundle", "scratch")
     for job in jobs:
         m = re.search(r"bootstrap: taggerflow at (\S+) \(shared filesystem: false\) on \S+, environment (\S+),",
@@ -170,7 +172,7 @@ def test_htcondor_bundle_without_shared_filesystem(bare, monkeypatch):
 def test_slurm_shared_filesystem(bare, monkeypatch):
     monkeypatch.setenv("TAGGERFLOW_VENV", bare["venv"])
     data, jobs = _run_pipeline(bare, "slurm_shared", "slurm", monkeypatch)
-    assert len(jobs) == 22
+    assert {job["stage"] for job in jobs} >= WORKFLOWS and len(jobs) >= 22
     for job in jobs:
         assert f"bootstrap: taggerflow at {REPO} (shared filesystem: true)" in job["log"], job["log"][-3000:]
         assert "job exit code : 0" in job["log"]

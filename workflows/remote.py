@@ -12,7 +12,7 @@ What a job needs, and how it gets it (jobs start with a bare environment):
 
 - the job script law_job.sh, htcondor's wrapper and ``bootstrap.sh`` are sent with the job
   (HTCondor file transfer; Slurm reads them from the job file directory on the shared filesystem);
-- the environment variables of ``job_environment()`` (``TAGGERFLOW_DATA`` at least) are set
+- the environment variables of ``job_environment()`` (``PATH``, ``TAGGERFLOW_DATA`` at least) are set
   explicitly (HTCondor ``environment`` with ``getenv = false``; Slurm ``--export=NONE,...``);
 - ``bootstrap.sh`` sources the checkout's ``env.sh`` (shared filesystem), or unpacks the repository
   bundle sent with the job and creates the environment with ``env.sh`` (``--htcondor-shared-fs False``);
