@@ -72,8 +72,11 @@ _tf_setup() {
         fi
         echo "taggerflow: installing the environment into ${TAGGERFLOW_VENV} (once; a few minutes)"
         [ -x "${TAGGERFLOW_VENV}/bin/python" ] || "${py}" -m venv "${TAGGERFLOW_VENV}" || return 1
-        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet --upgrade pip || return 1
-        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet -e "${base}[test]" || return 1
+        # in a batch job pip keeps no cache: the job's disk holds the environment only
+        local pip_cache=""
+        [ -n "${LAW_JOB_HOME:-}" ] && pip_cache="--no-cache-dir"
+        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet ${pip_cache} --upgrade pip || return 1
+        "${TAGGERFLOW_VENV}/bin/python" -m pip install --quiet ${pip_cache} -e "${base}[test]" || return 1
         printf '%s\n' "${want}" >"${stamp}"
     fi
     # activate (the venv's activate script is POSIX, works in bash and zsh)

@@ -156,10 +156,12 @@ def test_submit_file_of_every_workflow_task(batch_env, family):
                            (log, f"stdout{postfix}.{attempt}.txt", f"stderr{postfix}.{attempt}.txt")}
         assert (ad["Out"], ad["Err"]) == (f"stdout{postfix}.{attempt}.txt", f"stderr{postfix}.{attempt}.txt")
         assert ad["UserLog"] == os.path.join(log_dir, f"events{postfix}.{attempt}.log")
-        # a bare environment plus exactly what the job needs
-        assert environment(ad) == {"TAGGERFLOW_DATA": batch_env["data"], "LAW_HTCONDOR_JOB_CLUSTER": "77",
-                                   "LAW_HTCONDOR_JOB_PROCESS": str(proc)}
+        # a bare environment plus exactly what the job needs: PATH (bootstrap.sh needs bash and tar,
+        # env.sh python3.x) and TAGGERFLOW_DATA
+        assert environment(ad) == {"PATH": "/usr/local/bin:/usr/bin:/bin", "TAGGERFLOW_DATA": batch_env["data"],
+                                   "LAW_HTCONDOR_JOB_CLUSTER": "77", "LAW_HTCONDOR_JOB_PROCESS": str(proc)}
         assert not ad.get("GetEnv", False)
+        assert ad["RequestDisk"] == 200 * 1024  # KiB: logs and law's job home (README, no shared filesystem)
     rv = render_variables(ads[0])
     assert (rv["taggerflow_base"], rv["taggerflow_data"], rv["taggerflow_shared_fs"]) == \
         (REPO, batch_env["data"], "true")
@@ -225,11 +227,15 @@ def test_retry_keeps_the_failed_attempts_log(batch_env):
 def test_no_shared_filesystem_sends_the_bundle(batch_env):
     task, res = make_job_files(["Spectrum", "--version", "b1", "--config", batch_env["config"], "--workflow",
                                 "htcondor", "--htcondor-shared-fs", "False", "--branches", "0"])
-    # the bundle is built once per version, from the login node, before any job is submitted
+    from workflows.bundle import code_key
+
+    # the bundle is built once per state of the code, from the login node, before any job is submitted
     reqs = task.workflow_proxy.requires()
     bundle = reqs["bundle"].output().path
-    assert bundle == os.path.join(batch_env["data"], "BundleRepository", "b1", "taggerflow.tgz")
+    assert bundle == os.path.join(batch_env["data"], "BundleRepository", code_key(), "taggerflow.tgz")
     ad = expand(res["job"])[0]
+    # the job builds its own environment (no job_venv, no venv_dir): 3-4 GB
+    assert ad["RequestDisk"] == 5000 * 1024
     inputs = ad["TransferInput"].split(",")
     assert bundle in inputs and batch_env["config"] in inputs
     params = shlex.split(wrapper_jobs(ad)[1]["params"])

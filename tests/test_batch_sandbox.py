@@ -1,8 +1,8 @@
 """A job run as an HTCondor worker runs it: the submit file law wrote is expanded into the job's
 ClassAd by HTCondor's bindings, and the ClassAd is executed like condor_starter does: in an empty
-sandbox directory holding only the transferred input files, with a scrubbed environment (``env -i``
-with HOME, PATH=/usr/bin:/bin and the ClassAd's Environment), the ClassAd's Cmd and Args; afterwards
-only the ClassAd's output files are transferred back (remapped). The job is a branch of the real
+sandbox directory holding only the transferred input files, with an empty environment plus the
+ClassAd's Environment (tests/batch_jobs.py), the ClassAd's Cmd and Args; afterwards only the
+ClassAd's output files are transferred back (remapped). The job is a branch of the real
 pipeline (Spectrum of a tiny configuration whose GenerateDemoSamples outputs exist); its output must
 appear where the task expects it.
 
@@ -14,21 +14,19 @@ install of the dependencies (TensorFlow) in a test would take minutes.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 
 import numpy as np
 import pytest
 
+from batch_jobs import overlay_venv, run_condor_job, show
 from conftest import REPO, tiny_raw, write_config
-from test_batch_htcondor import environment, expand, make_job_files, remaps
+from test_batch_htcondor import environment, expand, make_job_files
 
 import law  # noqa: E402
 import luigi  # noqa: E402
@@ -60,37 +58,8 @@ def submit_env(demo, monkeypatch):
 
 
 def run_like_a_worker(ad, sandbox: str, timeout: int = 240) -> dict:
-    """Execute the job ClassAd ``ad`` as condor_starter would, then transfer its outputs back."""
-    os.makedirs(sandbox)
-    assert os.listdir(sandbox) == []
-    # file transfer in: the input files (and the executable) by their base names
-    inputs = [p for p in ad["TransferInput"].split(",") if p]
-    for path in inputs + [ad["Cmd"]]:
-        shutil.copy2(path, os.path.join(sandbox, os.path.basename(path)))
-    transferred = set(os.listdir(sandbox))
-    # a scrubbed environment: only what the ClassAd says, plus what the starter always sets
-    env = {"HOME": sandbox, "PATH": "/usr/bin:/bin", "_CONDOR_SCRATCH_DIR": sandbox, **environment(ad)}
-    cmd = ["env", "-i", *[f"{k}={v}" for k, v in env.items()], "./" + os.path.basename(ad["Cmd"]),
-           *shlex.split(ad["Args"])]
-    with open(os.path.join(sandbox, ad["Out"]), "w") as out, open(os.path.join(sandbox, ad["Err"]), "w") as err:
-        t0 = time.monotonic()
-        proc = subprocess.run(cmd, cwd=sandbox, stdout=out, stderr=err, timeout=timeout)
-        seconds = time.monotonic() - t0
-    new_files = set(os.listdir(sandbox)) - transferred - {ad["Out"], ad["Err"]}
-    # file transfer out: exactly the ClassAd's output files (a missing one would hold the job)
-    out_map = remaps(ad)
-    fetched = {}
-    for name in [n for n in ad["TransferOutput"].split(",") if n] + [ad["Out"], ad["Err"]]:
-        src = os.path.join(sandbox, name)
-        assert os.path.exists(src), f"output file {name} missing: HTCondor would hold the job"
-        dst = os.path.join(ad["Iwd"], out_map.get(name, name))
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copy2(src, dst)
-        fetched[name] = dst
-    log = open(fetched[ad["TransferOutput"]]).read() if ad["TransferOutput"] else ""
-    return {"code": proc.returncode, "seconds": seconds, "new_files": new_files, "fetched": fetched, "log": log,
-            "stdout": open(os.path.join(sandbox, ad["Out"])).read(),
-            "stderr": open(os.path.join(sandbox, ad["Err"])).read()}
+    """The job ClassAd ``ad`` run as condor_starter runs it (tests/batch_jobs.py), as this user."""
+    return run_condor_job(ad, sandbox, user=None, timeout=timeout)
 
 
 def _check_branch_output(task, branch: int) -> None:
@@ -102,8 +71,7 @@ def _check_branch_output(task, branch: int) -> None:
         assert not task.as_branch(other).complete()
 
 
-def _show(result) -> str:
-    return f"exit {result['code']}\n--- log\n{result['log'][-6000:]}\n--- stderr\n{result['stderr'][-3000:]}"
+_show = show
 
 
 def test_shared_filesystem_job_in_a_scrubbed_sandbox(submit_env, tmp_path):
@@ -126,28 +94,10 @@ def test_shared_filesystem_job_in_a_scrubbed_sandbox(submit_env, tmp_path):
                                            "stdout_1To2.4242.0.txt"]
 
 
-def _overlay_venv(path: str) -> str:
-    """A virtual environment that imports this checkout's packages: a .pth adding the site-packages
-    of .venv, law's console script, and env.sh's install stamp (so env.sh activates instead of
-    installing). The project itself comes from the bundle (PYTHONPATH set by env.sh)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
-    site = sysconfig.get_paths()["purelib"]
-    target_site = glob.glob(os.path.join(path, "lib", "python3*", "site-packages"))[0]
-    with open(os.path.join(target_site, "taggerflow_overlay.pth"), "w") as f:
-        f.write(f"import site; site.addsitedir({site!r})\n")
-    with open(os.path.join(os.path.dirname(sys.executable), "law")) as f:
-        script = f.read().split("\n", 1)[1]
-    with open(os.path.join(path, "bin", "law"), "w") as f:
-        f.write(f"#!{path}/bin/python\n{script}")
-    os.chmod(os.path.join(path, "bin", "law"), 0o755)
-    open(os.path.join(path, ".taggerflow_installed"), "w").close()
-    return path
-
-
 def test_bundle_job_without_shared_filesystem(submit_env, tmp_path):
-    from workflows.bundle import BUNDLE_NAME, BundleRepository
+    from workflows.bundle import BUNDLE_NAME, DISK_MB_JOB, BundleRepository, code_key
 
-    venv = _overlay_venv(str(tmp_path / "worker_venv"))
+    venv = overlay_venv(str(tmp_path / "worker_venv"), None)
     cfg = law.config.Config.instance()
     cfg.set("taggerflow_htcondor", "job_venv", venv)
     try:
@@ -155,16 +105,17 @@ def test_bundle_job_without_shared_filesystem(submit_env, tmp_path):
                                     "--workflow", "htcondor", "--htcondor-shared-fs", "False"], job_nums=[3])
     finally:
         cfg.set("taggerflow_htcondor", "job_venv", "")
-    # the bundle is the upstream requirement of the workflow; built once per version
+    # the bundle is the upstream requirement of the workflow; built once per state of the code
     bundle = task.workflow_proxy.requires()["bundle"]
     assert not bundle.complete()
     assert luigi.build([bundle], local_scheduler=True, log_level="WARNING")
-    assert bundle.complete() and bundle.output().path.endswith(os.path.join(VERSION, BUNDLE_NAME))
+    assert bundle.complete() and bundle.output().path.endswith(os.path.join(code_key(), BUNDLE_NAME))
     mtime = os.path.getmtime(bundle.output().path)
-    assert BundleRepository(version=VERSION).complete() and os.path.getmtime(bundle.output().path) == mtime
+    assert BundleRepository.of_checkout().complete() and os.path.getmtime(bundle.output().path) == mtime
 
     ad = expand(res["job"], clusterid=4343)[0]
     assert environment(ad)["TAGGERFLOW_VENV"] == venv
+    assert ad["RequestDisk"] == DISK_MB_JOB * 1024  # KiB: the environment is not built in the job
     result = run_like_a_worker(ad, str(tmp_path / "scratch"))
     assert result["code"] == 0, _show(result)
     _check_branch_output(task, 2)
@@ -220,3 +171,71 @@ def tasks_demo_output(task, branch: int) -> str:
 
     demo = GenerateDemoSamples.req_different_branching(task, branch=-1)
     return demo.as_branch(branch).output().path
+
+
+def _venv_dir_job(submit_env, venv_dir: str, job_num: int, forward: dict[str, str] | None = None):
+    """The submit file of one Spectrum job without a shared filesystem, environment from ``venv_dir``."""
+    cfg = law.config.Config.instance()
+    cfg.set("taggerflow_htcondor", "venv_dir", venv_dir)
+    cfg.set("taggerflow_htcondor", "forward_env", " ".join(forward or {}))
+    saved = {k: os.environ.get(k) for k in forward or {}}
+    os.environ.update(forward or {})
+    try:
+        task, res = make_job_files(["Spectrum", "--version", VERSION, "--config", submit_env["config"],
+                                    "--workflow", "htcondor", "--htcondor-shared-fs", "False"], job_nums=[job_num])
+    finally:
+        cfg.set("taggerflow_htcondor", "venv_dir", "")
+        cfg.set("taggerflow_htcondor", "forward_env", "")
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert luigi.build([task.workflow_proxy.requires()["bundle"]], local_scheduler=True, log_level="WARNING")
+    return task, res
+
+
+def _keyed_venv(venv_dir: str) -> str:
+    import hashlib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return os.path.join(venv_dir, "taggerflow-" + hashlib.sha256(f.read()).hexdigest()[:16])
+
+
+def test_venv_dir_job_waits_for_the_environment_another_job_builds(submit_env, tmp_path):
+    import threading
+
+    venv_dir = str(tmp_path / "venvs")
+    venv = _keyed_venv(venv_dir)
+    os.makedirs(venv + ".lock")
+    with open(os.path.join(venv + ".lock", "owner"), "w") as f:
+        f.write("othernode 4711 2026-01-01T00:00:00Z\n")
+    task, res = _venv_dir_job(submit_env, venv_dir, job_num=1)
+    ad = expand(res["job"], clusterid=4444)[0]
+    assert ad["RequestDisk"] == 200 * 1024  # the environment is not built in the job's scratch directory
+
+    def other_job_finishes():
+        time.sleep(4)
+        overlay_venv(venv, None)  # its install stamp last
+        shutil.rmtree(venv + ".lock")
+
+    builder = threading.Thread(target=other_job_finishes)
+    builder.start()
+    result = run_like_a_worker(ad, str(tmp_path / "scratch"))
+    builder.join()
+    assert result["code"] == 0, _show(result)
+    assert f"bootstrap: waiting for the environment {venv} another job builds (othernode 4711" in result["log"]
+    assert re.search(rf"\(shared filesystem: false\) on \S+, environment {re.escape(venv)},", result["log"])
+    with np.load(task.as_branch(0).output()["npz"].path) as d:  # the branch no other test runs
+        assert int(d["entries"]) == 400
+
+
+def test_venv_dir_failed_build_leaves_neither_lock_nor_half_environment(submit_env, tmp_path):
+    venv_dir = str(tmp_path / "venvs")
+    venv = _keyed_venv(venv_dir)
+    # the interpreter env.sh builds with does not exist: the build fails at once
+    _, res = _venv_dir_job(submit_env, venv_dir, job_num=2,
+                           forward={"TAGGERFLOW_PYTHON": str(tmp_path / "no" / "python3")})
+    result = run_like_a_worker(ad := expand(res["job"], clusterid=4545)[0], str(tmp_path / "scratch"), timeout=120)
+    assert environment(ad)["TAGGERFLOW_PYTHON"] == str(tmp_path / "no" / "python3")
+    assert result["code"] != 0
+    assert f"bootstrap: building the environment {venv}" in result["log"]
+    assert "bootstrap file failed" in result["log"]
+    assert os.listdir(venv_dir) == []  # the next job builds it afresh

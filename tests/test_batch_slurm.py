@@ -168,7 +168,8 @@ def test_slurm_job_file(tmp_path, monkeypatch):
                     if line.startswith("#SBATCH --"))
         assert opts["time"] == "01:30:00" and opts["mem"] == "3000M" and opts["cpus-per-task"] == "2"
         assert opts["partition"] == "short"
-        assert opts["export"] == f"NONE,TAGGERFLOW_DATA={tmp_path / 'data'},TAGGERFLOW_VENV={tmp_path / 'venv'}"
+        assert opts["export"] == ("NONE,PATH=/usr/local/bin:/usr/bin:/bin,"
+                                  f"TAGGERFLOW_DATA={tmp_path / 'data'},TAGGERFLOW_VENV={tmp_path / 'venv'}")
         assert opts["output"] == os.path.join(log_dir, f"stdout_{branch}To{branch + 1}.%j.txt")
         assert opts["error"] == os.path.join(log_dir, f"stderr_{branch}To{branch + 1}.%j.txt")
         assert opts["chdir"] == os.path.join(task.local_path(), "slurm_jobs")

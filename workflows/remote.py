@@ -14,7 +14,7 @@ What a job needs, and how it gets it (jobs start with a bare environment):
 
 - the job script law_job.sh, htcondor's wrapper and ``bootstrap.sh`` are sent with the job
   (HTCondor file transfer; Slurm reads them from the job file directory on the shared filesystem);
-- the environment variables of ``job_environment()`` (``TAGGERFLOW_DATA`` at least) are set
+- the environment variables of ``job_environment()`` (``PATH``, ``TAGGERFLOW_DATA`` at least) are set
   explicitly (HTCondor ``environment`` with ``getenv = false``; Slurm ``--export=NONE,...``);
 - ``bootstrap.sh`` sources the checkout's ``env.sh`` (shared filesystem), or unpacks the repository
   bundle sent with the job and creates the environment with ``env.sh`` (``--htcondor-shared-fs False``);
@@ -41,7 +41,7 @@ from law.contrib.slurm.workflow import SlurmWorkflowProxy as _LawSlurmProxy
 from law.util import interruptable_popen, iter_chunks, merge_dicts, quote_cmd
 
 from workflows.base import BASE_DIR, Task, data_dir
-from workflows.bundle import BundleRepository
+from workflows.bundle import BundleRepository, job_disk_mb
 from workflows.collection import ListedFileCollection
 
 law.contrib.load("htcondor", "slurm")
@@ -98,11 +98,13 @@ class _BatchMixin:
         return law.JobInputFile(os.path.join(BASE_DIR, "bootstrap.sh"), share=True, render_job=True)
 
     def _bundle(self):
-        return BundleRepository(version=self.version)
+        return BundleRepository.of_checkout()
 
     def job_environment(self, kind: str) -> dict[str, str]:
         """The environment variables a job gets explicitly (nothing else reaches it)."""
-        env = {"TAGGERFLOW_DATA": data_dir()}
+        # a bare job has no PATH: bootstrap.sh and env.sh need bash, tar and python3.x (venv)
+        env = {"PATH": _cfg(f"taggerflow_{kind}", "job_path", "/usr/local/bin:/usr/bin:/bin"),
+               "TAGGERFLOW_DATA": data_dir()}
         if self._shared_fs(kind):
             if os.environ.get("TAGGERFLOW_VENV"):
                 env["TAGGERFLOW_VENV"] = os.environ["TAGGERFLOW_VENV"]
@@ -134,6 +136,8 @@ class _BatchMixin:
         config.render_variables["taggerflow_data"] = data_dir()
         config.render_variables["taggerflow_shared_fs"] = "true" if shared else "false"
         config.render_variables.setdefault("taggerflow_bundle", "")
+        # no shared filesystem: where the workers build one environment per dependency set (empty: per job)
+        config.render_variables["taggerflow_venv_dir"] = _cfg(f"taggerflow_{kind}", "venv_dir", "")
         if not shared:
             # sent with the job, not copied into the job file directory (rendered as its basename)
             config.input_files["taggerflow_bundle"] = law.JobInputFile(self._bundle().output().path, copy=False)
@@ -629,6 +633,10 @@ class HTCondorWorkflow(_BatchMixin, law.htcondor.HTCondorWorkflow):
         content.append(("batch_name", self.htcondor_batch_name or f"{self.task_family}_{self.version}"))
         content.append(("request_cpus", int(self.htcondor_cpus)))
         content.append(("request_memory", int(round(self.htcondor_memory))))
+        venv_in_job = not (self.job_environment("htcondor").get("TAGGERFLOW_VENV") or
+                           _cfg("taggerflow_htcondor", "venv_dir", ""))
+        disk = int(_cfg("taggerflow_htcondor", "disk", 0)) or job_disk_mb(self.htcondor_shared_fs, venv_in_job)
+        content.append(("request_disk", f"{disk}M"))
         runtime_s = int(round(self.htcondor_runtime * 3600))
         # HTCondor's own limit holds a job that runs longer; the flavours add their site's request
         content.append(("allowed_execute_duration", runtime_s))
