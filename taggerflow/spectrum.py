@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import weakref
+import zipfile
 from collections.abc import Mapping
 
 import awkward as ak
@@ -400,6 +402,20 @@ def _count(cfg: Config, spec, src, start: int, stop: int) -> dict:
     return {"counts_flow": counts, "candidates": read, "deselected": read - selected, "unlabelled": unlabelled}
 
 
+def save_npz(handle, **arrays) -> None:
+    """np.savez's format (np.load reads it) with bytes that depend on the arrays only. np.savez forces
+    ZIP64 records whose bytes changed between Python 3.11 patch releases (3.11.2 and 3.11.7 wrote
+    different npz files for the same counts); these files are small, so plain ZIP records, stored,
+    with a fixed date and mode, in the given order."""
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=False) as archive:
+        for name, value in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type, info.external_attr, info.create_system = zipfile.ZIP_STORED, 0o644 << 16, 3
+            archive.writestr(info, buffer.getvalue())
+
+
 def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[str]) -> None:
     """Save as numpy (counts with flow bins, edges) and as ROOT TH2D per class (uproot)."""
     hists = result["hists"]
@@ -411,7 +427,7 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
     source = result.get("source") or portable_path(result.get("path", ""))
     with atomic_path(npz_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, counts_flow=counts, pt_edges=first.axes[0].edges, abs_eta_edges=first.axes[1].edges,
+            save_npz(f, counts_flow=counts, pt_edges=first.axes[0].edges, abs_eta_edges=first.axes[1].edges,
                      entries=np.int64(result["entries"]), unlabelled=np.int64(result["unlabelled"]),
                      candidates=np.int64(result.get("candidates", result["entries"])),
                      deselected=np.int64(result.get("deselected", 0)),
