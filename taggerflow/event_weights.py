@@ -31,7 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from taggerflow.io import InputError, evaluate
+from taggerflow import formats as format_modules
+from taggerflow.io import InputError, evaluate, tree_keys
 
 WEIGHT_FIELD = "event_weight"   # the alias, the shard branch and the training-file dataset (jets/<name>)
 RUNS_DEFAULT = {"tree": "Runs", "branch": ["genEventSumw", "genEventSumw_"]}
@@ -131,7 +132,7 @@ def validate(cfg, err) -> None:
 # ---------------------------------------------------------------------------------------------
 def _tree_arrays(tree, names: Sequence[str], path: str, key: str, step: int = 200_000):
     """Chunks of the branches ``names`` of a TTree as numpy arrays (the names checked first)."""
-    keys = set(tree.keys())
+    keys = set(tree_keys(tree))
     for n in names:
         if n not in keys:
             raise InputError(f"{path}: branch '{n}' (needed by config key {key}) not found in tree "
@@ -172,12 +173,14 @@ def file_sum_of_weights(cfg, dataset: str, path: str) -> float | None:
             data = f[jets_name].fields(need)[:]
             arrays = {n: data[n] for n in need}
         return _unique_event_sum(expr, arrays, names, path)
+    if fmt in format_modules.NAMES:
+        return _event_format_sum(cfg, dataset, path, expr, names, spec, key)
     tree_name = cfg.raw["inputs"].get("tree", "Events" if fmt == "nanoaod" else "candidates")
     tree = open_tree(path, tree_name)
     try:
         if spec != "computed":
             # the branches must exist even where the sum comes from the Runs tree
-            missing = [n for n in names if n not in set(tree.keys())]
+            missing = [n for n in names if n not in set(tree_keys(tree))]
             if missing:
                 raise InputError(f"{path}: branch '{missing[0]}' (needed by config key {key}) not found in "
                                  f"tree '{tree_name}'")
@@ -202,6 +205,32 @@ def file_sum_of_weights(cfg, dataset: str, path: str) -> float | None:
             tree.file.close()
         except Exception:
             pass
+
+
+def _event_format_sum(cfg, dataset: str, path: str, expr: str, names, spec, key: str,
+                      step: int = 200_000) -> float | None:
+    """The sum over every event of a per-event format of taggerflow.formats (PHYSLITE, Delphes):
+    the weight must be an expression of the format's event fields (``event_branches``), read per
+    event through the format's own source."""
+    from taggerflow.readers import input_spec, open_source
+
+    fmt = _format(cfg, dataset)
+    src = open_source(input_spec(cfg, dataset), path)
+    try:
+        missing = [n for n in names if n not in src.event]
+        if missing:
+            raise InputError(f"{path}: '{missing[0]}' (needed by config key {key}) is not an event field of "
+                             f"{src.describe()}: name it in inputs.{fmt}.event_branches (e.g. "
+                             f"{{{missing[0]}: <branch>}}), as the weight is one value per event")
+        if spec != "computed":
+            return None if spec is None else _runs_sum(path, spec, dataset)
+        total = 0.0
+        for start in range(0, src.num_entries, step):
+            stop = min(start + step, src.num_entries)
+            total += float(np.sum(_weights_of(expr, src.event_arrays(names, start, stop), stop - start)))
+        return total
+    finally:
+        src.close()
 
 
 def _unique_event_sum(expr: str, arrays: dict, names, path: str) -> float:

@@ -117,6 +117,12 @@ class EventTreeSource(Source):
     def _event_values(self, arrs: dict, name: str) -> np.ndarray:
         return ak.to_numpy(arrs[self.event[name]])
 
+    def event_arrays(self, names: Sequence[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """One value per event of the event fields ``names``, entries [start, stop): every event,
+        with or without candidates (the sum of generated weights counts them all)."""
+        arrs = self._read({self.event[n] for n in names}, start, stop)
+        return {n: self._event_values(arrs, n) for n in names}
+
     # -- Source ---------------------------------------------------------------------------
     def fields(self) -> list[str]:
         cand = self.cands.names()

@@ -122,6 +122,16 @@ class PhysliteSource(EventTreeSource):
                                       self._size_branch(target), (link,))
             self._link_key[name] = cs.get("key")
 
+    def _event_values(self, arrs: dict, name: str) -> np.ndarray:
+        values = arrs[self.event[name]]
+        if values.ndim == 1:
+            return ak.to_numpy(values)
+        # a list per event (EventInfo's mcEventWeights): its first entry, ATLAS' nominal weight
+        if ak.any(ak.num(values, axis=1) == 0):
+            raise InputError(f"{self.path}: event branch '{self.event[name]}' has an empty list in an event "
+                             f"(config key inputs.physlite.event_branches.{name}: the first entry is taken)")
+        return ak.to_numpy(ak.firsts(values, axis=1))
+
     def _count(self, arrs: dict, objects: Objects) -> np.ndarray:
         return ak.to_numpy(ak.num(arrs[objects.size_branch], axis=1)).astype(np.int64)
 
