@@ -125,7 +125,9 @@ def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"model config: expected a mapping, got {type(model_cfg).__name__}")
     if model_cfg.get("type") in MODEL_FAMILIES:
         return _family(model_cfg["type"]).parse_config(model_cfg)
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
+    # keys of the other families are ignored (a variant inherits the base section's model keys)
+    family_keys = {k for t in MODEL_FAMILIES for k in _family(t).KEYS}
+    unknown = sorted(set(model_cfg) - set(MODEL_KEYS) - family_keys)
     if unknown:
         raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {list(MODEL_KEYS)}")
     mtype = model_cfg.get("type")

@@ -20,7 +20,8 @@ Configuration keys (besides ``type: rnn``):
 ``rnn_units``
     units of every recurrent layer (default 32), or ``{collection: units}`` naming every collection.
 ``f_layers``, ``activation``, ``alpha``, ``batch_norm``, ``dropout``
-    as for the other families (Dense layers after the concatenation).
+    as for the other families (Dense layers after the concatenation); ``phi_layers`` (inherited by a
+    variant from a deepsets ``training.model``) is ignored, as by the dense family.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def _units(value: Any) -> int | dict[str, int]:
 
 def parse_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Validate an ``rnn`` model config and fill in the defaults (raises ValueError naming the key)."""
-    unknown = sorted(set(model_cfg) - set(KEYS))
+    # phi_layers: inherited by a variant from a deepsets base section; validated, ignored (as by dense)
+    unknown = sorted(set(model_cfg) - set(KEYS) - {"phi_layers"})
     if unknown:
         raise ValueError(f"model config: unknown key(s) {unknown} for type 'rnn'; allowed: {list(KEYS)}")
     cell = model_cfg.get("cell", "lstm")

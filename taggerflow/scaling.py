@@ -554,10 +554,11 @@ class _ChunkArrays:
         return np.diff(off)
 
     def repeated(self, branch: str, counts: np.ndarray) -> np.ndarray:
-        a = self._repeated.get(branch)
-        if a is None:
-            a = self._repeated[branch] = np.repeat(self.flat(branch), counts)
-        return a
+        # keyed by the counts too: each collection has its own (the cache holds them, so ids stay unique)
+        key = (branch, id(counts))
+        if key not in self._repeated:
+            self._repeated[key] = (counts, np.repeat(self.flat(branch), counts))
+        return self._repeated[key][1]
 
 
 def _take_columns(x: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -83,7 +83,12 @@ def test_config_errors():
     with pytest.raises(ValueError, match="'rnn_units'"):
         parse_model_config({"type": "rnn", "rnn_units": 0})
     with pytest.raises(ValueError, match="phi_layers"):
-        parse_model_config({"type": "rnn", "phi_layers": [4]})
+        parse_model_config({"type": "rnn", "phi_layers": [0]})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['n_heads'\\]"):
+        parse_model_config({"type": "rnn", "n_heads": 2})
+    # a variant inherits the other families' keys from the base section: ignored
+    assert parse_model_config({"type": "rnn", "phi_layers": [4]})["phi_layers"] == []
+    assert parse_model_config({"type": "dense", "cell": "gru", "rnn_units": 4})["type"] == "dense"
     with pytest.raises(ValueError, match="missing \\['clu'\\]"):
         _model("lstm", rnn_units={"trk": 5})
     cfg = parse_model_config({"type": "rnn", "f_layers": [4]})
@@ -167,3 +172,88 @@ def test_onnx_export_agrees_with_keras(cell, tmp_path):
     got = np.asarray(onnx_scores(path, x), dtype=np.float64)
     ref = _predict(model, x)
     assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# three constituent collections through every stage, with law
+
+
+def _three_collection_file(src: str, dst: str) -> None:
+    """The demo file with two more collections made of its constituents: ``trk`` (the charged ones)
+    and ``neu`` (the neutral ones), beside ``pfcand``; real ROOT files for the pipeline to read."""
+    import awkward as ak
+    import uproot
+
+    with uproot.open(src) as f:
+        arrays = f["candidates"].arrays()
+    fields = [k[len("pfcand_"):] for k in arrays.fields if k.startswith("pfcand_")]
+    pf = ak.zip({k: arrays[f"pfcand_{k}"] for k in fields})
+    data = {k: arrays[k] for k in arrays.fields if not k.startswith("pfcand_") and k != "npfcand"}
+    data |= {"pfcand": pf, "trk": pf[pf.charge != 0], "neu": pf[pf.charge == 0]}
+    types = {k: v.type.content for k, v in data.items() if k not in ("pfcand", "trk", "neu")}
+    record = ", ".join(f"{k}: {pf[k].type.content.content}" for k in fields)
+    types |= {c: f"var * {{{record}}}" for c in ("pfcand", "trk", "neu")}  # -> <c>_<field> branches, n<c>
+    with uproot.recreate(dst) as f:
+        f.mktree("candidates", types).extend(data)
+
+
+def test_three_collections_law_training_and_export(demo_files, tmp_path):
+    import glob
+    import os
+
+    import h5py
+
+    from conftest import tiny_raw, write_config
+    from test_e2e import _law, _law_env
+
+    files = {}
+    for ds, path in demo_files.items():
+        files[ds] = str(tmp_path / f"{ds}_3coll.root")
+        _three_collection_file(path, files[ds])
+    raw = tiny_raw()
+    del raw["demo"]
+    raw["name"] = "three"
+    raw["inputs"]["datasets"] = {ds: {"files": [p]} for ds, p in files.items()}
+    colls = raw["features"]["collections"]
+    colls["trk"] = {"n_max": 5, "sort_by": "abs(d0_sig)", "variables": {
+        "pt_frac": {"expression": "pt / cand_pt", "scaling": "linear", "limits": [0.0, 1.0]},
+        "d0_sig": {"scaling": "normal", "limits": [-5, 5]}, "charge": {"scaling": "categorical"}}}
+    colls["neu"] = {"n_max": 3, "sort_by": "pt", "variables": {
+        "pt_frac": {"expression": "pt / cand_pt", "scaling": "linear", "limits": [0.0, 1.0]},
+        "deta": {"scaling": "normal", "limits": [-5, 5]}}}
+    raw["training"]["epochs"] = 6
+    raw["training"]["batch_size"] = 64  # ~700 training candidates: enough steps to learn something
+    raw["training"]["variants"] = [
+        {"name": "lstm", "model": {"type": "rnn", "cell": "lstm", "rnn_units": {"pfcand": 8, "trk": 4, "neu": 3},
+                                   "f_layers": [16]}},
+        {"name": "gru", "model": {"type": "rnn", "cell": "gru", "rnn_units": 6, "f_layers": [16]}}]
+    raw["export"]["n_check"] = 300
+    config = write_config(raw, tmp_path)
+    env = _law_env(tmp_path)
+    _law(["index", "-q"], env)
+    _law(["run", "ConvertLwtnn", "--version", "rnn", "--config", config, "--workflow", "local"], env)
+    data = tmp_path / "data"
+
+    def one(pattern: str) -> str:
+        found = glob.glob(str(data / pattern), recursive=True)
+        assert len(found) == 1, (pattern, found)
+        return found[0]
+
+    # the training files hold every collection with its own n_max, sorted as configured
+    train = sorted(glob.glob(str(data / "WriteTrainSample/rnn/**/*.h5"), recursive=True))
+    assert train
+    with h5py.File(train[0]) as h:
+        shapes = {c: h[c]["inputs"].shape[1:] for c in ("pfcand", "trk", "neu") if c in h}
+        assert shapes == {"pfcand": (16, 9), "trk": (5, 3), "neu": (3, 2)}, list(h)
+    for variant in ("lstm", "gru"):
+        lw = json.load(open(one(f"ConvertLwtnn/rnn/**/{variant}/lwtnn.json")))
+        assert [s["name"] for s in lw["input_sequences"]] == ["pfcand", "trk", "neu"]
+        archs = [lw["layers"][n["layer_index"]]["architecture"] for n in lw["nodes"] if n["type"] == "sequence"]
+        assert archs == [variant] * 3
+        check = json.load(open(one(f"ConvertLwtnn/rnn/**/{variant}/export_check.json")))
+        assert check["lwtnn"]["passed"] and check["lwtnn"]["max_abs_diff"] < 1e-6, check["lwtnn"]
+        assert check["lwtnn"]["n_candidates"] > 100
+        assert check["onnx"]["passed"] and check["onnx"]["max_abs_diff"] < 1e-5, check["onnx"]
+        summary = json.load(open(one(f"Training/rnn/**/{variant}/summary.json")))
+        assert summary["test"]["accuracy"] > 0.7  # chance is 0.25 (measured 0.88 lstm, 0.91 gru)
+    assert os.path.exists(one("ConvertLwtnn/rnn/**/lstm/model_card.json"))
