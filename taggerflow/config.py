@@ -24,7 +24,7 @@ from taggerflow.utils import config_hash
 SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal", one_hot.SCALING)
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
-MODEL_TYPES = ("deepsets", "dense")
+MODEL_TYPES = ("deepsets", "dense", "rnn")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
@@ -124,7 +124,8 @@ def _schema() -> dict:
                            "pt_bins": (list, False), "eta_bins": (list, False), "event_weights": (bool, False)},
             "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
                                "activation": (str, False), "batch_norm": (bool, False),
-                               "dropout": (num, False), "alpha": (num, False)},
+                               "dropout": (num, False), "alpha": (num, False),
+                               "cell": (str, False), "rnn_units": ((int, dict), False)},  # rnn: models_rnn
             "export": {"n_check": (int, True), "tolerance": (num, True),
                        "sequence_names": (dict, False)},
             **format_modules.schemas(),   # inputs.<format> of taggerflow/formats/
@@ -723,8 +724,8 @@ def _validate_semantics(cfg: Config) -> None:
             raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")
         if model.get("activation", "relu") not in ACTIVATIONS:
             raise err(f"{where}.model.activation", f"'{model.get('activation')}' cannot be evaluated by lwtnn")
-        if model["type"] == "deepsets" and not cfg.collections:
-            raise err(f"{where}.model.type", "deepsets needs at least one collection in features.collections")
+        if model["type"] in ("deepsets", "rnn") and not cfg.collections:
+            raise err(f"{where}.model.type", f"{model['type']} needs at least one collection in features.collections")
         if variant["epochs"] < 1 or variant["batch_size"] < 1:
             raise err(where, "epochs and batch_size must be >= 1")
         cw = variant.get("class_weights")

@@ -41,6 +41,7 @@ import inspect
 import json
 import math
 import os
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -180,6 +181,8 @@ class _Converter:
             L.Add: self._merge,
             MaskedSum: self._masked_sum,
         }
+        from taggerflow.lwtnn_rnn import convert_recurrent  # noqa: PLC0415  (LSTM/GRU: sequence nodes)
+        self.handlers.update({L.LSTM: partial(convert_recurrent, self), L.GRU: partial(convert_recurrent, self)})
 
     # -- helpers -------------------------------------------------------------------------------
     def _where(self, layer: Any) -> str:

@@ -4,7 +4,7 @@ Keras or TensorFlow.
 
 * :class:`LwtnnGraph`: graph format, ``lwt::LightweightGraph::compute`` semantics. Node types
   ``input``, ``input_sequence``, ``feed_forward``, ``time_distributed``, ``sum``, ``concatenate``,
-  ``add`` (recurrent ``sequence`` nodes are not supported).
+  ``add``, and ``sequence`` with ``lstm``/``gru`` layers (:mod:`taggerflow.lwtnn_eval_rnn`).
 * :class:`LwtnnSequential`: sequential format, ``lwt::LightweightNeuralNetwork`` semantics.
 
 Layers: ``dense``, ``normalization``, ``maxout``, ``highway``; every activation of lwtnn in string
@@ -319,6 +319,13 @@ class LwtnnGraph:
         self._built_layers[index] = (n_in, fn, n_out)
         return fn, n_out
 
+    def _recurrent(self, index: int, n_in: int, where: str) -> tuple[Callable, int]:
+        from taggerflow.lwtnn_eval_rnn import build_recurrent  # noqa: PLC0415
+
+        if not 0 <= index < len(self.layers):
+            raise ValueError(f"{where}: no layer number {index}")
+        return build_recurrent(self.layers[index], n_in, f"layer {index}")
+
     def _build(self, i: int, stack: tuple[int, ...]) -> None:
         if i in self._kind:
             return
@@ -365,8 +372,12 @@ class LwtnnGraph:
                 raise ValueError(f"{where}: add of different widths {widths}")
             self._kind[i] = "vector"
             self._width[i] = sum(widths) if ntype == "concatenate" else widths[0]
-        elif ntype == "sequence":
-            raise ValueError(f"{where}: recurrent 'sequence' nodes are not supported by this evaluator")
+        elif ntype == "sequence":  # lstm/gru (taggerflow.lwtnn_eval_rnn), read as its final state
+            if len(sources) != 1 or kinds[0] != "sequence":
+                raise ValueError(f"{where}: sequence needs one sequence source")
+            fn, n_out = self._recurrent(int(node["layer_index"]), widths[0], where)
+            self._fn[i] = fn
+            self._kind[i], self._width[i] = "vector", n_out
         else:
             raise ValueError(f"{where}: no node type {ntype!r}")
 
@@ -400,6 +411,11 @@ class LwtnnGraph:
         elif ntype == "sum":
             flat, counts = self._evaluate(sources[0], vectors, seqs, memo)
             value = segment_sum(flat, counts)
+        elif ntype == "sequence":
+            from taggerflow.lwtnn_eval_rnn import pad_flat  # noqa: PLC0415
+
+            flat, counts = self._evaluate(sources[0], vectors, seqs, memo)
+            value = self._fn[idx](pad_flat(flat, counts), counts)
         elif ntype == "concatenate":
             value = np.concatenate([self._evaluate(s, vectors, seqs, memo) for s in sources], axis=-1)
         else:  # add
@@ -423,6 +439,10 @@ class LwtnnGraph:
             steps = self._evaluate_one(sources[0], vectors, seqs, memo)
             value = np.stack([self._fn[idx](step) for step in steps]) if len(steps) else \
                 np.zeros((0, self._width[idx]))
+        elif ntype == "sequence":
+            steps = self._evaluate_one(sources[0], vectors, seqs, memo)
+            value = self._fn[idx](np.asarray(steps, dtype=np.float64).reshape(1, len(steps), self._width[sources[0]]),
+                                  np.array([len(steps)]))[0]
         elif ntype == "sum":
             steps = self._evaluate_one(sources[0], vectors, seqs, memo)
             total = np.zeros(self._width[idx])

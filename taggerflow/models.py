@@ -46,7 +46,9 @@ import keras
 import numpy as np
 from keras import ops
 
-MODEL_TYPES = ("deepsets", "dense")
+MODEL_TYPES = ("deepsets", "dense", "rnn")
+#: model families in their own module (``parse_config``, ``build``), by ``type``
+MODEL_FAMILIES = {"rnn": "taggerflow.models_rnn"}
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
 MODEL_KEYS = ("type", "phi_layers", "f_layers", "activation", "alpha", "batch_norm", "dropout", "conditional")
 ADD_VARS_INPUT = "add_vars"
@@ -121,7 +123,11 @@ def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``model_cfg`` and return it with every default filled in (raises ValueError)."""
     if not isinstance(model_cfg, Mapping):
         raise ValueError(f"model config: expected a mapping, got {type(model_cfg).__name__}")
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS))
+    if model_cfg.get("type") in MODEL_FAMILIES:
+        return _family(model_cfg["type"]).parse_config(model_cfg)
+    # keys of the other families are ignored (a variant inherits the base section's model keys)
+    family_keys = {k for t in MODEL_FAMILIES for k in _family(t).KEYS}
+    unknown = sorted(set(model_cfg) - set(MODEL_KEYS) - family_keys)
     if unknown:
         raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {list(MODEL_KEYS)}")
     mtype = model_cfg.get("type")
@@ -167,8 +173,27 @@ def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _family(mtype: str) -> Any:
+    import importlib  # noqa: PLC0415
+
+    return importlib.import_module(MODEL_FAMILIES[mtype])
+
+
 # ----------------------------------------------------------------------------------------------
 # building blocks
+
+
+def check_collection_name(coll: Any) -> None:
+    if not isinstance(coll, str) or not coll or "/" in coll or coll == CANDIDATE_INPUT \
+            or coll.endswith(VALID_SUFFIX):
+        raise ValueError(f"sequences: invalid collection name {coll!r}")
+
+
+def check_sequence_shape(coll: str, shape: Any) -> tuple[int, int]:
+    n_max, n_vars = (int(s) for s in shape)
+    if n_max < 1 or n_vars < 1:
+        raise ValueError(f"sequences[{coll!r}]: expected (n_max >= 1, n_vars >= 1), got {shape!r}")
+    return n_max, n_vars
 
 
 class _Seeds:
@@ -241,7 +266,10 @@ def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tup
             raise ValueError("model config key 'conditional': needs records.add_vars (n_add_vars >= 1)")
         add_vars = keras.Input((int(n_add_vars),), name=ADD_VARS_INPUT)
         inputs.append(add_vars)
-    if cfg["type"] == "deepsets":
+    if cfg["type"] in MODEL_FAMILIES:
+        seq_inputs, x = _family(cfg["type"]).build(cfg, candidate, sequences, seeds)
+        inputs += seq_inputs
+    elif cfg["type"] == "deepsets":
         if not sequences:
             raise ValueError("sequences: the deepsets model needs at least one constituent collection")
         pooled = []

@@ -1,0 +1,122 @@
+"""The recurrent model family (``training.model.type: rnn``): one LSTM or GRU per constituent collection.
+
+Inputs are those of every taggerflow model (see :mod:`taggerflow.models`): ``candidate``, then per
+collection ``coll`` ``(n_max, n_vars)`` and ``coll_valid`` ``(n_max,)``. Each collection goes through
+:class:`PaddingMask` (padded slots set to zero and a Keras mask ``valid > 0.5`` attached) into its own
+recurrent layer, which skips the masked steps: its final state is the state after the last real
+constituent, whatever the padding holds and however many padded slots there are, i.e. exactly what
+lwtnn computes when it is given the real constituents only (lwtnn has no masking; a candidate
+without constituents gives the zero state in both). The final states of all collections are
+concatenated with the candidate input, then the Dense layers ``f_layers`` and the softmax ``output``.
+
+GRUs are built with ``reset_after=False`` (the reset gate applied to the state before the recurrent
+matrix, one bias per gate): the only GRU lwtnn's ``GRULayer`` computes. Gate activations are Keras'
+defaults, ``tanh`` and ``sigmoid`` (lwtnn ``activation`` / ``inner_activation``).
+
+Configuration keys (besides ``type: rnn``):
+
+``cell``
+    ``lstm`` (default) or ``gru``.
+``rnn_units``
+    units of every recurrent layer (default 32), or ``{collection: units}`` naming every collection.
+``f_layers``, ``activation``, ``alpha``, ``batch_norm``, ``dropout``
+    as for the other families (Dense layers after the concatenation); ``phi_layers`` (inherited by a
+    variant from a deepsets ``training.model``) is ignored, as by the dense family.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+from taggerflow import models
+
+TYPE = "rnn"
+CELLS = ("lstm", "gru")
+KEYS = ("type", "cell", "rnn_units", "f_layers", "activation", "alpha", "batch_norm", "dropout")
+DEFAULT_UNITS = 32
+
+
+@keras.saving.register_keras_serializable(package="taggerflow")
+class PaddingMask(keras.layers.Layer):
+    """``PaddingMask()([values, valid])``: ``values`` ``(batch, n_max, n)`` with the slots where
+    ``valid <= 0.5`` set to zero (a select: inf/NaN there cannot leak, not even into gradients), and
+    the Keras mask ``valid > 0.5`` attached for the recurrent layer that follows. The lwtnn export
+    drops it: lwtnn is given the real constituents only."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any) -> Any:
+        values, valid = inputs
+        keep = ops.expand_dims(ops.greater(valid, 0.5), axis=-1)
+        return ops.where(keep, values, ops.zeros_like(values))
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return ops.greater(inputs[1], 0.5)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape[0])
+
+
+def _units(value: Any) -> int | dict[str, int]:
+    def one(u: Any, where: str) -> int:
+        if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1:
+            raise ValueError(f"model config key {where!r}: expected a positive integer, got {u!r}")
+        return int(u)
+
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError("model config key 'rnn_units': an empty mapping; give units or {collection: units}")
+        return {str(k): one(v, f"rnn_units.{k}") for k, v in value.items()}
+    return one(value, "rnn_units")
+
+
+def parse_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate an ``rnn`` model config and fill in the defaults (raises ValueError naming the key)."""
+    # phi_layers: inherited by a variant from a deepsets base section; validated, ignored (as by dense)
+    unknown = sorted(set(model_cfg) - set(KEYS) - {"phi_layers"})
+    if unknown:
+        raise ValueError(f"model config: unknown key(s) {unknown} for type 'rnn'; allowed: {list(KEYS)}")
+    cell = model_cfg.get("cell", "lstm")
+    if cell not in CELLS:
+        raise ValueError(f"model config key 'cell': unknown recurrent cell {cell!r}; expected one of {list(CELLS)}")
+    # the shared keys (f_layers, activation, ...) are validated as for the dense family
+    common = models.parse_model_config({k: v for k, v in model_cfg.items()
+                                        if k not in ("cell", "rnn_units")} | {"type": "dense"})
+    return common | {"type": TYPE, "cell": cell, "rnn_units": _units(model_cfg.get("rnn_units", DEFAULT_UNITS))}
+
+
+def build(cfg: dict[str, Any], candidate: Any, sequences: dict[str, tuple[int, int]], seeds: Any) -> tuple[list, Any]:
+    """The recurrent part: (the sequence and valid inputs in model order, the concatenation of the
+    final states with ``candidate``)."""
+    if not sequences:
+        raise ValueError("sequences: the rnn model needs at least one constituent collection")
+    units = cfg["rnn_units"]
+    if isinstance(units, dict):
+        missing, extra = sorted(set(sequences) - set(units)), sorted(set(units) - set(sequences))
+        if missing or extra:
+            raise ValueError(f"model config key 'rnn_units': collections {sorted(sequences)} need units; "
+                             f"missing {missing}, unknown {extra}")
+    inputs, states = [], []
+    for coll, shape in sequences.items():
+        models.check_collection_name(coll)
+        n_max, n_vars = models.check_sequence_shape(coll, shape)
+        seq = keras.Input((n_max, n_vars), name=coll)
+        valid = keras.Input((n_max,), name=f"{coll}{models.VALID_SUFFIX}")
+        inputs += [seq, valid]
+        x = PaddingMask(name=f"{coll}_padding")([seq, valid])
+        n_units = units[coll] if isinstance(units, dict) else units
+        common = dict(kernel_initializer=keras.initializers.GlorotUniform(seed=seeds.next()),
+                      recurrent_initializer=keras.initializers.Orthogonal(seed=seeds.next()),
+                      name=f"{coll}_{cfg['cell']}")
+        if cfg["cell"] == "lstm":
+            layer = keras.layers.LSTM(n_units, **common)
+        else:
+            layer = keras.layers.GRU(n_units, reset_after=False, **common)
+        states.append(layer(x))
+    return inputs, keras.layers.Concatenate(axis=-1, name="concatenate")(states + [candidate])
