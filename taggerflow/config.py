@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from taggerflow.adversary_config import validate_adversary_section
 from taggerflow.utils import config_hash
 
 SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal")
@@ -110,7 +111,8 @@ def _schema() -> dict:
                          "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
                          "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
                          "tensorboard": (bool, False), "mlflow": (bool, False), "source": (str, False),
-                         "use_sample_weights": ((bool, type(None)), False)},
+                         "use_sample_weights": ((bool, type(None)), False),
+                         "adversary": (dict, False)},  # keys: taggerflow.adversary_config
             "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
                                      "decay_rate": (num, False), "alpha": (num, False)},
             "evaluation": {"signals": (list, True), "working_points": (list, True),
@@ -721,6 +723,10 @@ def _validate_semantics(cfg: Config) -> None:
         if usw is True and not raw["train_sample"].get("weights", False):
             raise err(key_of("use_sample_weights"), "true needs train_sample.weights: true (the flattening "
                                                     "weights in jets/weights)")
+        if variant.get("adversary") is not None:
+            problem = validate_adversary_section(variant["adversary"], key_of("adversary"), classes, cand_names)
+            if problem:
+                raise err(*problem)
         sched = variant.get("lr_schedule")
         if sched is not None and sched["type"] not in LR_SCHEDULES:
             raise err(f"{where}.lr_schedule.type", f"unknown schedule '{sched['type']}' (allowed: {LR_SCHEDULES})")
