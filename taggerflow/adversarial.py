@@ -304,31 +304,38 @@ def plot_epoch(folder: str, epoch: int, classes: Sequence[str], val_scores: np.n
                ctrl_scores: np.ndarray, ctrl_is_data: np.ndarray, ctrl_weights: np.ndarray, ctrl_pt,
                pt_edges, history: Sequence[dict]) -> list[str]:
     """The plots of one epoch: scores per true class (validation), data vs MC on the control
-    validation sample (inclusive and in three pT bins), and loss, accuracy, KS against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    validation sample (inclusive and in three pT bins, overlaid: one panel per output), and loss,
+    accuracy, KS against epoch. Kept cheap (rendering the axes is most of the cost): few panels,
+    histograms as steps of np.histogram, matplotlib's Figure without pyplot, 60 dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     os.makedirs(folder, exist_ok=True)
     bins = np.linspace(0, 1, 31)
     paths = []
 
+    def figure(n_panels):
+        fig = Figure(figsize=(4.2 * n_panels, 3.4))
+        FigureCanvasAgg(fig)
+        return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
+
     def save(fig, name):
         path = os.path.join(folder, name)
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png", dpi=60)
-        plt.close(fig)
         paths.append(path)
 
+    def steps(ax, values, weights=None, **kw):
+        h, _ = np.histogram(values, bins=bins, weights=weights)
+        total = h.sum()
+        if total > 0:
+            ax.stairs(h / (total * np.diff(bins)), bins, **kw)
+
     n = len(classes)
-    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.5), squeeze=False)
-    for i, c in enumerate(classes):
-        ax = axes[0, i]
+    fig, axes = figure(n)
+    for i, (ax, c) in enumerate(zip(axes, classes)):
         for j, t in enumerate(classes):
-            sel = val_labels == j
-            if sel.any():
-                ax.hist(val_scores[sel, i], bins=bins, histtype="step", density=True, label=f"true {t}")
+            steps(ax, val_scores[val_labels == j, i], label=f"true {t}")
         ax.set_xlabel(f"p({c})")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -336,32 +343,29 @@ def plot_epoch(folder: str, epoch: int, classes: Sequence[str], val_scores: np.n
     save(fig, "scores.png")
 
     data = ctrl_is_data > 0.5
-    pt = None if ctrl_pt is None else np.asarray(ctrl_pt)
     ranges = [("inclusive", np.ones(len(data), bool))]
-    if pt is not None:
+    if ctrl_pt is not None:
+        pt = np.asarray(ctrl_pt)
         for k in range(3):
             lo, hi = pt_edges[k], pt_edges[k + 1]
-            ranges.append((f"{lo:.3g} <= pT < {hi:.3g}", (pt >= lo) & ((pt < hi) if k < 2 else (pt <= hi))))
-    fig, axes = plt.subplots(len(ranges), n, figsize=(4 * n, 3 * len(ranges)), squeeze=False)
-    for r, (label, sel) in enumerate(ranges):
-        for i, c in enumerate(classes):
-            ax = axes[r, i]
-            for which, name in ((data, "data"), (~data, "MC")):
-                m = sel & which
-                if m.any():
-                    ax.hist(ctrl_scores[m, i], bins=bins, weights=ctrl_weights[m], histtype="step", density=True,
-                            label=name)
-            ax.set_title(label, fontsize=8)
-            ax.set_xlabel(f"p({c})")
-            ax.legend(fontsize=7)
-    fig.suptitle(f"control validation, data vs MC, epoch {epoch}")
+            ranges.append((f"pT {lo:.3g}-{hi:.3g}", (pt >= lo) & ((pt < hi) if k < 2 else (pt <= hi))))
+    fig, axes = figure(n)
+    for i, (ax, c) in enumerate(zip(axes, classes)):
+        for r, (label, sel) in enumerate(ranges):
+            color = f"C{r}"
+            steps(ax, ctrl_scores[sel & data, i], ctrl_weights[sel & data], color=color, label=f"data, {label}")
+            steps(ax, ctrl_scores[sel & ~data, i], ctrl_weights[sel & ~data], color=color, linestyle="--",
+                  label=f"MC, {label}")
+        ax.set_xlabel(f"p({c})")
+        ax.legend(fontsize=6)
+    fig.suptitle(f"control validation, data (solid) vs MC (dashed), epoch {epoch}")
     save(fig, "control.png")
 
     epochs = [int(r["epoch"]) for r in history]
     panels = [("loss", ["loss", "val_loss", "adv_loss", "val_adv_loss"]),
               ("accuracy", ["accuracy", "val_accuracy", "adv_accuracy", "val_adv_accuracy"]),
               ("KS data vs MC", [f"ks_{c}" for c in classes])]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig, axes = figure(3)
     for ax, (title, keys) in zip(axes, panels):
         for k in keys:
             ax.plot(epochs, [float(r[k]) for r in history], "-o", markersize=3, label=k)
