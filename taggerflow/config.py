@@ -19,6 +19,7 @@ import yaml
 
 from taggerflow import formats as format_modules
 from taggerflow import one_hot
+from taggerflow.adversary_config import validate_adversary_section
 from taggerflow.utils import config_hash
 
 SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal", one_hot.SCALING)
@@ -117,7 +118,8 @@ def _schema() -> dict:
                          "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
                          "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
                          "tensorboard": (bool, False), "mlflow": (bool, False), "source": (str, False),
-                         "use_sample_weights": ((bool, type(None)), False), "event_weights": (bool, False)},
+                         "use_sample_weights": ((bool, type(None)), False), "event_weights": (bool, False),
+                         "adversary": (dict, False)},  # keys: taggerflow.adversary_config
             "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
                                      "decay_rate": (num, False), "alpha": (num, False)},
             "evaluation": {"signals": (list, True), "working_points": (list, True),
@@ -751,6 +753,10 @@ def _validate_semantics(cfg: Config) -> None:
                                                     "weights in jets/weights)")
         if variant.get("event_weights") and not _has_event_weights(cfg):
             raise err(key_of("event_weights"), _NO_EVENT_WEIGHTS)
+        if variant.get("adversary") is not None:
+            problem = validate_adversary_section(variant["adversary"], key_of("adversary"), classes, cand_names)
+            if problem:
+                raise err(*problem)
         sched = variant.get("lr_schedule")
         if sched is not None and sched["type"] not in LR_SCHEDULES:
             raise err(f"{where}.lr_schedule.type", f"unknown schedule '{sched['type']}' (allowed: {LR_SCHEDULES})")
