@@ -58,17 +58,21 @@ from __future__ import annotations
 
 import importlib
 
+#: submodule -> the public names it defines
 _MODULES = {
-    "names": ('GLOBAL_CONE', 'CANDIDATE', 'EXPORT_CANDIDATE_NAME', 'ScalingError', 'variable_types', 'type_cones', 'input_name', 'export_name'),
-    "moments": ('Moments',),
-    "quantiles": ('QUANTILES', 'DEFAULT_QUANTILE_CAP', 'DEFAULT_TAIL_SIZE'),
-    "expressions": ('scaling_branches',),
-    "jobio": ('JOB_FORMAT', 'job_signature', 'feature_scaling_job', 'accumulate', 'statistics_to_json', 'statistics_from_json'),
-    "merge": ('merge_statistics', 'merge_jobs', 'write_scaling_outputs'),
-    "parameters": ('scaling_parameters',),
-    "formats": ('umami_scale_dict', 'norm_dict'),
-    "flags": ('TINY_STD_RATIO', 'OUTLIER_SIGMAS', 'suspicious_variables'),
-    "apply": ('SCALED_INPUT_RECIPE', 'RAW_INPUT_RECIPE', 'clamp_then_default', 'scaling_arrays', 'raw_recipe_arrays', 'apply_raw_recipe', 'apply_scaling'),
+    "names": ("GLOBAL_CONE", "CANDIDATE", "EXPORT_CANDIDATE_NAME", "ScalingError", "variable_types", "type_cones",
+              "input_name", "export_name"),
+    "moments": ("Moments",),
+    "quantiles": ("QUANTILES", "DEFAULT_QUANTILE_CAP", "DEFAULT_TAIL_SIZE"),
+    "expressions": ("scaling_branches",),
+    "jobio": ("JOB_FORMAT", "job_signature", "feature_scaling_job", "accumulate", "statistics_to_json",
+              "statistics_from_json"),
+    "merge": ("merge_statistics", "merge_jobs", "write_scaling_outputs"),
+    "parameters": ("scaling_parameters",),
+    "formats": ("umami_scale_dict", "norm_dict"),
+    "flags": ("TINY_STD_RATIO", "OUTLIER_SIGMAS", "suspicious_variables"),
+    "apply": ("SCALED_INPUT_RECIPE", "RAW_INPUT_RECIPE", "clamp_then_default", "scaling_arrays", "raw_recipe_arrays",
+              "apply_raw_recipe", "apply_scaling"),
 }
 #: public name -> the submodule that defines it
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}

@@ -17,7 +17,8 @@ from taggerflow.scaling.expressions import _candidate_block, _ChunkArrays, _coll
 from taggerflow.scaling.moments import Moments, _MomentBlock
 from taggerflow.scaling.names import (CANDIDATE, GLOBAL_CONE, ScalingError, input_name, type_cones,
                                       variable_types)
-from taggerflow.scaling.quantiles import DEFAULT_QUANTILE_CAP, DEFAULT_TAIL_SIZE, QUANTILES, _QuantileSketch, _take_columns
+from taggerflow.scaling.quantiles import (DEFAULT_QUANTILE_CAP, DEFAULT_TAIL_SIZE, QUANTILES, _QuantileSketch,
+                                         _take_columns)
 from taggerflow.utils import stable_hash64
 
 if TYPE_CHECKING:
