@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 
 from taggerflow import formats as format_modules
-from taggerflow import one_hot
+from taggerflow.scaling import types as scaling_types
+from taggerflow.scaling.types import one_hot
 from taggerflow.adversary_config import validate_adversary_section
 from taggerflow.utils import config_hash
 
-SCALING_TYPES = ("no_scaling", "categorical", "linear", "normal", one_hot.SCALING)
+SCALING_TYPES = scaling_types.NAMES
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
 MODEL_TYPES = ("deepsets", "dense", "rnn")
@@ -208,7 +209,7 @@ class Variable:
     #: statistics (counted as ``cut``), e.g. to keep sentinel values such as -999 out of the mean/std
     selection: str | None = None
     selection_names: tuple[str, ...] = ()
-    #: for a one_hot indicator (taggerflow.one_hot): (configured variable, code expression, code)
+    #: for a one_hot indicator (taggerflow.scaling.types.one_hot): (configured variable, code expression, code)
     one_hot: tuple | None = None
 
     @property

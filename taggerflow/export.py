@@ -24,7 +24,7 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.io import candidate_features, open_tree, read_range
-from taggerflow.scaling import RAW_INPUT_RECIPE, apply_raw_recipe, raw_recipe_arrays, scaling_arrays
+from taggerflow.scaling.apply import RAW_INPUT_RECIPE, apply_raw_recipe, raw_recipe_arrays, scaling_arrays
 from taggerflow.trainsample import (CANDIDATE_GROUP, options, order_and_pad, prepare, sequence_constituents,
                                     sequence_variables, split_index)
 
@@ -170,7 +170,7 @@ def convert(model, cfg: Config, scaling: dict, sequence_names: dict[str, str] | 
 
 def _one_hot_inputs(cfg: Config, sequence_nodes: dict) -> dict:
     """{lwtnn node: {input variable: [code expression, category]}} of the one_hot indicators
-    (taggerflow.one_hot); ``sequence_nodes``: lwtnn sequence node -> its collection."""
+    (taggerflow.scaling.types.one_hot); ``sequence_nodes``: lwtnn sequence node -> its collection."""
     nodes = {"candidate": cfg.candidate_variables, **{n: c.variables for n, c in sequence_nodes.items()}}
     out = {node: {v.name: [v.one_hot[1], v.one_hot[2]] for v in variables if v.one_hot is not None}
            for node, variables in nodes.items()}

@@ -26,7 +26,7 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.export import THRESHOLDS, check_inputs, export_sequence_names, keras_inputs, sequence_scaling
-from taggerflow.scaling import RAW_INPUT_RECIPE, raw_recipe_arrays, scaling_arrays
+from taggerflow.scaling.apply import RAW_INPUT_RECIPE, raw_recipe_arrays, scaling_arrays
 from taggerflow.trainsample import options, sequence_variables
 
 CANDIDATE_INPUT = "candidate"   # = taggerflow.models.CANDIDATE_INPUT (not imported: no Keras here)

@@ -238,69 +238,6 @@ class Segment:
     dataset: str = ""
 
 
-class SegmentReader:
-    """Serves consecutive candidates from a list of file segments, ``take(k)`` at a time.
-
-    Reads blocks of ``block`` entries and serves slices of them, so that small takes do not
-    decompress the same baskets again; at most one block is held in memory.
-    """
-
-    def __init__(self, segments: Sequence[Segment], tree: str, branches: Sequence[str], block: int):
-        self.segments = [s for s in segments if s.stop > s.start]
-        self.tree, self.branches, self.block = tree, list(branches), max(1, int(block))
-        self._seg, self._pos = 0, self.segments[0].start if self.segments else 0
-        self._buffer: ak.Array | None = None
-        self._buffer_offset = 0
-        self._buffer_path = ""
-        self._tree_obj = None
-
-    @property
-    def remaining(self) -> int:
-        if self._seg >= len(self.segments):
-            return 0
-        buffered = 0 if self._buffer is None else len(self._buffer) - self._buffer_offset
-        return buffered + (self.segments[self._seg].stop - self._pos) + \
-            sum(s.stop - s.start for s in self.segments[self._seg + 1:])
-
-    def take(self, k: int) -> list[tuple[str, ak.Array]]:
-        """The next ``k`` candidates (fewer at the end), as (file path, array) pieces."""
-        pieces: list[tuple[str, ak.Array]] = []
-        while k > 0:
-            if self._buffer is None or self._buffer_offset >= len(self._buffer):
-                if not self._fill():
-                    break
-            n = min(k, len(self._buffer) - self._buffer_offset)
-            pieces.append((self._buffer_path, self._buffer[self._buffer_offset:self._buffer_offset + n]))
-            self._buffer_offset += n
-            k -= n
-        return pieces
-
-    def _fill(self) -> bool:
-        while self._seg < len(self.segments) and self._pos >= self.segments[self._seg].stop:
-            self._seg += 1
-            self._tree_obj = None
-            if self._seg < len(self.segments):
-                self._pos = self.segments[self._seg].start
-        if self._seg >= len(self.segments):
-            self._buffer = None
-            return False
-        seg = self.segments[self._seg]
-        if self._tree_obj is None:
-            self._tree_obj = open_tree(seg.path, self.tree)
-            if self._tree_obj.num_entries < seg.stop:
-                raise InputError(f"{seg.path}: has {self._tree_obj.num_entries} entries, expected at "
-                                 f"least {seg.stop} (file changed since the spectrum was made?)")
-        stop = min(seg.stop, self._pos + self.block)
-        try:
-            self._buffer = self._tree_obj.arrays(self.branches, entry_start=self._pos, entry_stop=stop,
-                                                 library="ak")
-        except Exception as e:
-            raise InputError(f"{seg.path}: failed to read entries {self._pos}-{stop} "
-                             f"({type(e).__name__}: {e})") from None
-        self._buffer_path, self._buffer_offset, self._pos = seg.path, 0, stop
-        return True
-
-
 # ---------------------------------------------------------------------------------------------
 # features
 def evaluate(expression: str, namespace: dict) -> ak.Array | np.ndarray:

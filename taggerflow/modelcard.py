@@ -25,7 +25,7 @@ Per variable (``inputs[i].variables[j]``):
 ``scaling``, ``expression``
     the configured scaling type and the expression computing the variable, when known;
 ``one_hot``
-    for an indicator of a ``one_hot`` variable (:mod:`taggerflow.one_hot`): the configured
+    for an indicator of a ``one_hot`` variable (:mod:`taggerflow.scaling.types.one_hot`): the configured
     ``variable``, the ``code`` expression, the ``category`` and the ``recipe`` computing the raw
     input (1 if code == category else 0).
 
@@ -81,7 +81,7 @@ def _float_or_none(x: float) -> float | None:
 
 def _variable_entries(scaling: Mapping, type_name: str, cone: str, variables: Sequence[Any], where: str
                       ) -> list[dict]:
-    from taggerflow.scaling import raw_recipe_arrays, scaling_arrays  # noqa: PLC0415
+    from taggerflow.scaling.apply import raw_recipe_arrays, scaling_arrays  # noqa: PLC0415
 
     specs = []
     for j, v in enumerate(variables):
@@ -136,7 +136,7 @@ def model_card(*, name: str, classes: list[str], candidate_variables: list[dict]
         raise ValueError(f"classes: expected unique non-empty class names, got {classes!r}")
     if not isinstance(sequences, Mapping):
         raise ValueError(f"sequences: expected a mapping, got {type(sequences).__name__}")
-    from taggerflow.scaling import RAW_INPUT_RECIPE, SCALED_INPUT_RECIPE  # noqa: PLC0415
+    from taggerflow.scaling.apply import RAW_INPUT_RECIPE, SCALED_INPUT_RECIPE  # noqa: PLC0415
 
     cand_vars = _variable_entries(scaling, "candidate", GLOBAL_CONE, list(candidate_variables),
                                   "candidate_variables")
@@ -236,7 +236,7 @@ def card_inputs_from_config(cfg, model_input_names: Sequence[str] | None = None,
     def var(v) -> dict:
         out = {"name": v.name, "expression": v.expression, "scaling": v.scaling}
         if getattr(v, "one_hot", None) is not None:
-            from taggerflow.one_hot import recipe  # noqa: PLC0415
+            from taggerflow.scaling.types.one_hot import recipe  # noqa: PLC0415
 
             source, code_expr, code = v.one_hot
             out["one_hot"] = {"variable": source, "code": code_expr, "category": code,

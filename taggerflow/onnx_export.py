@@ -6,7 +6,7 @@ padded arrays named like the Keras inputs (``candidate``, ``<coll>`` ``(N, n_max
 therefore needs the scaling (``(x - mean) / std``, clamped to ``[lim_min, lim_max]``, NaN -> default)
 and the padding done by the caller, exactly as for training (see the model card). A ``one_hot``
 variable is its N 0/1 indicator columns here as in the training files and lwtnn (no one-hot layer in
-the graph: the caller computes them from the raw code, :mod:`taggerflow.one_hot`).
+the graph: the caller computes them from the raw code, :mod:`taggerflow.scaling.types.one_hot`).
 
 Route: the Keras model is wrapped in a ``tf.function`` with an explicit input signature (one
 ``tf.TensorSpec`` per Keras input, batch dimension ``None``) calling ``model(inputs, training=False)``,

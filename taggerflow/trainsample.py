@@ -35,7 +35,8 @@ from taggerflow.config import GLOBAL_CONE, Config
 from taggerflow.event_weights import WEIGHT_FIELD, weights_configured
 from taggerflow.io import candidate_features, check_branches, collection_features, evaluate, open_tree, \
     read_range
-from taggerflow.scaling import ScalingError, apply_scaling, scaling_arrays, variable_types
+from taggerflow.scaling.apply import apply_scaling, scaling_arrays
+from taggerflow.scaling.names import ScalingError, variable_types
 from taggerflow.utils import AtomicOutput
 
 SPLITS = ("train", "validation", "test")
@@ -606,11 +607,6 @@ def write_train_sample(cfg: Config, shard_paths: Iterable[str], scaling: dict,
     for w in writers.values():
         w.commit()
     return {s: w.n for s, w in writers.items()}
-
-
-def _check_scaling_covers(cfg: Config, scaling: dict, source: str) -> None:
-    """Kept for callers of the old name: see check_scaling_matches."""
-    check_scaling_matches(cfg, scaling, source)
 
 
 __all__ = ["CANDIDATE_GROUP", "KINEMATICS", "SPLITS", "Options", "TrainSampleError",

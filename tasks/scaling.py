@@ -45,7 +45,7 @@ class FeatureScaling(Workflow):
         return self.local_target(f"moments_{self.branch}.json")
 
     def run(self):
-        from taggerflow.scaling import feature_scaling_job
+        from taggerflow.scaling.jobio import feature_scaling_job
         from taggerflow.utils import write_json
 
         verify_task_shards(self, self.branch_data)
@@ -68,7 +68,7 @@ class MergeScaling(WorkflowOptions):
         return self.local_target("scaling.json")
 
     def run(self):
-        from taggerflow.scaling import write_scaling_outputs
+        from taggerflow.scaling.merge import write_scaling_outputs
 
         targets = self.input()["collection"].targets
         write_scaling_outputs(self.cfg, [targets[b].path for b in sorted(targets)],

@@ -330,7 +330,7 @@ def test_physlite_links_into_several_containers_or_beyond_one_are_errors():
 def test_scaling_repeats_candidate_values_per_collection():
     """Two constituent collections reading ``cand_pt`` (the Delphes configuration's tracks and
     photons): each gets the candidate values repeated by its own counts."""
-    from taggerflow.scaling import _ChunkArrays, _collection_block
+    from taggerflow.scaling.expressions import _ChunkArrays, _collection_block
 
     chunk = ak.Array({"pt": np.array([10.0, 20.0]), "eta": np.array([0.0, 1.0]),
                       "tracks_PT": [[1.0, 2.0], [4.0]], "tracks_Eta": [[0.5, 0.0], [1.0]], "tracks_D0": [[0.0, 0.0], [0.0]],

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import uproot
 
-from taggerflow.io import (InputError, Segment, SegmentReader, candidate_features, check_branches,
-                           collection_features, labels_from_truth, open_tree, read_range)
+from taggerflow.io import (InputError, candidate_features, check_branches, collection_features, labels_from_truth,
+                           open_tree, read_range)
+from taggerflow.readers import input_spec, open_source
+from taggerflow.resample import split_entries
 
 
 def test_missing_and_corrupt_files(tmp_path):
@@ -39,20 +41,28 @@ def test_missing_tree_and_branch(demo_files):
         check_branches(t, path, {"pt": "spectrum", "pt_corr": "features.candidate.x"})
 
 
-def test_segment_reader_serves_exact_ranges(demo_files):
+def test_job_segments_read_back_exact_ranges(tiny_config, demo_files):
+    """The shuffle jobs' reading path: split_entries cuts the ordered file list into contiguous
+    segments (files cut part-way), each read in blocks through the input source; every entry of
+    every file is read exactly once, in order."""
     a, b = demo_files["DY"], demo_files["TT"]
-    segs = [Segment(a, 100, 1234), Segment(b, 0, 0), Segment(b, 7, 900)]
-    reader = SegmentReader(segs, "candidates", ["event", "pt"], block=250)
-    assert reader.remaining == (1234 - 100) + (900 - 7)
+    n_a, n_b = int(uproot.open(a)["candidates"].num_entries), int(uproot.open(b)["candidates"].num_entries)
+    jobs = split_entries([(a, n_a), (b, n_b)], 3)
+    assert [sum(s.stop - s.start for s in segs) for segs in jobs] == [len(x) for x in
+                                                                      np.array_split(np.arange(n_a + n_b), 3)]
+    assert any(len(segs) == 2 for segs in jobs)   # a job spans the file boundary
+    spec = input_spec(tiny_config)
     got = {a: [], b: []}
-    for k in (1, 333, 1000, 5000):
-        for path, arr in reader.take(k):
-            got[path].append(ak.to_numpy(arr["event"]))
-    assert reader.remaining == 0
+    for segs in jobs:
+        for seg in segs:
+            src = open_source(spec, seg.path)
+            for start in range(seg.start, seg.stop, 250):
+                got[seg.path].append(src.read_numpy(start, min(seg.stop, start + 250), ["event"])["event"])
+            src.close()
     ev_a = uproot.open(a)["candidates"]["event"].array(library="np")
     ev_b = uproot.open(b)["candidates"]["event"].array(library="np")
-    np.testing.assert_array_equal(np.concatenate(got[a]), ev_a[100:1234])
-    np.testing.assert_array_equal(np.concatenate(got[b]), ev_b[7:900])
+    np.testing.assert_array_equal(np.concatenate(got[a]), ev_a)
+    np.testing.assert_array_equal(np.concatenate(got[b]), ev_b)
 
 
 def test_features_and_labels(tiny_config, demo_files):

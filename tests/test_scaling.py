@@ -92,6 +92,25 @@ def test_scaling_types():
     np.testing.assert_allclose(out[:, 0], [-1, 1, 0, 1])
 
 
+def test_scaling_type_registry_is_what_config_accepts_and_computes():
+    """A scaling type is one module registered by one line: config accepts exactly the registered
+    names, and scaling_parameters takes each type's offset/scale from its module."""
+    from taggerflow.config import ConfigError
+    from taggerflow.scaling import types
+
+    assert types.NAMES == ("no_scaling", "categorical", "linear", "normal", "one_hot")
+    assert all(types.module(n).SCALING == n for n in types.NAMES)
+    with pytest.raises(ConfigError, match=r"features\.candidate\.x\.scaling: unknown scaling type 'norm' "
+                                          r"\(allowed: no_scaling, categorical, linear, normal, one_hot\)"):
+        _cfg_with({"scaling": "norm"})
+    values = np.array([1.0, 2.0, 4.0])
+    cfg = _cfg_with({"scaling": "linear", "limits": [2, 6]})
+    p = scaling_parameters(cfg, _stats(cfg, values))["candidate"]["x"]["global"]
+    assert (p["mean"], p["std"], p["lim_min"], p["lim_max"]) == \
+        types.module("linear").parameters("candidate.x.global", cfg.candidate_variables[0], "global",
+                                          Moments.of(values)) == (4.0, 2.0, -1.0, 1.0)
+
+
 def test_nan_input_gets_default():
     cfg = _cfg_with({"scaling": "normal", "limits": [-5, 5], "default": -3.0})
     p = scaling_parameters(cfg, _stats(cfg, [1.0, 2.0, 3.0]))

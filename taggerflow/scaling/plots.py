@@ -7,7 +7,7 @@ Per input (the candidate, or a collection in one cone: 'candidate', 'pfcand', 'p
 * ``ranges_<input>.png``: per variable, in scaled units (x - mean) / std, the per-file quantile
   bands (Phi(+-1), Phi(+-2), Phi(+-3), Phi(+-5)), median and min/max against the clamp range
   [lim_min, lim_max] (raw: [mean + lim_min std, mean + lim_max std]); variables flagged by
-  :func:`taggerflow.scaling.suspicious_variables` are labelled in red with their flag codes.
+  :func:`taggerflow.scaling.flags.suspicious_variables` are labelled in red with their flag codes.
 
 Only this module imports matplotlib.
 """
@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from taggerflow.scaling import input_name, type_cones, variable_types
+from taggerflow.scaling.names import input_name, type_cones, variable_types
 from taggerflow.utils import atomic_path
 
 _BANDS = (("q_m5", "q_p5", 1.0, "#c6dbef", r"$\Phi(\pm5)$"), ("q_m3", "q_p3", 2.5, "#9ecae1", r"$\Phi(\pm3)$"),
@@ -167,7 +167,7 @@ def plot_ranges(cfg, scaling: dict, quantiles: list[dict], flags: list[dict], ou
 
 
 def plot_all(cfg, merged: dict, out_dir: str) -> list[str]:
-    """Every plot of a :func:`taggerflow.scaling.merge_jobs` result into ``out_dir``; returns the paths."""
+    """Every plot of a :func:`taggerflow.scaling.merge.merge_jobs` result into ``out_dir``; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     return plot_convergence(cfg, merged["snapshots"], out_dir) + \
         plot_ranges(cfg, merged["scaling"], merged["quantiles"], merged["report"]["flags"], out_dir)

@@ -75,3 +75,8 @@ def recipe(source: str, code_expression: str, code: int) -> str:
     """How deployment computes one indicator from the raw code (model card, lwtnn notes)."""
     return (f"1 if {code_expression} == {code} else 0 (every other code, NaN or inf: 0; "
             f"one_hot indicator of '{source}')")
+
+
+def parameters(key: str, var, cone: str, moments) -> tuple:
+    """An indicator is already in model units: mean 0, std 1, nothing to clamp."""
+    return 0.0, 1.0, None, None
