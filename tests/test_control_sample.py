@@ -176,7 +176,9 @@ def dag(demo_files, control_files, tmp_path_factory):
     env = _law_env(tmp)
     _law(["index", "-q"], env)
     proc = _law(["run", "ConvertLwtnn", "--version", "ctrl", "--config", config, "--workflow", "local"], env)
-    return {"data": tmp / "data", "config": config, "log": proc.stdout + proc.stderr}
+    # the evaluation and the report over every variant, adversarial or not
+    proc2 = _law(["run", "Pipeline", "--version", "ctrl", "--config", config], env)
+    return {"data": tmp / "data", "config": config, "log": proc.stdout + proc.stderr + proc2.stderr}
 
 
 def _files(data, pattern: str) -> list[str]:
@@ -245,6 +247,7 @@ def test_adversarial_training_history_and_export(dag):
     check = json.load(open(_files(data, "ConvertLwtnn/ctrl/*/adv/export_check.json")[0]))
     assert check["lwtnn"]["passed"] and check["lwtnn"]["max_abs_diff"] < 1e-6
     assert _files(data, "Training/ctrl/*/adv/checkpoint/adversary-epoch-0002.keras")
+    assert _files(data, "Evaluation/ctrl/**/adv/*.json") and _files(data, "EvaluationReport/ctrl/**/*.md")
     # the plain variant trained as before: no adversary, no selection
     assert _files(data, "Training/ctrl/*/plain/model.keras")
     assert not _files(data, "Training/ctrl/*/plain/selection.json")
@@ -276,3 +279,47 @@ def test_lambda_zero_is_the_plain_loop(dag, tmp_path):
     train_plain(variant, cfg.class_names, build_main, main, out, seed, log=lambda m: None)
     [dag_model] = _files(data, "Training/ctrl/*/adv0/model.keras")
     assert open(out["model"], "rb").read() == open(dag_model, "rb").read()
+
+
+def test_adversarial_training_killed_and_resumed_through_law(dag, tmp_path):
+    """`law run Training` killed with SIGKILL (its process group) mid-epoch of the adversarial
+    variant, then run again: the same model, history and selection bytes as the uninterrupted run."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_e2e import REPO, _law, _law_env
+
+    data = tmp_path / "data"
+    shutil.copytree(dag["data"], data)
+    [adv] = glob.glob(str(data / "Training/ctrl/*/adv"))
+    shutil.rmtree(adv)
+    env = _law_env(tmp_path)
+    marker = tmp_path / "paused"
+    law_bin = shutil.which("law", path=os.path.dirname(sys.executable)) or shutil.which("law")
+    args = ["run", "Training", "--version", "ctrl", "--config", dag["config"], "--workflow", "local"]
+    _law(["index", "-q"], env)
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([law_bin, *args], env={**env, "TAGGERFLOW_TEST_PAUSE": f"batch-5@1:{marker}"},
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert proc.poll() is None, open(tmp_path / "killed.log").read()[-3000:]
+            assert time.time() < deadline, "the training never reached batch 5 of epoch 1"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not os.path.exists(os.path.join(adv, "model.keras"))
+    assert json.load(open(os.path.join(adv, "checkpoint", "state.json")))["epoch"] == 1
+    proc = _law(args, env)
+    assert "resuming from checkpoint after epoch 1" in proc.stdout + proc.stderr
+    [ref] = glob.glob(str(dag["data"] / "Training/ctrl/*/adv"))
+    for name in ("model.keras", "history.csv", "selection.json", "checkpoint/adversary-epoch-0002.keras"):
+        assert open(os.path.join(adv, name), "rb").read() == open(os.path.join(ref, name), "rb").read(), name
