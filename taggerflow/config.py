@@ -21,6 +21,7 @@ from taggerflow import formats as format_modules
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
 from taggerflow.adversary_config import validate_adversary_section
+from taggerflow.control_sample import validate_control_section
 from taggerflow.utils import config_hash
 
 SCALING_TYPES = scaling_types.NAMES
@@ -61,6 +62,7 @@ def _schema() -> dict:
         "export": (dict, True),
         "scaling": (dict, False),
         "evaluation": (dict, False),
+        "control": (dict, False),  # the adversary's control sample: taggerflow.control_sample
         "_sub": {
             "demo": {"tree": (str, False), "datasets": (dict, True)},
             "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
@@ -782,6 +784,7 @@ def _validate_semantics(cfg: Config) -> None:
     for seq in (raw["export"].get("sequence_names") or {}):
         if seq not in sequences:
             raise err(f"export.sequence_names.{seq}", f"not a constituent input (inputs: {', '.join(sequences)})")
+    validate_control_section(cfg, err)
 
 
 _NO_EVENT_WEIGHTS = ("true needs event weights in the training files: inputs.datasets.<ds>.weight "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from tasks.sample import SampleParameter
 from tasks.spectrum import Spectrum
 from workflows import Workflow
 
 
-class ShuffleMergeSpectral(Workflow):
+class ShuffleMergeSpectral(SampleParameter, Workflow):
     """``resampling.n_jobs`` branches; each writes ``shard_<j>.root`` (or ``.h5`` with
     ``resampling.output_format: hdf5``), ``manifest_<j>.json`` and ``ids_<j>.json`` (the name -> 64-bit
     id maps of every dataset and group). Everything that can be checked (groups, spectra, acceptance,

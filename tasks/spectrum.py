@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from tasks.demo import demo_requirement, input_files
+from tasks.sample import SampleParameter
 from workflows import Workflow
 
 
-class Spectrum(Workflow):
+class Spectrum(SampleParameter, Workflow):
     """One branch per input file (candidate tree, NanoAOD or HDF5; local, glob or root:// URL):
     ``spectrum_<i>.npz`` (numpy: counts with flow bins, edges, entries, candidates, deselected,
     unlabelled, dataset, path) and ``spectrum_<i>.root`` (TH2D per class)."""

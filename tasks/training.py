@@ -13,10 +13,12 @@ from workflows import Workflow
 
 class Training(Workflow):
     """Train the models of ``training.variants`` (one branch each) from the TFRecords, or from the
-    training HDF5 files for a variant with ``source: h5``. Interrupted trainings resume from their
+    training HDF5 files for a variant with ``source: h5``. A variant with an ``adversary`` trains
+    against the control sample (taggerflow.adversarial_run: the HDF5 files of both samples, the
+    control's from ``WriteTrainSample --sample control``). Interrupted trainings resume from their
     last epoch checkpoint."""
 
-    config_sections = ToRecords.config_sections + ("training",)
+    config_sections = ToRecords.config_sections + ("training", "control")
 
     def create_branch_map(self):
         return [v["name"] for v in self.cfg.training_variants()]
@@ -26,20 +28,29 @@ class Training(Workflow):
 
     def _needs_records(self) -> bool:
         # TFRecords only for the variants that read them (the workflow: for any variant)
-        variants = [self._variant()] if self.is_branch() else self.cfg.training_variants()
-        return any(v.get("source", "records") == "records" for v in variants)
+        return any(v.get("source", "records") == "records" and not _adversarial(v) for v in self._variants())
+
+    def _variants(self) -> list[dict]:
+        return [self._variant()] if self.is_branch() else self.cfg.training_variants()
+
+    def _needs_control(self) -> bool:
+        return any(_adversarial(v) for v in self._variants())
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
         if self._needs_records():
             reqs["records"] = ToRecords.req_different_branching(self, branch=-1)
         reqs["train_sample"] = WriteTrainSample.req_different_branching(self, branch=-1)
+        if self._needs_control():
+            reqs["control_sample"] = WriteTrainSample.req_different_branching(self, branch=-1, sample="control")
         return reqs
 
     def requires(self):
         reqs = {"train_sample": WriteTrainSample.req_different_branching(self, branch=-1)}
         if self._needs_records():
             reqs["records"] = ToRecords.req_different_branching(self, branch=-1)
+        if self._needs_control():
+            reqs["control_sample"] = WriteTrainSample.req_different_branching(self, branch=-1, sample="control")
         return reqs
 
     def output(self):
@@ -47,7 +58,8 @@ class Training(Workflow):
         return {"model": self.local_target(name, "model.keras"),
                 "history": self.local_target(name, "history.csv"),
                 "summary": self.local_target(name, "summary.json"),
-                "config": self.local_target(name, "config.json")}
+                "config": self.local_target(name, "config.json"),
+                **({"selection": self.local_target(name, "selection.json")} if _adversarial(self._variant()) else {})}
 
     def run(self):
         from taggerflow.records import load_metadata
@@ -59,6 +71,8 @@ class Training(Workflow):
         variant = self._variant()
         samples = self.input()["train_sample"]["collection"].targets
         h5 = {s: [samples[b][s].path for b in sorted(samples)] for s in ("train", "validation", "test")}
+        if _adversarial(variant):
+            return self._run_adversarial(variant, h5)
         if variant.get("source", "records") == "h5":
             train, val = h5["train"], h5["validation"]
             meta = h5_metadata(h5["train"][0], cfg.raw["records"].get("add_vars") or [])
@@ -87,6 +101,30 @@ class Training(Workflow):
                              f"{format_aucs(summary['test']['auc'], pairs)}")
         for warning in summary["test"]["warnings"]:
             self.publish_message(f"{self.branch_data}: warning: {warning}")
+
+    def _run_adversarial(self, variant: dict, h5: dict[str, list[str]]) -> None:
+        from taggerflow.adversarial_run import train_adversarial_variant
+        from taggerflow.trainsample import sequence_variables
+        from taggerflow.utils import job_seed
+
+        cfg = self.cfg
+        control = self.input()["control_sample"]["collection"].targets
+        control_h5 = {s: [control[b][s].path for b in sorted(control)] for s in ("train", "validation", "test")}
+        seed = int(job_seed(cfg.seed, "training", self.branch_data).generate_state(1)[0] % (2**31))
+        out = {k: t.path for k, t in self.output().items()}
+        out["checkpoint_dir"] = self.local_path(self.branch_data, "checkpoint")
+        out["plots"] = self.local_path(self.branch_data, "plots")
+        seq_vars = sequence_variables(cfg)
+        seqs = {n: (c.n_max, len(seq_vars[n])) for n, c, _ in cfg.sequences()}
+        summary = train_adversarial_variant(variant, cfg.class_names, seqs, [v.name for v in cfg.candidate_variables],
+                                            h5, control_h5, out, seed, log=self.publish_message)
+        chosen = summary["adversarial"]["chosen"]
+        self.publish_message(f"{self.branch_data}: test accuracy {summary['test']['accuracy']:.4f}; exported "
+                             f"epoch {chosen['epoch']}: {chosen['reason']}")
+
+
+def _adversarial(variant: dict) -> bool:
+    return variant.get("adversary") is not None
 
 
 def class_counts(train_files: list[str], n_classes: int) -> list[int]:

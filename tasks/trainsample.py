@@ -3,6 +3,7 @@ flattens) and ToRecords (TFRecord shards)."""
 
 from __future__ import annotations
 
+from tasks.sample import SampleParameter
 from tasks.scaling import MergeScaling
 from tasks.shuffle import ShuffleMergeSpectral, shard_paths, verify_task_shards
 from workflows import Workflow, WorkflowOptions
@@ -33,8 +34,9 @@ class WeightHistogram(WorkflowOptions):
                                         "weights": class_weight_table(counts).tolist()})
 
 
-class WriteTrainSample(Workflow):
-    """One branch per shard: ``train_<i>.h5``, ``validation_<i>.h5``, ``test_<i>.h5``."""
+class WriteTrainSample(SampleParameter, Workflow):
+    """One branch per shard: ``train_<i>.h5``, ``validation_<i>.h5``, ``test_<i>.h5`` (``--sample control``:
+    of the control sample, scaled with the main sample's MergeScaling, with ``jets/is_data``)."""
 
     config_sections = MergeScaling.config_sections + ("train_sample",)
 
@@ -82,9 +84,12 @@ class WriteTrainSample(Workflow):
         # attributes wherever the data directory and the configuration are (config_hash: its content)
         meta = {"source": portable_path(self.branch_data, self.cfg.base_dir),
                 "config": os.path.basename(self.cfg.path)}
-        counts = write_train_sample(self.cfg, [self.branch_data], scaling, outputs, meta=meta,
-                                    weight_counts=counts,
-                                    config_hash=self.cfg.sections_hash(("name", "seed") + self.config_sections))
+        write = write_train_sample
+        if self.sample == "control":
+            from taggerflow.control_sample import write_control_sample as write
+        counts = write(self.cfg, [self.branch_data], scaling, outputs, meta=meta,
+                       weight_counts=counts,
+                       config_hash=self.cfg.sections_hash(("name", "seed") + self.config_sections))
         self.publish_message(f"branch {self.branch}: {counts}")
 
 

@@ -68,6 +68,9 @@ def _common_params(inst, cls) -> dict:
     return {name: get(inst, name) for name in names}
 
 
+#: configuration sections added after outputs existed (taggerflow.control_sample's control)
+OPTIONAL_SECTIONS = ("control",)
+
 data_dir = taggerflow.paths.data_dir  # one definition: outputs go there and store paths relative to it
 
 
@@ -206,7 +209,11 @@ class Task(law.Task):
         return cached_config(path)
 
     def store_parts(self) -> tuple[str, ...]:
-        cfg, sections = self.cfg, ("name", "seed") + tuple(self.config_sections)
+        # an optional section is hashed only where the configuration has one: configurations
+        # without keep the output paths they had before it existed
+        cfg = self.cfg
+        sections = ("name", "seed") + tuple(s for s in self.config_sections
+                                            if s not in OPTIONAL_SECTIONS or s in cfg.raw)
         key = (id(cfg), sections)
         if key not in _TAGS:
             _TAGS[key] = (cfg, f"{cfg.name}_{cfg.sections_hash(sections)}")  # keeps cfg (and its id) alive
