@@ -198,8 +198,11 @@ def compare_trainings(trainings: dict[str, dict], report_path: str, summary_path
         ks_images = []
         for c in ks_classes:
             with_ks = {label: d["history"] for label, d in data.items() if c in d["row"]["ks"]}
+            cuts = {label: float(cut["max"]) for label in with_ks
+                    if (cut := (trainings[label]["variant"].get("adversary") or {}).get("ks_cut"))
+                    and cut.get("output") == c}
             ks_images.append(plot_curves(with_ks, [f"ks_{c}"], best, f"KS data vs MC, output {c}",
-                                         os.path.join(plot_dir, f"ks_{c}.png")))
+                                         os.path.join(plot_dir, f"ks_{c}.png"), cuts))
         sections.append(("KS between data and MC per epoch (control validation sample)", ks_images, ""))
     plotting.markdown_report(title, sections, report_path)
     summary = {label: d["row"] for label, d in data.items()}
@@ -215,9 +218,12 @@ def _union(dicts) -> list[str]:
 
 
 def plot_curves(histories: dict[str, Sequence[dict]], keys: Sequence[str], best: dict[str, int], ylabel: str,
-                path: str) -> str:
+                path: str, cuts: dict[str, float] | None = None) -> str:
     """Columns of several histories against epoch, one colour per training; the last of ``keys``
-    solid, the others dashed; each training's best epoch marked on the last key's curve."""
+    solid, the others dashed; each training's best epoch marked on the last key's curve, and its
+    cut (``cuts``: label -> value, e.g. the KS cut) as a dotted line."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = plotting._plt()
     fig, ax = plt.subplots()
     for i, (label, rows) in enumerate(histories.items()):
@@ -232,6 +238,9 @@ def plot_curves(histories: dict[str, Sequence[dict]], keys: Sequence[str], best:
             if solid and label in best:
                 r = next(r for r in rows if int(r["epoch"]) == best[label])
                 ax.plot([best[label]], [r[key]], "*", color=color, markersize=16)
+        if cuts and label in cuts:
+            ax.axhline(cuts[label], linestyle=":", color=color, label=f"{label} cut")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (as in history.csv)")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=10)
