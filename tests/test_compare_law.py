@@ -84,6 +84,23 @@ def test_one_variant_and_unknown_variant(compared):
     assert not glob.glob(str(data / "CompareTrainings/c1/*/variants_dense-lstm"))
 
 
+def test_one_variant_across_versions(compared):
+    """--versions c1,c2: c2's chain runs (a new version never reuses c1's outputs), each row is its
+    own version's numbers."""
+    env, config, data = compared["env"], compared["config"], compared["data"]
+    _law(["run", "CompareTrainings", "--version", "c2", "--config", config, "--versions", "c1,c2",
+          "--variants", "dense", "--workflow", "local"], env)
+    summary = json.load(open(_one(str(data / "CompareTrainings/c2/*/variants_dense_versions_c1-c2/summary.json"))))
+    assert list(summary) == ["dense@c1", "dense@c2"]
+    for version in ("c1", "c2"):
+        metrics = json.load(open(_one(str(data / f"Evaluation/{version}/*/dense/metrics.json"))))
+        row = summary[f"dense@{version}"]
+        assert row["auc"] == {p: m["auc"] for p, m in metrics["pairs"].items()}
+    report = open(_one(str(data / "CompareTrainings/c2/*/variants_dense_versions_c1-c2/report.md"))).read()
+    assert "| dense@c1 |" in report and "| dense@c2 |" in report and "versions c1, c2" in report
+    assert not glob.glob(str(data / "Training/c2/*/deepsets"))   # only the asked variant trained
+
+
 def test_versions_and_variants_select_the_workflows(tmp_path, monkeypatch):
     """Built from the configuration alone: which Training/Evaluation branches and versions are
     required, and the folder the selection writes into."""
