@@ -225,3 +225,44 @@ def generate_control_file(path, dataset: str, n_entries: int, is_data: bool, shi
     _write(path, dataset, n_entries, seed, file_index, tree, chunk_size, chunk,
            f"taggerflow LLP control region ({dataset}, {'data' if is_data else 'MC'})")
     return {"qcd": n_entries}
+
+
+def validate_demo_section(demo: dict, classes) -> None:
+    """Semantic checks of a ``demo`` section with ``family: llp`` (the schema checked the types);
+    raises ValueError("<config key>: <reason>")."""
+    if demo.get("family") != "llp":
+        raise ValueError(f"demo.family: unknown demo family {demo.get('family')!r} (known: tau, llp)")
+    for ds, spec in demo["datasets"].items():
+        key = f"demo.datasets.{ds}"
+        if spec["n_files"] < 1 or spec["entries_per_file"] < 1:
+            raise ValueError(f"{key}: n_files and entries_per_file must be >= 1")
+        extra = [k for k in ("eta_width", "class_fractions") if k in spec]
+        if extra:
+            raise ValueError(f"{key}.{extra[0]}: not a key of the llp family (process, parameters, pt_scale)")
+        process = spec.get("process")
+        if process not in TRUTH_CODES:
+            raise ValueError(f"{key}.process: expected one of {', '.join(PROCESSES)}, got {process!r}")
+        if process not in classes:
+            raise ValueError(f"{key}.process: '{process}' has no label in classes.labels")
+        params = spec.get("parameters")
+        if process == "signal":
+            if not params or set(params) != {"m_H", "m_S"}:
+                raise ValueError(f"{key}.parameters: a signal dataset needs exactly m_H and m_S, got {params!r}")
+            if not 0 < 2 * params["m_S"] < params["m_H"]:
+                raise ValueError(f"{key}.parameters: needs 0 < 2 m_S < m_H")
+        elif params is not None:
+            raise ValueError(f"{key}.parameters: only signal datasets have model parameters")
+    control = demo.get("control")
+    if control is not None:
+        var = control["shift"]["variable"]
+        allowed = [k for k, dt in CANDIDATE_BRANCHES.items() if dt.kind == "f" and k != "decay_radius"]
+        if var not in allowed:
+            raise ValueError(f"demo.control.shift.variable: {var!r} is not one of {', '.join(allowed)}")
+        flags = [spec["is_data"] for spec in control["datasets"].values()]
+        if True not in flags or False not in flags:
+            raise ValueError("demo.control.datasets: needs at least one data (is_data: true) and one MC dataset")
+        for ds, spec in control["datasets"].items():
+            if ds in demo["datasets"]:
+                raise ValueError(f"demo.control.datasets.{ds}: also a name in demo.datasets")
+            if spec["n_files"] < 1 or spec["entries_per_file"] < 1:
+                raise ValueError(f"demo.control.datasets.{ds}: n_files and entries_per_file must be >= 1")
