@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["significance_scan", "best_significance", "efficiency_map", "validate_parameters"]
+__all__ = ["significance_scan", "best_significance", "efficiency_map", "validate_parameters",
+           "working_point_thresholds", "signal_scan_summary", "markdown_tables"]
 
 
 def _weights(scores: np.ndarray, weights: np.ndarray | None, what: str) -> np.ndarray:
@@ -108,3 +109,69 @@ def efficiency_map(sig_scores, datasets, parameters: Mapping[str, Mapping], thre
         rows.append({"dataset": ds, "parameters": {k: parameters[ds][k] for k in keys},
                      "n": int(sel.sum()), "efficiency": eff})
     return rows
+
+
+def working_point_thresholds(sig_scores, working_points: Sequence[float], sig_weights=None) -> list[float]:
+    """For each signal efficiency wp, the largest signal score t with (weighted) efficiency of
+    ``score >= t`` at least wp: the cut of that working point on the signal-vs-all score."""
+    scores = np.asarray(sig_scores, dtype=np.float64)
+    if not len(scores):
+        raise ValueError("working points: no signal candidate")
+    w = _weights(scores, sig_weights, "signal")
+    order = np.argsort(-scores, kind="stable")
+    eff = np.cumsum(w[order]) / w.sum()          # efficiency of score >= scores[order][k]
+    # the first position reaching wp (a small tolerance against rounding of the cumulative sum)
+    idx = [int(np.searchsorted(eff, wp - 1e-12, side="left")) for wp in working_points]
+    return [float(scores[order][min(i, len(scores) - 1)]) for i in idx]
+
+
+def signal_scan_summary(probs, labels, classes: Sequence[str], signal: str, working_points: Sequence[float],
+                        weights=None, dataset_ids=None, parameters_by_id: Mapping[int, tuple] | None = None,
+                        n_steps: int = 100) -> dict:
+    """S/sqrt(B) scan of the score of class ``signal`` (background: every other class) on a grid of
+    ``n_steps + 1`` thresholds in [0, 1], and the signal efficiency map at the working points.
+
+    ``parameters_by_id``: dataset_id -> (dataset name, {parameter: value}) for the signal datasets.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    s_idx = list(classes).index(signal)
+    score = probs[:, s_idx]
+    is_sig = labels == s_idx
+    w = np.ones(len(score)) if weights is None else np.asarray(weights, dtype=np.float64)
+    grid = np.linspace(0.0, 1.0, n_steps + 1)
+    s, b, z = significance_scan(score[is_sig], score[~is_sig], grid, w[is_sig], w[~is_sig])
+    out: dict = {"signal": signal, "weighted": weights is not None,
+                 "scan": {"threshold": grid.tolist(), "s": s.tolist(), "b": b.tolist(),
+                          "significance": [None if not np.isfinite(v) else float(v) for v in z]}}
+    finite = np.isfinite(z)
+    out["best"] = (dict(zip(("threshold", "significance"), best_significance(grid, z))) if finite.any()
+                   else {"threshold": None, "significance": None})
+    if is_sig.any():
+        cuts = working_point_thresholds(score[is_sig], working_points, w[is_sig])
+        out["working_points"] = {str(wp): t for wp, t in zip(working_points, cuts)}
+        if parameters_by_id and dataset_ids is not None:
+            names = {i: name for i, (name, _) in parameters_by_id.items()}
+            ds = np.array([names.get(int(i), "") for i in np.asarray(dataset_ids)[is_sig]])
+            params = {name: p for name, p in parameters_by_id.values()}
+            out["efficiency_map"] = efficiency_map(score[is_sig], ds, params, cuts, w[is_sig])
+    return out
+
+
+def markdown_tables(name: str, summary: dict) -> str:
+    """The report's tables of one training: best S/sqrt(B), efficiency per parameter point."""
+    best = summary["best"]
+    fmt = (lambda v, f: "n/a" if v is None or v != v else format(v, f))
+    text = (f"Best S/sqrt(B) of '{summary['signal']}' ({'weighted' if summary['weighted'] else 'unweighted'}): "
+            f"{fmt(best['significance'], '.2f')} at score >= {fmt(best['threshold'], '.2f')}\n")
+    rows = summary.get("efficiency_map")
+    if rows:
+        keys = list(rows[0]["parameters"])
+        wps = list(summary["working_points"])
+        text += ("\n| training | dataset | " + " | ".join(keys) + " | n | "
+                 + " | ".join(f"eff @ WP {float(wp):.0%}" for wp in wps) + " |\n"
+                 + "|---" * (3 + len(keys) + len(wps)) + "|\n")
+        for r in rows:
+            text += (f"| {name} | {r['dataset']} | " + " | ".join(f"{r['parameters'][k]:g}" for k in keys)
+                     + f" | {r['n']} | " + " | ".join(fmt(e, ".3f") for e in r["efficiency"]) + " |\n")
+    return text

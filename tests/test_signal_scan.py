@@ -58,3 +58,36 @@ def test_validate_parameters():
         validate_parameters({"a": {"m_H": 1, "m_S": "40"}}, "x")
     with pytest.raises(ValueError, match="x.a.parameters.m_H: expected a finite number, got True"):
         validate_parameters({"a": {"m_H": True}}, "x")
+
+
+def test_working_point_thresholds_by_hand():
+    from taggerflow.signal_scan import working_point_thresholds
+
+    scores = [0.9, 0.7, 0.5, 0.3]
+    assert working_point_thresholds(scores, [0.25, 0.5, 0.6, 1.0]) == [0.9, 0.7, 0.5, 0.3]
+    # weights 3,1,0,0: 75 % of the weight has score >= 0.9
+    assert working_point_thresholds(scores, [0.75, 0.8], [3, 1, 0, 0]) == [0.9, 0.7]
+
+
+def test_summary_and_tables_by_hand():
+    from taggerflow.signal_scan import markdown_tables, signal_scan_summary
+
+    # classes (qcd, signal); signal scores 0.8, 0.6 (dataset 7), 0.9 (dataset 8); qcd 0.55, 0.1
+    probs = np.array([[0.2, 0.8], [0.4, 0.6], [0.1, 0.9], [0.45, 0.55], [0.9, 0.1]])
+    labels = np.array([1, 1, 1, 0, 0])
+    ids = np.array([7, 7, 8, 0, 0])
+    params = {7: ("mS15", {"m_H": 125, "m_S": 15}), 8: ("mS40", {"m_H": 125, "m_S": 40})}
+    out = signal_scan_summary(probs, labels, ["qcd", "signal"], "signal", [0.5, 1.0], None, ids, params, n_steps=10)
+    # thresholds 0.0..1.0 step 0.1; t=0.0, 0.1: S=3, B=2 -> 2.12; t=0.2..0.5: S=3, B=1 -> 3 (the best;
+    # the lowest threshold of a tie); t=0.7: S=2, B=0 -> undefined
+    assert out["scan"]["s"][5] == 3 and out["scan"]["b"][5] == 1
+    assert out["scan"]["significance"][0] == pytest.approx(3 / np.sqrt(2))
+    assert out["best"] == {"threshold": pytest.approx(0.2), "significance": pytest.approx(3.0)}
+    assert out["scan"]["significance"][7] is None
+    # working points on the signal scores 0.9, 0.8, 0.6: 50 % -> 0.8 (2 of 3), 100 % -> 0.6
+    assert out["working_points"] == {"0.5": 0.8, "1.0": 0.6}
+    eff = {r["dataset"]: r["efficiency"] for r in out["efficiency_map"]}
+    assert eff == {"mS15": [0.5, 1.0], "mS40": [1.0, 1.0]}
+    table = markdown_tables("t", out)
+    assert "3.00 at score >= 0.20" in table
+    assert "| t | mS15 | 125 | 15 | 2 | 0.500 | 1.000 |" in table
