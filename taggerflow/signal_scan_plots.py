@@ -30,7 +30,7 @@ def plot_efficiency_map(summary: dict, path: str, title: str = "") -> str:
     plt = _plt()
     rows = summary.get("efficiency_map") or []
     wps = list(summary.get("working_points", {}))
-    fig, axes = plt.subplots(1, max(len(wps), 1), figsize=(5 * max(len(wps), 1), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(wps), 1), figsize=(6 * max(len(wps), 1), 4.5), squeeze=False)
     keys = list(rows[0]["parameters"]) if rows else ["parameter"]
     x = np.array([r["parameters"][keys[0]] for r in rows], dtype=float)
     y = (np.array([r["parameters"][keys[1]] for r in rows], dtype=float) if len(keys) > 1
