@@ -103,11 +103,13 @@ def _generate_chunk(rng, n, process, m_h, m_s, pt_scale):
     elif process == "qcd":
         pt = PT_MIN + rng.exponential(pt_scale, n)
         radius = np.zeros(n)
-        log_ratio = rng.normal(-0.1, 0.5, n)
-        width = np.clip(rng.normal(0.10, 0.04, n), 0.002, 0.4)
+        # a quarter of the jets look displaced: hadronic, narrow and with few tracks (the overlap)
+        llp_like = rng.random(n) < 0.25
+        log_ratio = np.where(llp_like, rng.normal(0.7, 0.6, n), rng.normal(-0.1, 0.5, n))
+        width = np.clip(rng.normal(np.where(llp_like, 0.05, 0.10), 0.04, n), 0.002, 0.4)
         time = rng.normal(0.0, 0.5, n)
-        n_clus = rng.poisson(12, n)
-        n_trk = rng.poisson(9.0, n)
+        n_clus = rng.poisson(np.where(llp_like, 7, 12), n)
+        n_trk = rng.poisson(np.where(llp_like, 1.5, 9.0), n)
         n_mseg = rng.poisson(0.3, n)
     else:  # bib
         pt = PT_MIN + rng.exponential(0.7 * pt_scale, n)
