@@ -64,10 +64,18 @@ def _schema() -> dict:
         "evaluation": (dict, False),
         "control": (dict, False),  # the adversary's control sample: taggerflow.control_sample
         "_sub": {
-            "demo": {"tree": (str, False), "datasets": (dict, True)},
+            "demo": {"tree": (str, False), "datasets": (dict, True),
+                     # family: tau (default, taggerflow/demo.py) | llp (taggerflow/demo_llp.py, with control)
+                     "family": (str, False), "control": (dict, False)},
+            # pt_scale, eta_width, class_fractions: required for the tau family; process, parameters: llp
             "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
-                                "pt_scale": (num, True), "eta_width": (num, True),
-                                "class_fractions": (dict, True)},
+                                "pt_scale": (num, False), "eta_width": (num, False),
+                                "class_fractions": (dict, False), "process": (str, False),
+                                "parameters": (dict, False)},
+            "demo.control": {"shift": (dict, True), "datasets": (dict, True)},
+            "demo.control.shift": {"variable": (str, True), "amount": (num, True)},
+            "demo.control.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
+                                        "is_data": (bool, True), "pt_scale": (num, False)},
             "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
                        "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
                        "nanoaod": (dict, False), "h5": (dict, False), "luminosity_invpb": (num, False),
@@ -75,7 +83,9 @@ def _schema() -> dict:
             "inputs.datasets.*": {"files": (list, True), "format": (str, False),
                                   # event weights and their normalisation: taggerflow/event_weights.py
                                   "weight": (str, False), "cross_section_pb": (num, False),
-                                  "sum_of_weights": ((str, dict), False)},
+                                  "sum_of_weights": ((str, dict), False),
+                                  # signal model parameters (e.g. {m_H: 125, m_S: 40}): efficiency maps
+                                  "parameters": (dict, False)},
             "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
                                "constituents": (dict, False)},
             "inputs.nanoaod.constituents.*": {"collection": (str, True), "index": (str, False),
@@ -558,8 +568,20 @@ def _validate_semantics(cfg: Config) -> None:
                 raise err(f"classes.labels.{name}", f"truth value {c} is also used by class '{seen[c]}'")
             seen[c] = name
 
-    if cfg.is_demo:
+    _validate_signal_parameters(raw, err)
+    if cfg.is_demo and raw["demo"].get("family", "tau") != "tau":
+        from taggerflow.demo_llp import validate_demo_section
+
+        try:
+            validate_demo_section(raw["demo"], classes)
+        except ValueError as exc:
+            raise err(*str(exc).split(": ", 1)) from None
+    elif cfg.is_demo:
         for ds, spec in raw["demo"]["datasets"].items():
+            missing = [k for k in ("pt_scale", "eta_width", "class_fractions") if k not in spec]
+            if missing or "control" in raw["demo"]:
+                raise err(f"demo.datasets.{ds}" if missing else "demo.control",
+                          f"missing {', '.join(missing)}" if missing else "only for demo.family: llp")
             for cls in spec["class_fractions"]:
                 if cls not in classes:
                     raise err(f"demo.datasets.{ds}.class_fractions.{cls}", "class without a label in classes.labels")
@@ -799,6 +821,22 @@ def _has_event_weights(cfg: Config) -> bool:
 
 INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
 OUTPUT_FORMATS = ("root", "hdf5")
+
+
+def _validate_signal_parameters(raw: dict, err) -> None:
+    """Per-dataset signal parameters (inputs.datasets.*.parameters, demo.datasets.*.parameters):
+    numbers, the same keys for every dataset that has them (taggerflow/signal_scan.py)."""
+    from taggerflow.signal_scan import validate_parameters
+
+    for where in ("inputs.datasets", "demo.datasets"):
+        section, name = raw, where.split(".")
+        for part in name:
+            section = section.get(part) if isinstance(section, dict) else None
+        params = {ds: spec["parameters"] for ds, spec in (section or {}).items() if "parameters" in spec}
+        try:
+            validate_parameters(params, where)
+        except ValueError as exc:
+            raise err(*str(exc).split(": ", 1)) from None
 
 
 def _validate_inputs(cfg: Config, err) -> None:

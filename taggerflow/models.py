@@ -348,3 +348,11 @@ def _stable_sharing(obj: Any, ids: dict) -> Any:
             value = ids.setdefault(value, len(ids) + 1)
         out[key] = _stable_sharing(value, ids)
     return out
+
+
+# The families' custom layers (PaddingMask) must be registered before keras.models.load_model reads
+# a saved model in a process that never built one (ConvertLwtnn or Evaluation in its own worker/job).
+import importlib as _importlib  # noqa: E402
+
+for _family_module in MODEL_FAMILIES.values():
+    _importlib.import_module(_family_module)

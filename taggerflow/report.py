@@ -34,6 +34,12 @@ def write_evaluation_report(results: dict[str, dict[str, str]], report_path: str
     # a class absent from the test split leaves its AUCs undefined: said first, not a bare n/a in a table
     notes = "".join(f"> **Warning** ({name}): {w}\n" for name, ws in warnings.items() for w in ws)
     sections.append(("Summary", [], (notes + "\n" if notes else "") + "\n".join(rows) + "\n\n" + "\n".join(wp_rows)))
+    if any("signal_scan" in m for m in metrics.values()):   # taggerflow.signal_scan
+        from taggerflow.signal_scan import markdown_tables
+
+        sections.append(("S/sqrt(B) and signal efficiency per signal model", [],
+                         "\n".join(markdown_tables(name, sc) for name, m in metrics.items()
+                                   for sc in m.get("signal_scan", {}).values())))
     roc_images = []
     for p in pairs:
         curves = {name: {**m["pairs"][p]["roc"], **_auc_label(m["pairs"][p]["auc"])} for name, m in metrics.items()}

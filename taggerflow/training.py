@@ -573,6 +573,26 @@ def evaluation_plots(classes: list[str], signals: list[str]) -> dict[str, str]:
     return names
 
 
+def _signal_scans(metrics, probs, labels, classes, ev_cfg, arrays, weights, out, name) -> None:
+    """S/sqrt(B) scan and efficiency map per signal (taggerflow.signal_scan) into metrics, plotted
+    where ``out`` has significance_<s> / eff_map_<s>. Event weights where the test files have them."""
+    from taggerflow.signal_scan import signal_scan_summary
+    from taggerflow.signal_scan_plots import plot_efficiency_map, plot_significance
+
+    if weights is None and "jets/event_weight" in arrays:
+        weights = arrays["jets/event_weight"]
+    params = {int(k): tuple(v) for k, v in (ev_cfg.get("signal_parameters") or {}).items()}
+    metrics["signal_scan"] = {}
+    for s in ev_cfg["signals"]:
+        summary = signal_scan_summary(probs, labels, classes, s, ev_cfg["working_points"], weights,
+                                      arrays.get("jets/dataset_id"), params)
+        metrics["signal_scan"][s] = summary
+        if f"significance_{s}" in out:
+            plot_significance(summary, out[f"significance_{s}"], title=name)
+        if f"eff_map_{s}" in out:
+            plot_efficiency_map(summary, out[f"eff_map_{s}"], title=name)
+
+
 def evaluate_training(model_path: str, test_files: Sequence[str], history_path: str, classes: list[str],
                       ev_cfg: dict, out: dict[str, str], name: str = "", training_config: dict | None = None) -> dict:
     """Predict the test split, write predictions beside their inputs, metrics, working-point
@@ -602,6 +622,7 @@ def evaluate_training(model_path: str, test_files: Sequence[str], history_path: 
     metrics = evaluate(probs, labels, classes, ev_cfg["signals"], ev_cfg["working_points"],
                        arrays["jets/pt"], arrays["jets/eta"], pt_bins, eta_bins, weights=weights)
     metrics["name"] = name
+    _signal_scans(metrics, probs, labels, classes, ev_cfg, arrays, weights, out, name)
     write_json(out["metrics"], metrics)
     write_json(out["working_points"], thresholds(metrics))
 

@@ -17,7 +17,9 @@ class GenerateDemoSamples(Workflow):
         demo = self.cfg.raw.get("demo")
         if not demo:
             raise ValueError(f"{self.cfg.path}: GenerateDemoSamples needs a 'demo' section")
-        return [(ds, i) for ds, spec in demo["datasets"].items() for i in range(spec["n_files"])]
+        # the llp family's control-region files are branches too, after the main datasets
+        datasets = {**demo["datasets"], **demo.get("control", {}).get("datasets", {})}
+        return [(ds, i) for ds, spec in datasets.items() for i in range(spec["n_files"])]
 
     def file_target(self, dataset: str, index: int):
         """The file of (dataset, index): the same path for every branch of this workflow."""
@@ -30,12 +32,31 @@ class GenerateDemoSamples(Workflow):
         from taggerflow.demo import generate_demo_file
 
         ds, i = self.branch_data
-        spec = self.cfg.raw["demo"]["datasets"][ds]
         seed = int(job_seed(self.cfg.seed, "demo", ds, i).generate_state(1)[0])
+        if self.cfg.raw["demo"].get("family", "tau") == "llp":
+            self.publish_message(f"{ds} file {i}: {self._run_llp(ds, i, seed)}")
+            return
+        spec = self.cfg.raw["demo"]["datasets"][ds]
         counts = generate_demo_file(self.output().path, ds, spec["entries_per_file"], spec["class_fractions"],
                                     spec["pt_scale"], spec["eta_width"], seed=seed, file_index=i,
                                     tree=self.cfg.raw["demo"].get("tree", "candidates"))
         self.publish_message(f"{ds} file {i}: {counts}")
+
+    def _run_llp(self, ds: str, i: int, seed: int) -> dict:
+        from taggerflow.demo_llp import generate_control_file, generate_llp_file
+
+        demo = self.cfg.raw["demo"]
+        tree = demo.get("tree", "candidates")
+        if ds in demo["datasets"]:
+            spec = demo["datasets"][ds]
+            return generate_llp_file(self.output().path, ds, spec["entries_per_file"], spec["process"], seed,
+                                     parameters=spec.get("parameters"), pt_scale=spec.get("pt_scale", 60.0),
+                                     file_index=i, tree=tree)
+        control = demo["control"]
+        spec = control["datasets"][ds]
+        return generate_control_file(self.output().path, ds, spec["entries_per_file"], spec["is_data"],
+                                     control["shift"]["variable"], control["shift"]["amount"], seed,
+                                     pt_scale=spec.get("pt_scale", 60.0), file_index=i, tree=tree)
 
 
 def input_files(task) -> list[tuple[str, str]]:
@@ -43,8 +64,20 @@ def input_files(task) -> list[tuple[str, str]]:
     if task.cfg.is_demo:
         # one branch task builds every path: no task per file (workflows of 10k branches stay fast)
         demo = GenerateDemoSamples.req_different_branching(task, branch=0, _exclude={"branches"})
-        return [(ds, demo.file_target(ds, i).path) for ds, i in demo.get_branch_map().values()]
+        main = task.cfg.raw["demo"]["datasets"]
+        return [(ds, demo.file_target(ds, i).path) for ds, i in demo.get_branch_map().values() if ds in main]
     return [(ds, path) for ds, paths in task.cfg.dataset_files().items() for path in paths]
+
+
+def control_files(task) -> list[tuple[str, str]]:
+    """(dataset, path) of the demo's control-region files (demo.control, llp family), in a fixed
+    order; what a `control.datasets` entry of the demo points at. Empty without demo.control."""
+    control = task.cfg.raw.get("demo", {}).get("control")
+    if not control:
+        return []
+    demo = GenerateDemoSamples.req_different_branching(task, branch=0, _exclude={"branches"})
+    return [(ds, demo.file_target(ds, i).path) for ds, i in demo.get_branch_map().values()
+            if ds in control["datasets"]]
 
 
 def demo_requirement(task):
@@ -54,4 +87,4 @@ def demo_requirement(task):
     return None
 
 
-__all__ = ["GenerateDemoSamples", "input_files", "demo_requirement", "law"]
+__all__ = ["GenerateDemoSamples", "input_files", "control_files", "demo_requirement", "law"]

@@ -15,7 +15,17 @@ DEFAULT_EVALUATION = {"signals": None, "working_points": [0.5, 0.7, 0.9]}
 def evaluation_config(cfg) -> dict:
     ev = dict(cfg.raw.get("evaluation") or DEFAULT_EVALUATION)
     ev["signals"] = ev.get("signals") or cfg.class_names[:1]
+    ev["signal_parameters"] = signal_parameters_by_id(cfg)
     return ev
+
+
+def signal_parameters_by_id(cfg) -> dict:
+    """dataset_id -> (name, parameters) of the datasets with signal-model parameters (S/sqrt(B) and
+    efficiency maps, taggerflow/signal_scan.py)."""
+    from taggerflow.resample import dataset_id
+
+    src = cfg.raw["demo"]["datasets"] if cfg.is_demo else cfg.raw["inputs"]["datasets"]
+    return {dataset_id(ds): (ds, spec["parameters"]) for ds, spec in src.items() if spec.get("parameters")}
 
 
 class Evaluation(Workflow):
@@ -49,6 +59,10 @@ class Evaluation(Workflow):
                "working_points": self.local_target(name, "working_points.json")}
         for key, fname in evaluation_plots(self.cfg.class_names, ev["signals"]).items():
             out[key] = self.local_target(name, "plots", fname)
+        for s in ev["signals"]:
+            out[f"significance_{s}"] = self.local_target(name, "plots", f"significance_{s}.png")
+            if ev["signal_parameters"]:
+                out[f"eff_map_{s}"] = self.local_target(name, "plots", f"eff_map_{s}.png")
         return out
 
     def run(self):
