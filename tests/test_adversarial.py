@@ -157,6 +157,9 @@ def test_adversary_config_accepted_and_overridden_per_variant(tmp_path):
     raw["training"]["adversary"] = {"lambda": 2, "ramp_up_epochs": 3, "inputs": ["pt"],
                                     "ks_cut": {"output": "jet", "max": 0.3}, "select_by": "ks"}
     raw["training"]["variants"][1]["adversary"] = {"lambda": 0}
+    # an adversary needs the control sample (taggerflow.control_sample); its files are not read here
+    raw["control"] = {"datasets": {"CR_data": {"files": ["cr_data.root"], "is_data": True},
+                                   "CR_mc": {"files": ["cr_mc.root"], "is_data": False}}}
     variants = load_config(write_config(raw, tmp_path)).training_variants()
     assert variants[0]["adversary"]["lambda"] == 2 and variants[1]["adversary"]["lambda"] == 0
     assert variants[1]["adversary"]["ks_cut"] == {"output": "jet", "max": 0.3}  # merged with the base

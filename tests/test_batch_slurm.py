@@ -389,3 +389,16 @@ def test_failing_stage_reports_the_jobs_real_error(slurm, tmp_path):
     # the stages before it ran as jobs; nothing after it was submitted
     assert "going to submit 4 slurm job(s)" in out and "FeatureScaling" not in "".join(
         line for line in out.splitlines() if "going to submit" in line)
+
+
+def test_squeue_states_of_ending_jobs_wait_for_the_final_state():
+    # seen on a real slurmctld under load: the cancelled job was polled while COMPLETING (exit code 15)
+    # and reported with "error: COMPLETING"; it is running until squeue shows its final state
+    from workflows.remote import TaggerflowSlurmJobManager as manager
+
+    data = manager.parse_squeue_all_output("7  COMPLETING  15  None\n8  CANCELLED  15  None\n"
+                                           "9  COMPLETED  0  None\n10  TIMEOUT  0  TimeLimit\n")
+    assert data[7]["status"] == manager.RUNNING and data[7]["error"] is None
+    assert (data[8]["status"], data[8]["code"], data[8]["error"]) == (manager.FAILED, 15, "CANCELLED")
+    assert (data[9]["status"], data[9]["error"]) == (manager.FINISHED, None)
+    assert (data[10]["status"], data[10]["error"]) == (manager.FAILED, "TIMEOUT (TimeLimit)")

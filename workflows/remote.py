@@ -670,6 +670,7 @@ class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
 
     accounting = _cfg_bool("taggerflow_slurm", "accounting", True)
     squeue_all_format = "JobID:30,State:30,exit_code:12,Reason:300"
+    transient_states = ("COMPLETING", "STAGE_OUT", "SIGNALING")
 
     def query(self, job_id, partition=None, silent=False, _processes=None):
         if self.accounting:
@@ -705,6 +706,11 @@ class TaggerflowSlurmJobManager(law.slurm.SlurmJobManager):
             exit_code = parts[2].split(":")[0] if len(parts) > 2 else ""
             reason = parts[3].strip() if len(parts) > 3 else ""
             status = cls.map_status(state)
+            if state in cls.transient_states:
+                # still ending (a cancelled job passes through COMPLETING with its signal's exit code):
+                # its final state (CANCELLED, FAILED, TIMEOUT ...) is what the next poll reports
+                data[job_id] = cls.job_status_dict(job_id=job_id, status=cls.RUNNING)
+                continue
             code = int(exit_code) if exit_code.isdigit() else None
             if code is not None and code > 255:
                 code >>= 8  # squeue prints the wait status (exit code 60: 15360), sacct "60:0"
