@@ -465,11 +465,11 @@ def test_better_analyze_of_real_pools():
                                           "8388608) [TARGET.Memory >= RequestMemory: 0 of 710 slots]")
 
     running = parse_better_analyze((DATA / "sdfarm_running_v8.txt").read_text())["3671768.0"]
-    assert (running["slots"], running["rejected_by_job"], running["running_yours"]) == (88, 0, 88)
+    assert (running["slots"], running["rejected_by_job"], running["willing"]) == (88, 0, 88)
     assert plain_message(running) == "88 of 88 slots could run it: waiting for a free slot (user priority)"
 
     # every slot refusing the job by its own START policy is not the job's fault: said differently
-    refused = dict(running, rejected_by_job=0, rejected_by_slot=88, running_yours=0)
+    refused = dict(running, rejected_by_job=0, rejected_by_slot=88, willing=0)
     assert plain_message(refused).startswith("can never match as it is: all 88 slots refuse the job")
     # several jobs in one output are told apart
     both = parse_better_analyze((DATA / "osg_memory_v24.txt").read_text() + (DATA / "chtc_memory_v8.txt").read_text())
