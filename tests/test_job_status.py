@@ -583,3 +583,44 @@ def test_timed_out_workflow_removes_its_idle_jobs_and_a_rerun_with_other_resourc
     assert jobs_file("--poll-interval", "5s") == jobs_file()  # how jobs are followed is not a request
     assert os.path.dirname(jobs_file()) == os.path.dirname(gpu_jobs_file)
     assert re.fullmatch(r"htcondor_jobs_0To4_req[0-9a-f]{10}\.json", os.path.basename(gpu_jobs_file))
+
+
+def test_better_analyze_drained_column_constants_gpu_properties_and_pre_8_8():
+    """The layouts read from condor_q's format strings (HTCondor's analysis code; no public verbatim
+    sample of them was found): the 'If Drained' second count column, constant clauses (never/always),
+    the countMatches GPU clause that --htcondor-gpu-memory makes, and the pre-8.8 single-job form."""
+    from workflows.condor_analysis import parse_better_analyze, plain_message
+
+    v24 = (DATA / "osg_memory_v24.txt").read_text()
+    table = ("        Slots\nStep   Matched  Condition\n----- --------- ---------\n"
+             "[0]        7425  OSGVO_OS_STRING == \"RHEL 9\"\n[1]        9251  TARGET.Arch == \"X86_64\"\n"
+             "[2]        7424  [0] && [1]\n[5]        9241  TARGET.Disk >= RequestDisk\n"
+             "[7]           0  TARGET.Memory >= RequestMemory\n")
+    assert table in v24
+    drained = v24.replace(table,
+                          "        Slots      If\nStep   Matched   Drained  Condition\n----- --------- --------- ---------\n"
+                          "[0]        7425      0  OSGVO_OS_STRING == \"RHEL 9\"\n"
+                          "[1]          always  TARGET.HasFileTransfer\n"
+                          "[5]        9241      0  TARGET.Disk >= RequestDisk\n"
+                          "[7]           0      3  TARGET.Memory >= RequestMemory\n"
+                          "[8]           never  MY.WantSomething\n")
+    info = parse_better_analyze(drained)["12635168.0"]
+    # drained slots count as matching; "always" restricts nothing, "never" matches no slot
+    assert info["conditions"] == [(0, 7425, 'OSGVO_OS_STRING == "RHEL 9"'), (1, None, "TARGET.HasFileTransfer"),
+                                  (5, 9241, "TARGET.Disk >= RequestDisk"), (7, 3, "TARGET.Memory >= RequestMemory"),
+                                  (8, 0, "MY.WantSomething")]
+
+    gpu = v24.replace("    RequestMemory = 8388608 (mb)\n", "    RequestMemory = 8388608 (mb)\n    RequestGPUs = 1\n") \
+             .replace("[5]        9241  TARGET.Disk >= RequestDisk\n[7]           0  TARGET.Memory >= RequestMemory",
+                      "[5]        9241  TARGET.Disk >= RequestDisk\n"
+                      "[7]           0  countMatches(MY.RequireGPUs,TARGET.AvailableGPUs) >= RequestGPUs")
+    message = plain_message(parse_better_analyze(gpu)["12635168.0"])
+    assert message.startswith("can never match: no slot offers the requested GPU(s) with the required properties "
+                              "(RequestGPUs = 1)"), message
+    assert "--htcondor-gpus / --htcondor-gpu-memory" in message
+
+    old = v24.replace("Job 12635168.000 defines", "Your job defines") \
+             .replace("for job 12635168.000 reduces", "for your job reduces")
+    assert parse_better_analyze(old)["12635168.0"]["conditions"][-1] == (7, 0, "TARGET.Memory >= RequestMemory")
+    assert plain_message(parse_better_analyze(old)["12635168.0"]).startswith("can never match: no slot offers the "
+                                                                               "requested memory")
