@@ -394,7 +394,7 @@ def test_failing_stage_reports_the_jobs_real_error(slurm, tmp_path):
 def test_squeue_states_of_ending_jobs_wait_for_the_final_state():
     # seen on a real slurmctld under load: the cancelled job was polled while COMPLETING (exit code 15)
     # and reported with "error: COMPLETING"; it is running until squeue shows its final state
-    from workflows.remote import TaggerflowSlurmJobManager as manager
+    from workflows.slurm import TaggerflowSlurmJobManager as manager
 
     data = manager.parse_squeue_all_output("7  COMPLETING  15  None\n8  CANCELLED  15  None\n"
                                            "9  COMPLETED  0  None\n10  TIMEOUT  0  TimeLimit\n")

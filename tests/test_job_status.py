@@ -1,6 +1,6 @@
 """What a user sees while HTCondor jobs wait, and what happens to held jobs.
 
-The job manager of the HTCondor workflow (workflows.remote.TaggerflowHTCondorJobManager) reads the
+The job manager of the HTCondor workflow (workflows.htcondor.TaggerflowHTCondorJobManager) reads the
 output of ``condor_q``/``condor_history ... -af:lng <attributes>``, the format law's own query parses
 (``Attribute = value`` per line, strings bare, ``undefined`` for missing attributes, a blank line between
 jobs). There is no schedd offline: the strings below are that format, and condor_q, condor_history,
@@ -25,8 +25,8 @@ import law  # noqa: E402
 import luigi  # noqa: E402
 
 import tasks.spectrum  # noqa: E402,F401
-from workflows.remote import TaggerflowHTCondorJobManager as JM  # noqa: E402
-from workflows.remote import TaggerflowHTCondorProxy  # noqa: E402
+from workflows.htcondor import TaggerflowHTCondorJobManager as JM  # noqa: E402
+from workflows.htcondor import TaggerflowHTCondorProxy  # noqa: E402
 
 NOW = 1_700_000_000
 DATA = Path(__file__).parent / "data" / "better_analyze"

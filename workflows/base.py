@@ -19,6 +19,7 @@ import luigi
 import taggerflow.paths
 from taggerflow.config import Config, ConfigError, load_config
 from taggerflow.utils import output_lock
+from workflows import law_compat
 
 BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(BASE_DIR, "configs", "default.yaml")
@@ -26,13 +27,6 @@ DEFAULT_CONFIG = os.path.join(BASE_DIR, "configs", "default.yaml")
 # validated configurations by (path, mtime, size): a workflow of 10,000 branches creates 10,000 task
 # instances, and each must not parse and validate the YAML file again
 _CONFIG_CACHE: dict[tuple[str, int, int], Config] = {}
-
-# parameter values resolved from the command line, luigi's configuration or the default, per task class
-# and command-line context (the parser object is kept as key, so a new context never reuses them)
-_PARAM_DEFAULTS: dict[tuple[type, object], dict[str, object]] = {}
-
-# names of the parameters two task classes share (what req() copies), per pair of classes
-_COMMON_PARAMS: dict[tuple[type, type], list[str]] = {}
 
 # output directory tags per configuration object and sections
 _TAGS: dict[tuple[int, tuple[str, ...]], tuple[Config, str]] = {}
@@ -48,24 +42,6 @@ def cached_config(path: str) -> Config:
     if key not in _CONFIG_CACHE:
         _CONFIG_CACHE[key] = load_config(path)
     return _CONFIG_CACHE[key]
-
-
-@functools.lru_cache(maxsize=1024)
-def _patterns(names: frozenset) -> frozenset:
-    """The real patterns (negated, regular expressions, globs) among parameter exclusions."""
-    return frozenset(p for p in names if p[:1] in ("!", "^") or any(c in p for c in "*?["))
-
-
-def _common_params(inst, cls) -> dict:
-    """law.util.common_task_params, with the shared names computed once per pair of classes and the
-    values read past law's attribute proxy (parameters are never forwarded by it)."""
-    key = (type(inst), cls)
-    names = _COMMON_PARAMS.get(key)
-    if names is None:
-        cls_names = {name for name, _ in cls.get_params()}
-        names = _COMMON_PARAMS[key] = [name for name, _ in inst.get_params() if name in cls_names]
-    get = object.__getattribute__
-    return {name: get(inst, name) for name in names}
 
 
 #: configuration sections added after outputs existed (taggerflow.control_sample's control)
@@ -141,66 +117,21 @@ class Task(law.Task):
         branch = getattr(self, "branch", -1)
         return self.local_path(".lock" if branch is None or branch < 0 else f".lock-{branch}")
 
+    # luigi's and law's parameter handling, with the shortcuts that make a workflow of 10,000 branches
+    # fast (workflows.law_compat: the same values, checked against law's and luigi's own in
+    # tests/test_law_compat.py)
     @classmethod
     def get_params(cls):
-        # luigi scans dir(cls) on every call, about ten times per task instance; a class's parameters
-        # are fixed once it is defined, so they are collected once (per class, not inherited)
-        params = cls.__dict__.get("_taggerflow_params")
-        if params is None:
-            params = super().get_params()
-            cls._taggerflow_params = params
-        return list(params)
+        return law_compat.class_params(cls, super().get_params)
 
     @classmethod
     def get_param_values(cls, params, args, kwargs):
-        # luigi resolves every parameter not given (batch options, law's interactive parameters:
-        # about twenty per workflow task) through the command line and two configuration lookups,
-        # twice per instance; within one command-line context (`law run`) the result is the same
-        # every time (outside of one, nothing is cached)
-        parser = luigi.cmdline_parser.CmdlineParser.get_instance()
-        if not args and parser is not None:
-            cache = _PARAM_DEFAULTS.setdefault((cls, parser), {})
-            family = cls.get_task_family()
-            filled = dict(kwargs)
-            for name, param in params:
-                if name in filled:
-                    continue
-                if name not in cache:
-                    if not param.has_task_value(family, name):
-                        continue  # luigi reports the missing parameter
-                    cache[name] = param.task_value(family, name)
-                filled[name] = cache[name]
-            kwargs = filled
-        return super().get_param_values(params, args, kwargs)
+        return super().get_param_values(params, args, law_compat.param_values(cls, params, args, kwargs))
 
     @classmethod
-    def req_params(cls, inst, _exclude=None, _prefer_cli=None, _skip_task_excludes=False,
-                   _skip_task_excludes_get=None, _skip_task_excludes_set=None, **kwargs):
-        # law matches every parameter name against every exclusion pattern with fnmatch, a third of
-        # the cost of creating a branch task; exact names are removed here by set lookup and only
-        # real patterns are left to law (same result: law's exclusions first, then kwargs)
-        prefer_cli = cls.prefer_params_cli if _prefer_cli is None else _prefer_cli
-        if prefer_cli:
-            return super().req_params(inst, _exclude=_exclude, _prefer_cli=_prefer_cli,
-                                      _skip_task_excludes=_skip_task_excludes,
-                                      _skip_task_excludes_get=_skip_task_excludes_get,
-                                      _skip_task_excludes_set=_skip_task_excludes_set, **kwargs)
-        exclude = set() if _exclude is None else set(law.util.make_list(_exclude))
-        if not (_skip_task_excludes if _skip_task_excludes_get is None else _skip_task_excludes_get):
-            exclude |= cls.exclude_params_req | cls.exclude_params_req_get
-        if not (_skip_task_excludes if _skip_task_excludes_set is None else _skip_task_excludes_set):
-            exclude |= set(getattr(inst, "exclude_params_req", ())) | set(getattr(inst, "exclude_params_req_set", ()))
-        exclude |= set(getattr(inst, "interactive_params", ()))
-        patterns = _patterns(frozenset(exclude))
-        if patterns:
-            # past law.Task.req_params, which only adds the interactive parameters (excluded above)
-            params = super(law.Task, cls).req_params(inst, _exclude=patterns, _skip_task_excludes=True)
-        else:
-            params = _common_params(inst, cls)
-        for name in exclude - patterns:
-            params.pop(name, None)
-        params.update(kwargs)
-        return params
+    def req_params(cls, inst, **kwargs):
+        params = law_compat.req_params(cls, inst, **kwargs)
+        return super().req_params(inst, **kwargs) if params is None else params
 
     @cached_property
     def cfg(self) -> Config:
