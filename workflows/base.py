@@ -122,7 +122,7 @@ class Task(law.Task):
     # tests/test_law_compat.py)
     @classmethod
     def get_params(cls):
-        return law_compat.class_params(cls, super().get_params)
+        return law_compat.class_params(cls, Task)
 
     @classmethod
     def get_param_values(cls, params, args, kwargs):

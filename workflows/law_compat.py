@@ -87,13 +87,13 @@ _PARAM_DEFAULTS: dict[tuple[type, object], dict[str, object]] = {}
 _COMMON_PARAMS: dict[tuple[type, type], list[str]] = {}
 
 
-def class_params(cls, uncached) -> list:
+def class_params(cls, owner) -> list:
     """``cls.get_params()``, collected once per class: luigi scans ``dir(cls)`` on every call, about
-    ten times per task instance, but a class's parameters are fixed once it is defined. ``uncached``
-    is luigi's own ``get_params`` (the caller's ``super().get_params``)."""
+    ten times per task instance, but a class's parameters are fixed once it is defined. ``owner`` is
+    the class whose ``get_params`` calls this (luigi's own is the one after it in ``cls``'s MRO)."""
     params = cls.__dict__.get("_taggerflow_params")
     if params is None:
-        params = uncached()
+        params = super(owner, cls).get_params()
         cls._taggerflow_params = params
     return list(params)
 
