@@ -119,6 +119,18 @@ def test_private_law_names_exist_with_the_signatures_called():
     assert _params(luigi.Parameter.task_value) == ["self", "task_name", "param_name"]
     assert _params(luigi.Task.get_param_values.__func__) == ["cls", "params", "args", "kwargs"]
     assert callable(luigi.cmdline_parser.CmdlineParser.get_instance)
+    assert _params(luigi.task_register.Register._get_reg.__func__) == ["cls"]
+    assert luigi.task_register.Register.AMBIGUOUS_CLASS is not None
+
+
+def test_task_classes_are_luigis_registry():
+    project = _task_classes()  # imported (registered) first
+    classes = law_compat.task_classes()
+    for cls in project:
+        assert classes[cls.get_task_family()] is cls
+        assert luigi.task_register.Register.get_task_cls(cls.get_task_family()) is cls
+    assert all(isinstance(c, type) and issubclass(c, luigi.Task) for c in classes.values())
+    assert set(classes) <= set(luigi.task_register.Register.task_names())
 
 
 # -- the fast paths against law's and luigi's own, on real task classes ------------------------------

@@ -121,6 +121,13 @@ def param_values(cls, params, args, kwargs) -> dict:
     return filled
 
 
+def task_classes() -> dict[str, type]:
+    """luigi's registered task classes by task family, without the ambiguous names (two classes of
+    one family, which luigi's registry marks with a placeholder)."""
+    registry = luigi.task_register.Register._get_reg()
+    return {family: cls for family, cls in registry.items() if isinstance(cls, type)}
+
+
 # -- law: req() ---------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1024)

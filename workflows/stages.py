@@ -25,6 +25,7 @@ import luigi
 from law.parser import global_cmdline_args
 
 from workflows.base import Task
+from workflows.law_compat import task_classes
 from workflows.remote import Workflow
 
 # options of the remote workflows that mean the same for every stage
@@ -89,8 +90,7 @@ def job_global_args(branch_task) -> dict[str, str]:
     arguments of no task (luigi's ``--log-level`` ...) and of luigi's configuration classes, and of the
     task families ``branch_task`` depends on only their significant, non-batch parameters."""
     args = global_cmdline_args() or {}
-    registry = luigi.task_register.Register._get_reg()
-    registry = {f: c for f, c in registry.items() if isinstance(c, type)}  # ambiguous names are not classes
+    registry = task_classes()
     batch = BATCH_OPTIONS
     families = None
     kept = {}
