@@ -99,7 +99,7 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
         tree = cfg.raw["demo"].get("tree", tree)
     sel = inp.get("selection")
     aliases = tuple(Alias(n, e, expression_names(e)) for n, e in (inp.get("aliases") or {}).items())
-    sections = {n: dict(inp.get(n) or {}) for n in format_modules.NAMES}
+    sections = {n: dict(inp.get(n) or {}) for n in format_modules.MODULES}
     if dataset is not None and weights_configured(cfg):   # the event weight: an alias read before the selection
         expr = weight_expression(cfg, dataset)
         aliases = (Alias(WEIGHT_FIELD, expr, expression_names(expr)),) + aliases
@@ -122,7 +122,8 @@ def open_source(spec: InputSpec, path: str) -> Source:
 
 def _open_source(spec: InputSpec, path: str) -> Source:
     if spec.format not in format_modules.MODULES:
-        raise InputError(f"{path}: unknown input format '{spec.format}' (supported: {', '.join(FORMATS)})")
+        raise InputError(f"{path}: unknown input format '{spec.format}' (supported: "
+                         f"{', '.join(format_modules.MODULES)})")
     return format_modules.module(spec.format).open_source(path, spec.tree, spec.sections.get(spec.format, {}))
 
 

@@ -30,7 +30,7 @@ MODULES = {
     "physlite": "taggerflow.formats.physlite",
     "delphes": "taggerflow.formats.delphes",
 }
-NAMES = tuple(MODULES)
+NAMES = tuple(MODULES)   # readers.FORMATS, config.INPUT_FORMATS
 
 
 def module(name: str):
@@ -40,14 +40,14 @@ def module(name: str):
 def schemas() -> dict:
     """The config schema sections of every format module (merged into config._schema's ``_sub``)."""
     out: dict = {}
-    for name in NAMES:
+    for name in MODULES:
         out.update(module(name).SCHEMA)
     return out
 
 
 def section_keys() -> dict:
     """The ``inputs.<format>`` keys of the formats that have a section (config._schema's ``inputs``)."""
-    return {name: (dict, False) for name in NAMES if f"inputs.{name}" in module(name).SCHEMA}
+    return {name: (dict, False) for name in MODULES if f"inputs.{name}" in module(name).SCHEMA}
 
 
 def formats_used(cfg) -> dict[str, str]:
@@ -70,9 +70,9 @@ def validate(cfg, err) -> None:
     and passes its module's checks (those of formats in use, and every section given)."""
     for key, fmt in formats_used(cfg).items():
         if fmt not in MODULES:
-            raise err(key, f"unknown format '{fmt}' (supported: {', '.join(NAMES)})")
+            raise err(key, f"unknown format '{fmt}' (supported: {', '.join(MODULES)})")
     inp, used = cfg.raw["inputs"], set(formats_used(cfg).values())
-    for name in NAMES:
+    for name in MODULES:
         mod = module(name)
         hint = getattr(mod, "NEEDS_SECTION", None)
         if hint and in_use(cfg, name) and not inp.get(name):

@@ -8,10 +8,11 @@ as an input format it reads another run's shards (``inputs.tree``: their tree, d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from taggerflow.formats.candidate_tree import TreeSource
-from taggerflow.io import open_tree
+from taggerflow.io import InputError, open_tree
 from taggerflow.shards import H5ShardTree
 
 FORMAT = "shards"
@@ -38,6 +39,8 @@ class ShardSource(TreeSource):
 
     def _open(self, path: str, tree: str):
         if str(path).endswith(H5_SUFFIXES):
+            if not os.path.exists(path):
+                raise InputError(f"{path}: input file does not exist")
             return H5ShardTree(path, tree)
         return open_tree(path, tree, direct=True)
 
