@@ -4,9 +4,12 @@ evaluation on numpy/awkward arrays. Below config, io and the readers, so that ea
 from __future__ import annotations
 
 import ast
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
+
+if TYPE_CHECKING:   # awkward takes half a second to import: not needed to validate a configuration
+    import awkward as ak
 
 # functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
 EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",

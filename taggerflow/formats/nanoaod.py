@@ -163,9 +163,6 @@ class NanoSource(Source):
     def check_integrity(self, fields: Sequence[str] | None = None) -> None:
         TreeSource.check_integrity(self, [k for k in tree_keys(self.tree) if "/" not in k and "." not in k])
 
-    def num_candidates(self, start: int, stop: int) -> int:
-        return int(self.tree[self.counter].array(entry_start=start, entry_stop=stop, library="np").sum())
-
     def read(self, start: int, stop: int, fields: Sequence[str]) -> ak.Array:
         fields = list(fields)
         raw: set[str] = {self.counter}
