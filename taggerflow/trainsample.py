@@ -94,7 +94,7 @@ def sequence_variables(cfg: Config) -> dict[str, list[str]]:
 
 def extra_branches(cfg: Config) -> dict[str, str]:
     """Input branches the train_sample options read besides cfg.required_branches(): branch -> key."""
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     opts = options(cfg)
     need: dict[str, str] = {}
@@ -310,13 +310,13 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
 
 
 def _label_branches(opts: Options) -> set[str]:
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     return {b for _, expr in opts.additional_labels for b in expression_names(expr)}
 
 
 def _additional_labels(chunk: ak.Array, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     n = len(chunk)
     out = np.empty((n, len(pairs)), dtype=np.float64)

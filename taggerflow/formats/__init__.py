@@ -10,7 +10,9 @@ Each module ``taggerflow.formats.<name>`` defines
   raise ``err(key, message)``),
 * ``open_source(path, tree, section) -> taggerflow.readers.Source`` (:class:`taggerflow.formats.base.Source`),
 
-and optionally ``NEEDS_SECTION`` (a format whose section must be given: the hint of the error).
+and optionally ``NEEDS_SECTION`` (a format whose section must be given: the hint of the error) and
+``EVENT_FIELDS = True`` (a per-event format whose Source serves ``event`` and ``event_arrays``: the
+sum of generated weights runs over its events, taggerflow/event_weights.py).
 ``readers.FORMATS`` and ``config.INPUT_FORMATS`` are ``NAMES``. taggerflow/formats/candidate_tree.py
 is the smallest module to copy, tests/test_formats_registry.py the test.
 
@@ -43,6 +45,11 @@ def schemas() -> dict:
     for name in MODULES:
         out.update(module(name).SCHEMA)
     return out
+
+
+def event_field_formats() -> tuple[str, ...]:
+    """The formats whose sources serve per-event fields (``EVENT_FIELDS``: PHYSLITE, Delphes)."""
+    return tuple(name for name in MODULES if getattr(module(name), "EVENT_FIELDS", False))
 
 
 def section_keys() -> dict:

@@ -26,6 +26,7 @@ from taggerflow.io import InputError
 
 FORMAT = "delphes"
 NEEDS_SECTION = "see taggerflow/formats/delphes.py"
+EVENT_FIELDS = True   # DelphesSource.event / event_arrays
 DEFAULT_TREE = "Delphes"
 DEFAULT_EVENT_BRANCHES = {"event": "Number"}
 UID_BITS = 24   # TRef/TProcessID: object number in the low 24 bits of fUniqueID

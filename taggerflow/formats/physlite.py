@@ -32,6 +32,7 @@ from taggerflow.io import InputError
 
 FORMAT = "physlite"
 NEEDS_SECTION = "see taggerflow/formats/physlite.py"
+EVENT_FIELDS = True   # PhysliteSource.event / event_arrays
 DEFAULT_TREE = "CollectionTree"
 DEFAULT_EVENT_BRANCHES = {"run": "runNumber", "luminosityBlock": "lumiBlock", "event": "eventNumber"}
 
