@@ -3,7 +3,7 @@
 Generates (or reuses) demo files, then in one run measures, over the same files, branches and
 chunk size:
 
-  (a) the read floor: taggerflow.io.read_range over the branches the job reads, doing nothing else;
+  (a) the read floor: the shard source (taggerflow.formats.shards) over the branches the job reads, doing nothing else;
   (b) the FeatureScaling job (taggerflow.scaling.feature_scaling_job: moments per cone, per-file
       quantiles, snapshots);
 
@@ -37,7 +37,8 @@ sys.path.insert(0, REPO)
 
 from taggerflow.config import config_from_dict  # noqa: E402
 from taggerflow.demo import generate_demo_file  # noqa: E402
-from taggerflow.io import num_entries, read_range  # noqa: E402
+from taggerflow.formats.shards import open_shard  # noqa: E402
+from taggerflow.io import num_entries  # noqa: E402
 from taggerflow.scaling import feature_scaling_job, scaling_branches  # noqa: E402
 
 CONE = {"coef": 3.0, "min_pt": 30.0, "min_radius": 0.05, "outer_dR": 0.5}
@@ -83,8 +84,9 @@ def read_floor(cfg, paths: list[str]) -> int:
     branches = sorted(scaling_branches(cfg))
     n = 0
     for p in paths:
-        for chunk in read_range(p, cfg.tree, branches, 0, num_entries(p, cfg.tree), cfg.chunk_size):
-            n += len(chunk)
+        with open_shard(p, cfg.tree) as shard:
+            for chunk in shard.chunks(branches, cfg.chunk_size):
+                n += len(chunk)
     return n
 
 
@@ -144,7 +146,7 @@ def main() -> None:
     cpu = {k: min(r["cpu"] for r in v) for k, v in runs.items()}
     rate = {k: total / best[k]["wall"] for k in best}
     mib = 1024.0
-    print(f"read floor (read_range, same branches and chunks): {best['read']['wall']:6.2f} s "
+    print(f"read floor (shard source, same branches and chunks): {best['read']['wall']:6.2f} s "
           f"{rate['read']:11,.0f} candidates/s (cpu {cpu['read']:.2f} s)")
     print(f"FeatureScaling job (moments per cone, quantiles):  {best['job']['wall']:6.2f} s "
           f"{rate['job']:11,.0f} candidates/s (cpu {cpu['job']:.2f} s)")

@@ -50,9 +50,9 @@ def ours_setup(fmt: str):
                     "constituents": {"tracks": {"collection": "EFlowTrack"}}},
     }
     if fmt == "nanoaod":
-        spec = InputSpec(format="nanoaod", tree="Events", nanoaod={
+        spec = InputSpec(format="nanoaod", tree="Events", sections={"nanoaod": {
             "collection": "Jet", "constituents": {"pf": {"collection": "PFCands", "link": {
-                "collection": "JetPFCands", "candidate_index": "jetIdx", "constituent_index": "pFCandsIdx"}}}})
+                "collection": "JetPFCands", "candidate_index": "jetIdx", "constituent_index": "pFCandsIdx"}}}}})
     else:
         spec = InputSpec(format=fmt, tree=TREES[fmt], sections={fmt: sections[fmt]})
     if fmt != "nanoaod":

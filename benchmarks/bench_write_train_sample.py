@@ -22,15 +22,15 @@ from _common import demo_shards, dump, peak_rss_mb, print_table, timed  # noqa: 
 
 def floor_read(cfg, shards) -> int:
     """Read the branches the writer reads, in the writer's chunks: uproot -> awkward, nothing else."""
-    from taggerflow.io import open_tree, read_range
+    from taggerflow.formats.shards import open_shard
     from taggerflow.trainsample import _branches
 
     branches = sorted(_branches(cfg))
     n = 0
     for path in shards:
-        t = open_tree(path, cfg.tree)
-        for chunk in read_range(path, cfg.tree, branches, 0, t.num_entries, cfg.chunk_size):
-            n += len(chunk)
+        with open_shard(path, cfg.tree) as shard:
+            for chunk in shard.chunks(branches, cfg.chunk_size):
+                n += len(chunk)
     return n
 
 

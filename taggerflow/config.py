@@ -6,7 +6,6 @@ The schema lives here and only here. Errors name the file and the key path, e.g.
 
 from __future__ import annotations
 
-import ast
 import copy
 import glob
 import os
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from taggerflow import formats as format_modules
+from taggerflow.expressions import EXPRESSION_FUNCTIONS, expression_names  # noqa: F401  (config.expression_names)
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
 from taggerflow.adversary_config import validate_adversary_section
@@ -31,9 +31,6 @@ MODEL_TYPES = ("deepsets", "dense", "rnn")
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
-# functions allowed in variable expressions (numpy ufuncs, work on awkward arrays)
-EXPRESSION_FUNCTIONS = ("abs", "sqrt", "log", "log1p", "exp", "sin", "cos", "tanh", "arctan2", "hypot",
-                        "minimum", "maximum", "where", "isfinite")
 
 
 class ConfigError(ValueError):
@@ -78,22 +75,13 @@ def _schema() -> dict:
                                         "is_data": (bool, True), "pt_scale": (num, False)},
             "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
                        "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
-                       "nanoaod": (dict, False), "h5": (dict, False), "luminosity_invpb": (num, False),
-                       **{name: (dict, False) for name in format_modules.NAMES}},
+                       "luminosity_invpb": (num, False), **format_modules.section_keys()},
             "inputs.datasets.*": {"files": (list, True), "format": (str, False),
                                   # event weights and their normalisation: taggerflow/event_weights.py
                                   "weight": (str, False), "cross_section_pb": (num, False),
                                   "sum_of_weights": ((str, dict), False),
                                   # signal model parameters (e.g. {m_H: 125, m_S: 40}): efficiency maps
                                   "parameters": (dict, False)},
-            "inputs.nanoaod": {"collection": (str, True), "event_branches": (list, False),
-                               "constituents": (dict, False)},
-            "inputs.nanoaod.constituents.*": {"collection": (str, True), "index": (str, False),
-                                              "link": (dict, False), "via": (dict, False)},
-            "inputs.nanoaod.constituents.*.via": {"collection": (str, True), "index": (str, True)},
-            "inputs.nanoaod.constituents.*.link": {"collection": (str, True), "candidate_index": (str, True),
-                                                   "constituent_index": (str, True)},
-            "inputs.h5": {"candidates": (str, False), "constituents": (dict, False), "valid": (str, False)},
             "classes": {"truth_branch": (str, True), "labels": (dict, True)},
             "spectrum": {"pt_fine": (dict, True), "abs_eta_fine": (dict, True)},
             "spectrum.pt_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
@@ -529,22 +517,6 @@ def _variable(name: str, spec: dict, one_hot: tuple | None = None) -> Variable:
                     selection=sel, selection_names=expression_names(sel) if sel else (), one_hot=one_hot)
 
 
-def expression_names(expr: str) -> tuple[str, ...]:
-    """The variable names an expression reads (functions excluded); raises SyntaxError."""
-    tree = ast.parse(expr, mode="eval")
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name)
-                                               and node.func.id in EXPRESSION_FUNCTIONS):
-            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise ValueError(f"unknown function '{called}' (only {', '.join(EXPRESSION_FUNCTIONS)} may be called)")
-        if isinstance(node, (ast.Attribute, ast.Subscript, ast.Lambda)):
-            raise ValueError("attributes, subscripts and lambdas are not allowed")
-        if isinstance(node, ast.Name) and node.id not in EXPRESSION_FUNCTIONS:
-            names.append(node.id)
-    return tuple(dict.fromkeys(names))
-
-
 # ---------------------------------------------------------------------------------------------
 def _validate_semantics(cfg: Config) -> None:
     p, raw = cfg.path, cfg.raw
@@ -819,7 +791,7 @@ def _has_event_weights(cfg: Config) -> bool:
     return weights_configured(cfg)
 
 
-INPUT_FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
+INPUT_FORMATS = format_modules.NAMES
 OUTPUT_FORMATS = ("root", "hdf5")
 
 
@@ -840,26 +812,9 @@ def _validate_signal_parameters(raw: dict, err) -> None:
 
 
 def _validate_inputs(cfg: Config, err) -> None:
-    """inputs: formats, the NanoAOD/HDF5 options, selection and aliases (expressions), URLs."""
+    """inputs: formats and their sections (taggerflow/formats/), selection and aliases (expressions), URLs."""
     inp = cfg.raw["inputs"]
-    formats = {inp["format"]} | {d.get("format", inp["format"]) for d in (inp.get("datasets") or {}).values()}
-    for key, fmt in [("inputs.format", inp["format"])] + [(f"inputs.datasets.{n}.format", d["format"])
-                                                          for n, d in (inp.get("datasets") or {}).items()
-                                                          if "format" in d]:
-        if fmt not in INPUT_FORMATS:
-            raise err(key, f"unknown format '{fmt}' (supported: {', '.join(INPUT_FORMATS)})")
-    for name in sorted(formats & set(format_modules.NAMES)):   # each format module checks its section
-        if not cfg.is_demo and not inp.get(name):
-            raise err(f"inputs.{name}", f"needed by format '{name}' (see taggerflow/formats/{name}.py)")
-        format_modules.module(name).validate(inp.get(name) or {}, err)
-    if "nanoaod" in formats and not cfg.is_demo and not inp.get("nanoaod"):
-        raise err("inputs.nanoaod", "needed by format 'nanoaod' (collection: the candidates, e.g. Tau)")
-    for name, cs in ((inp.get("nanoaod") or {}).get("constituents") or {}).items():
-        if bool(cs.get("index")) == bool(cs.get("link")):
-            raise err(f"inputs.nanoaod.constituents.{name}", "give exactly one of 'index' (branch of the "
-                      "constituent collection with the candidate's index) or 'link' (association collection)")
-    if "nanoaod" in formats and not cfg.is_demo and inp.get("nanoaod"):
-        _check_nanoaod_collections(cfg, err)
+    format_modules.validate(cfg, err)   # formats known, each format's section (taggerflow/formats/)
     for ds, spec in (inp.get("datasets") or {}).items():
         for pattern in spec["files"]:
             if not isinstance(pattern, str):
@@ -886,21 +841,6 @@ def _validate_inputs(cfg: Config, err) -> None:
     from taggerflow.event_weights import validate as validate_event_weights
 
     validate_event_weights(cfg, err)
-
-
-def _check_nanoaod_collections(cfg: Config, err) -> None:
-    """A NanoAOD file has the constituent collections its ``inputs.nanoaod.constituents`` attach and
-    no other: each of them must be a ``features.collections`` entry of the same name, and back."""
-    sources = list((cfg.raw["inputs"]["nanoaod"].get("constituents") or {}))
-    features = list(cfg.raw["features"].get("collections") or {})
-    for name in sources:
-        if name not in features:
-            raise err(f"inputs.nanoaod.constituents.{name}", f"no features.collections.{name} uses it "
-                      f"(features.collections: {', '.join(features) or 'none'}); the names must match")
-    for name in features:
-        if name not in sources:
-            raise err(f"features.collections.{name}", f"no inputs.nanoaod.constituents.{name} reads it "
-                      f"(inputs.nanoaod.constituents: {', '.join(sources) or 'none'}); the names must match")
 
 
 def _validate_resampling(cfg: Config, err) -> None:

@@ -38,7 +38,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from taggerflow.io import atomic_output, reproducible_root
+from taggerflow.io import reproducible_root
+from taggerflow.utils import atomic_path
 
 __all__ = ["TRUTH_CODES", "CLASS_NAMES", "CANDIDATE_BRANCHES", "PFCAND_FIELDS", "generate_demo_file"]
 
@@ -429,7 +430,7 @@ def generate_demo_file(path: str, dataset: str, n_entries: int, class_fractions:
     next_event = 0
     # written under its final name in a temporary folder, without wall-clock data: the same seed gives
     # the same bytes, and a killed job leaves no file under the final name
-    with atomic_output(path) as tmp_path, reproducible_root(f"demo:{dataset}:{file_index}:{seed}") as opts, \
+    with atomic_path(path, folder=True) as tmp_path, reproducible_root(f"demo:{dataset}:{file_index}:{seed}") as opts, \
             uproot.recreate(tmp_path, compression=uproot.ZSTD(5), **opts) as f:
         ttree = f.mktree(tree, _branch_types(), title=f"taggerflow demo candidates ({dataset})")
         for i, seq in enumerate(chunk_seqs):

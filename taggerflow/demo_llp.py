@@ -29,7 +29,8 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from taggerflow.io import atomic_output, reproducible_root
+from taggerflow.io import reproducible_root
+from taggerflow.utils import atomic_path
 
 __all__ = ["TRUTH_CODES", "PROCESSES", "CANDIDATE_BRANCHES", "COLLECTIONS", "generate_llp_file",
            "generate_control_file", "mean_decay_radius"]
@@ -163,7 +164,7 @@ def _write(path, dataset, n_entries, seed, file_index, tree, chunk_size, make_ch
     os.makedirs(os.path.dirname(path), exist_ok=True)
     root_seq = np.random.SeedSequence(entropy=[int(seed), zlib.crc32(dataset.encode()), int(file_index)])
     n_chunks = -(-n_entries // chunk_size)
-    with atomic_output(path) as tmp_path, reproducible_root(f"llp:{dataset}:{file_index}:{seed}") as opts, \
+    with atomic_path(path, folder=True) as tmp_path, reproducible_root(f"llp:{dataset}:{file_index}:{seed}") as opts, \
             uproot.recreate(tmp_path, compression=uproot.ZSTD(5), **opts) as f:
         ttree = f.mktree(tree, _branch_types(), title=title)
         for i, seq in enumerate(root_seq.spawn(n_chunks)):

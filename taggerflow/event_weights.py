@@ -54,7 +54,7 @@ def weight_expression(cfg, dataset: str) -> str:
 
 
 def weight_names(cfg, dataset: str) -> tuple[str, ...]:
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     return expression_names(weight_expression(cfg, dataset))
 
@@ -80,7 +80,7 @@ def sum_of_weights_spec(cfg, dataset: str) -> dict | str | None:
 
 def validate(cfg, err) -> None:
     """The weight keys of ``inputs`` (called by the configuration's validation)."""
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     inp = cfg.raw["inputs"]
     datasets = inp.get("datasets") or {}
@@ -173,7 +173,7 @@ def file_sum_of_weights(cfg, dataset: str, path: str) -> float | None:
             data = f[jets_name].fields(need)[:]
             arrays = {n: data[n] for n in need}
         return _unique_event_sum(expr, arrays, names, path)
-    if fmt in format_modules.NAMES:
+    if fmt in format_modules.event_field_formats():
         return _event_format_sum(cfg, dataset, path, expr, names, spec, key)
     tree_name = cfg.raw["inputs"].get("tree", "Events" if fmt == "nanoaod" else "candidates")
     tree = open_tree(path, tree_name)

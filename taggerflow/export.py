@@ -23,7 +23,8 @@ import awkward as ak
 import numpy as np
 
 from taggerflow.config import Config
-from taggerflow.io import candidate_features, open_tree, read_range
+from taggerflow.formats.shards import open_shard
+from taggerflow.io import candidate_features
 from taggerflow.scaling.apply import RAW_INPUT_RECIPE, apply_raw_recipe, raw_recipe_arrays, scaling_arrays
 from taggerflow.trainsample import (CANDIDATE_GROUP, options, order_and_pad, prepare, sequence_constituents,
                                     sequence_variables, split_index)
@@ -85,9 +86,9 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
         raw_parts[name] = []
     n = 0
     for path in shard_paths:
-        t = open_tree(path, cfg.tree)
+        shard = open_shard(path, cfg.tree)
         branches = sorted(set(cfg.required_branches()) | {"class_label", "dataset_id"})
-        for chunk in read_range(path, cfg.tree, branches, 0, t.num_entries, cfg.chunk_size):
+        for chunk in shard.chunks(branches, cfg.chunk_size):
             split = split_index(ak.to_numpy(chunk["event"]), ak.to_numpy(chunk["dataset_id"]), fractions)
             chunk = chunk[split == 2][: n_max_candidates - n]
             if len(chunk) == 0:
@@ -108,6 +109,7 @@ def check_inputs(cfg: Config, shard_paths: list[str], scaling: dict, n_max_candi
             n += len(chunk)
             if n >= n_max_candidates:
                 break
+        shard.close()
         if n >= n_max_candidates:
             break
     if n == 0:

@@ -19,14 +19,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from taggerflow.utils import atomic_path
-
-# numpy functions usable in variable expressions (see taggerflow.config.EXPRESSION_FUNCTIONS)
-_EXPR_FUNCS = {"abs": np.abs, "sqrt": np.sqrt, "log": np.log, "log1p": np.log1p, "exp": np.exp,
-               "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "arctan2": np.arctan2, "hypot": np.hypot,
-               "minimum": np.minimum, "maximum": np.maximum, "where": np.where,
-               "isfinite": np.isfinite}
-
+from taggerflow.expressions import evaluate  # noqa: F401  (re-exported: io.evaluate)
 
 class InputError(RuntimeError):
     """An input file that cannot be used; the message names the file (and branch)."""
@@ -49,16 +42,11 @@ def uproot_open_options(path: str, direct: bool = False) -> dict:
 
 
 def open_tree(path: str, tree: str, direct: bool = False):
-    """Open ``path`` and return its TTree ``tree``, with errors that name both. HDF5 shards
-    (``.h5``/``.hdf5``, written with ``resampling.output_format: hdf5``) are served through a
-    tree-like view with the same interface (num_entries, keys(), arrays(), [branch]).
-    ``direct``: see :func:`uproot_open_options` (the caller closes the file)."""
+    """Open ``path`` and return its TTree (or RNTuple) ``tree``, with errors that name both (HDF5
+    shards: :func:`taggerflow.formats.shards.open_shard`). ``direct``: see
+    :func:`uproot_open_options` (the caller closes the file)."""
     if "://" not in path and not os.path.exists(path):
         raise InputError(f"{path}: input file does not exist")
-    if str(path).endswith((".h5", ".hdf5")):
-        from taggerflow.shards import H5ShardTree
-
-        return H5ShardTree(path, tree)
     try:
         f = uproot.open(path, **uproot_open_options(path, direct))
     except Exception as e:  # uproot raises many types for corrupt/truncated files
@@ -149,15 +137,6 @@ def tree_keys(t) -> list[str]:
     return list(t.keys())
 
 
-def check_branches(t, path: str, required: dict[str, str]) -> None:
-    """Raise if a branch that the config needs is missing; names the branch and the config key."""
-    present = set(tree_keys(t))
-    for branch, key in required.items():
-        if branch not in present:
-            raise InputError(f"{path}: branch '{branch}' (needed by config key {key}) not found in "
-                             f"tree '{t.name}'")
-
-
 def num_entries(path: str, tree: str) -> int:
     return int(open_tree(path, tree).num_entries)
 
@@ -209,25 +188,6 @@ def collection_fields(t, branches: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
-def read_range(path: str, tree: str, branches: Sequence[str], entry_start: int, entry_stop: int,
-               step: int) -> Iterator[ak.Array]:
-    """Iterate over entries [entry_start, entry_stop) of one file in chunks of ``step``."""
-    t = open_tree(path, tree)
-    n = int(t.num_entries)
-    if entry_stop > n:
-        raise InputError(f"{path}: has {n} entries, expected at least {entry_stop} "
-                         f"(file changed since the spectrum was made?)")
-    start = entry_start
-    while start < entry_stop:
-        stop = min(start + step, entry_stop)
-        try:
-            yield t.arrays(list(branches), entry_start=start, entry_stop=stop, library="ak")
-        except Exception as e:
-            raise InputError(f"{path}: failed to read entries {start}-{stop} "
-                             f"({type(e).__name__}: {e})") from None
-        start = stop
-
-
 @dataclass
 class Segment:
     """Entries [start, stop) of one input file (of dataset ``dataset``, when known)."""
@@ -240,11 +200,6 @@ class Segment:
 
 # ---------------------------------------------------------------------------------------------
 # features
-def evaluate(expression: str, namespace: dict) -> ak.Array | np.ndarray:
-    """Evaluate a validated variable expression (see config.expression_names) on arrays."""
-    return eval(compile(expression, "<expression>", "eval"), {"__builtins__": {}}, {**_EXPR_FUNCS, **namespace})
-
-
 def candidate_features(chunk: ak.Array, variables) -> np.ndarray:
     """(n, n_vars) float64 raw candidate features."""
     n = len(chunk)
@@ -333,17 +288,7 @@ def writable_types(data: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# reproducible, atomic outputs
-@contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """Yield a path with the same file name as ``path`` inside a temporary folder beside it; move it
-    into place only when the block succeeds. (ROOT files record their own name, so the temporary
-    file must already carry the final name for two runs to give the same bytes.) The folder mode of
-    :func:`taggerflow.utils.atomic_path`: same temporary names, stale-temp removal and file modes."""
-    with atomic_path(path, folder=True) as tmp:
-        yield tmp
-
-
+# reproducible ROOT outputs (written through taggerflow.utils.atomic_path(path, folder=True))
 #: the timestamp written into reproducible ROOT files: SOURCE_DATE_EPOCH if set, else 2000-01-01
 def _fixed_time() -> _datetime.datetime:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")

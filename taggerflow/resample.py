@@ -47,12 +47,12 @@ import numpy as np
 
 from taggerflow.config import Config
 from taggerflow.event_weights import WEIGHT_FIELD
-from taggerflow.io import InputError, Segment, atomic_output, labels_from_truth
+from taggerflow.io import InputError, Segment, labels_from_truth
 from taggerflow.integrity import write_shard_checksum
 from taggerflow.readers import (available_fields, input_spec, match_any, open_source, read_prepared,
                                 split_location)
 from taggerflow.shards import SUFFIX, Columns, shard_writer
-from taggerflow.utils import job_seed, stable_hash64, write_json
+from taggerflow.utils import atomic_path, job_seed, stable_hash64, write_json
 
 ADDED_BRANCHES = ("class_label", "dataset_id", "dataset_group_id")
 
@@ -588,7 +588,7 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
     n_rounds = 0
     write_batch = max(cfg.chunk_size, mix_buffer)
     try:
-        with atomic_output(shard_path) as tmp:
+        with atomic_path(shard_path, folder=True) as tmp:
             with shard_writer(fmt, tmp, cfg.tree, coll_fields, write_batch, identity, schema=schema,
                               level=rs.get("compression_level")) as w:
                 streams: list[_Stream] = []

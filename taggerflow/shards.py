@@ -389,7 +389,8 @@ class _H5Branch:
 
 
 class H5ShardTree:
-    """A read view of an HDF5 shard with the interface of the uproot TTree the stages use."""
+    """A read view of an HDF5 shard with the interface of the uproot TTree the stages use (read
+    through taggerflow.formats.shards.ShardSource)."""
 
     def __init__(self, path: str, tree: str):
         import h5py
@@ -409,6 +410,9 @@ class H5ShardTree:
 
     def keys(self) -> list[str]:
         return list(self._g.keys())
+
+    def close(self) -> None:
+        self._file.close()
 
     def values(self) -> list[_H5Branch]:
         return [_H5Branch(self, k) for k in self.keys()]

@@ -16,7 +16,7 @@ import uproot
 from taggerflow.config import Config
 from taggerflow.event_weights import file_sum_of_weights, weights_configured
 from taggerflow.integrity import check_input_baskets
-from taggerflow.io import InputError, atomic_output, labels_from_truth, reproducible_root
+from taggerflow.io import InputError, labels_from_truth, reproducible_root
 from taggerflow.paths import portable_path
 from taggerflow.readers import input_spec, iter_prepared, open_source
 from taggerflow.utils import atomic_path, gc_paused
@@ -437,7 +437,7 @@ def write_spectrum(result: dict, npz_path: str, root_path: str, classes: list[st
                      **({"sum_of_weights": np.float64(np.nan if result["sum_of_weights"] is None
                                                       else result["sum_of_weights"])}
                         if "sum_of_weights" in result else {}))
-    with atomic_output(root_path) as tmp, reproducible_root(f"spectrum:{source}") as opts:
+    with atomic_path(root_path, folder=True) as tmp, reproducible_root(f"spectrum:{source}") as opts:
         with uproot.recreate(tmp, **opts) as f:
             for i, c in enumerate(classes):
                 # ROOT's TH2 holds floating-point (or 32-bit) counts: write Double histograms

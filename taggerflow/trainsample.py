@@ -33,8 +33,8 @@ import numpy as np
 from taggerflow.cones import cone_masks
 from taggerflow.config import GLOBAL_CONE, Config
 from taggerflow.event_weights import WEIGHT_FIELD, weights_configured
-from taggerflow.io import candidate_features, check_branches, collection_features, evaluate, open_tree, \
-    read_range
+from taggerflow.formats.shards import open_shard
+from taggerflow.io import candidate_features, collection_features, evaluate
 from taggerflow.scaling.apply import apply_scaling, scaling_arrays
 from taggerflow.scaling.names import ScalingError, variable_types
 from taggerflow.utils import AtomicOutput
@@ -94,7 +94,7 @@ def sequence_variables(cfg: Config) -> dict[str, list[str]]:
 
 def extra_branches(cfg: Config) -> dict[str, str]:
     """Input branches the train_sample options read besides cfg.required_branches(): branch -> key."""
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     opts = options(cfg)
     need: dict[str, str] = {}
@@ -218,14 +218,13 @@ def weight_histogram(cfg: Config, shard_paths: Iterable[str]) -> np.ndarray:
     shape = (len(cfg.class_names), len(pt_bins) - 1, len(eta_bins) - 1)
     counts = np.zeros(int(np.prod(shape)), dtype=np.int64)
     for path in shard_paths:
-        t = open_tree(path, cfg.tree)
-        check_branches(t, path, {"pt": "train_sample.weights", "eta": "train_sample.weights",
-                                 "class_label": "train_sample.weights"})
-        step = max(cfg.chunk_size, 200_000)
-        for chunk in read_range(path, cfg.tree, ["pt", "eta", "class_label"], 0, t.num_entries, step):
-            idx = _weight_bin(cfg, ak.to_numpy(chunk["class_label"]), ak.to_numpy(chunk["pt"]),
-                              ak.to_numpy(chunk["eta"]), shape)
-            counts += np.bincount(idx, minlength=len(counts))
+        with open_shard(path, cfg.tree) as shard:
+            shard.check_fields({"pt": "train_sample.weights", "eta": "train_sample.weights",
+                                "class_label": "train_sample.weights"})
+            for chunk in shard.chunks(["pt", "eta", "class_label"], max(cfg.chunk_size, 200_000)):
+                idx = _weight_bin(cfg, ak.to_numpy(chunk["class_label"]), ak.to_numpy(chunk["pt"]),
+                                  ak.to_numpy(chunk["eta"]), shape)
+                counts += np.bincount(idx, minlength=len(counts))
     return counts.reshape(shape)
 
 
@@ -311,13 +310,13 @@ def prepare(cfg: Config, chunk: ak.Array, scaling: dict, weight_table: np.ndarra
 
 
 def _label_branches(opts: Options) -> set[str]:
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     return {b for _, expr in opts.additional_labels for b in expression_names(expr)}
 
 
 def _additional_labels(chunk: ak.Array, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-    from taggerflow.config import expression_names
+    from taggerflow.expressions import expression_names
 
     n = len(chunk)
     out = np.empty((n, len(pairs)), dtype=np.float64)
@@ -543,10 +542,11 @@ def check_scaling_matches(cfg: Config, scaling: dict, source: str = "") -> None:
 
 def _label_dtypes(cfg: Config, path: str) -> dict[str, np.dtype]:
     """int32 for integer constituent label branches, float32 otherwise (from the first shard)."""
+    labels = options(cfg).constituent_labels
+    with open_shard(path, cfg.tree) as shard:
+        first = shard.read(0, 1, [f"{coll}_{fld}" for coll, fields in labels.items() for fld in fields])
     out = {}
-    t = open_tree(path, cfg.tree)
-    for coll, fields in options(cfg).constituent_labels.items():
-        first = t.arrays([f"{coll}_{fld}" for fld in fields], entry_start=0, entry_stop=1, library="ak")
+    for coll, fields in labels.items():
         kinds = {ak.to_numpy(ak.flatten(first[f"{coll}_{fld}"], axis=None)).dtype.kind for fld in fields}
         out[coll] = np.dtype(np.int32) if kinds <= {"i", "u", "b"} else np.dtype(np.float32)
     return out
@@ -568,7 +568,8 @@ def write_train_sample(cfg: Config, shard_paths: Iterable[str], scaling: dict,
     check_scaling_matches(cfg, scaling)
     need = _branches(cfg)
     for path in shard_paths:
-        check_branches(open_tree(path, cfg.tree), path, need)
+        with open_shard(path, cfg.tree) as shard:
+            shard.check_fields(need)
     for s in SPLITS:
         check_existing_output(outputs[s], config_hash)
     weight_table = None
@@ -592,12 +593,12 @@ def write_train_sample(cfg: Config, shard_paths: Iterable[str], scaling: dict,
                      "config_hash": config_hash, "train_sample": options_attr, **(meta or {})}
             writers[s] = H5Writer(outputs[s], lay, opts, attrs)
         for path in shard_paths:
-            t = open_tree(path, cfg.tree)
-            for chunk in read_range(path, cfg.tree, branches, 0, t.num_entries, cfg.chunk_size):
-                arrays = file_arrays(cfg, prepare(cfg, chunk, scaling, weight_table, dtype=pad_dtype), lay)
-                split = split_index(ak.to_numpy(chunk["event"]), ak.to_numpy(chunk["dataset_id"]), opts.split)
-                for i, s in enumerate(SPLITS):
-                    writers[s].append(arrays, np.flatnonzero(split == i))
+            with open_shard(path, cfg.tree) as shard:
+                for chunk in shard.chunks(branches, cfg.chunk_size):
+                    arrays = file_arrays(cfg, prepare(cfg, chunk, scaling, weight_table, dtype=pad_dtype), lay)
+                    split = split_index(ak.to_numpy(chunk["event"]), ak.to_numpy(chunk["dataset_id"]), opts.split)
+                    for i, s in enumerate(SPLITS):
+                        writers[s].append(arrays, np.flatnonzero(split == i))
         for w in writers.values():
             w.finish()
     except BaseException:

@@ -24,7 +24,7 @@ import awkward as ak
 import numpy as np
 
 from taggerflow.config import Config
-from taggerflow.io import open_tree, read_range
+from taggerflow.formats.shards import open_shard
 from taggerflow.paths import portable_path
 from taggerflow.utils import write_json
 
@@ -63,17 +63,18 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def load_columns(cfg: Config, path: str, max_rows: int = 1_000_000) -> dict[str, np.ndarray]:
-    t = open_tree(path, cfg.tree)
-    n = int(t.num_entries)
+    shard = open_shard(path, cfg.tree)
+    n = shard.num_entries
     stride = max(1, math.ceil(n / max_rows)) if max_rows else 1
     parts: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     pos = 0
-    for chunk in read_range(path, cfg.tree, list(COLUMNS), 0, n, cfg.chunk_size):
+    for chunk in shard.chunks(list(COLUMNS), cfg.chunk_size):
         k = len(chunk)
         take = np.arange((-pos) % stride, k, stride)
         for c in COLUMNS:
             parts[c].append(ak.to_numpy(chunk[c])[take])
         pos += k
+    shard.close()
     out = {c: (np.concatenate(v) if v else np.zeros(0)) for c, v in parts.items()}
     out["abs_eta"] = np.abs(out.pop("eta")).astype(np.float64)
     out["pt"] = out["pt"].astype(np.float64)

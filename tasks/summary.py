@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import h5py
-import numpy as np
-
+from taggerflow.evaluation_config import evaluation_config
 from taggerflow.paths import portable_path
 from taggerflow.utils import read_json
+from tasks.scaling import MergeScaling
+from tasks.shuffle import ShuffleMergeSpectral
+from tasks.spectrum import Spectrum
+from tasks.trainsample import ToRecords, WriteTrainSample
 
 
 def pipeline_summary(task, variant: str) -> str:
-    """Collect the counts of each stage from its outputs (``task`` is a ConvertLwtnn branch). Paths
-    are shown as stored (taggerflow.paths): the same text wherever the data directory is."""
-    from tasks.scaling import MergeScaling
-    from tasks.shuffle import ShuffleMergeSpectral
-    from tasks.spectrum import Spectrum
+    """Collect the counts of each stage from its outputs (``task`` is a ConvertLwtnn branch, whose
+    input ``training`` is the Training branch of ``variant``). Paths are shown as stored
+    (taggerflow.paths): the same text wherever the data directory is."""
+    import h5py
+
     from taggerflow.metrics import format_aucs, headline_pairs
-    from tasks.evaluation import evaluation_config
-    from tasks.trainsample import ToRecords, WriteTrainSample
-    from tasks.training import Training
 
     def branches(cls):
         wf = cls.req_different_branching(task, branch=-1)
@@ -58,9 +57,7 @@ def pipeline_summary(task, variant: str) -> str:
     lines.append(f"- ToRecords: {2 * len(records)} TFRecord files" if records else
                  "- ToRecords: not run (every training reads the HDF5 files: training.source h5)")
 
-    train_wf = Training.req_different_branching(task, branch=-1)
-    b = next(k for k, v in train_wf.get_branch_map().items() if v == variant)
-    tout = train_wf.req(train_wf, branch=b).output()
+    tout = task.input()["training"]
     summ = read_json(tout["summary"].path)
     pairs = headline_pairs(task.cfg.class_names, evaluation_config(task.cfg)["signals"][0])
     lines.append(f"- Training '{variant}': {portable_path(tout['model'].path)}; test accuracy {summ['test']['accuracy']:.4f}, "
@@ -79,6 +76,8 @@ def pipeline_summary(task, variant: str) -> str:
 def spectrum_counts(npz_paths: list[str], classes: list[str]) -> dict:
     """Summed over Spectrum's outputs: tree entries (events for per-event formats), candidates read,
     those after the selection and with a class (``labelled``) and these per class."""
+    import numpy as np
+
     out = {"entries": 0, "candidates": 0, "labelled": 0, "per_class": {c: 0 for c in classes}}
     for path in npz_paths:
         with np.load(path) as d:

@@ -6,6 +6,7 @@ import law
 import luigi
 
 from tasks.shuffle import verified_shard_paths
+from tasks.summary import pipeline_summary
 from tasks.scaling import MergeScaling
 from tasks.trainsample import ToRecords, WriteTrainSample
 from workflows import Workflow
@@ -94,7 +95,7 @@ class Training(Workflow):
                               h5["test"], out, seed, log=self.publish_message, class_counts=counts,
                               weighted_sample=sample_weighted(h5["train"]))
         from taggerflow.metrics import format_aucs, headline_pairs
-        from tasks.evaluation import evaluation_config
+        from taggerflow.evaluation_config import evaluation_config
 
         pairs = headline_pairs(cfg.class_names, evaluation_config(cfg)["signals"][0])
         self.publish_message(f"{self.branch_data}: test accuracy {summary['test']['accuracy']:.4f}, "
@@ -175,7 +176,6 @@ class ConvertLwtnn(Workflow):
     def run(self):
         from taggerflow.export import export_model
         from taggerflow.utils import atomic_path, read_json
-        from tasks.summary import pipeline_summary
 
         training = self.input()["training"]
         out = {k: t.path for k, t in self.output().items() if k != "summary"}

@@ -1,4 +1,4 @@
-"""Atomic writes (taggerflow.utils.AtomicOutput, atomic_path, io.atomic_output): what a writer killed with
+"""Atomic writes (taggerflow.utils.AtomicOutput, atomic_path and its folder mode): what a writer killed with
 SIGKILL leaves is removed by the next write of the same output, and only that; outputs get the modes
 the umask gives; the per-output lock of task runs."""
 
@@ -15,7 +15,6 @@ import time
 import pytest
 
 from conftest import REPO
-from taggerflow.io import atomic_output
 from taggerflow.utils import atomic_path, output_lock, remove_stale_temps, temp_name
 
 # a writer that stops inside the atomic block (after writing part of its output) until it is killed
@@ -23,11 +22,7 @@ WRITER = """
 import sys, time
 from taggerflow.utils import atomic_path
 out, mode = sys.argv[1], sys.argv[2]
-if mode == "folder":
-    from taggerflow.io import atomic_output
-    block = atomic_output(out)
-else:
-    block = atomic_path(out)
+block = atomic_path(out, folder=mode == "folder")
 with block as tmp:
     with open(tmp, "wb") as f:
         f.write(b"partial")
@@ -73,7 +68,7 @@ def test_next_write_removes_only_the_killed_writers_temps(tmp_path, mode):
         assert len(before) == 3
 
         # the next write of `out` (this process) removes the killed writer's temp, only that one
-        block = atomic_output(out) if mode == "folder" else atomic_path(out)
+        block = atomic_path(out, folder=mode == "folder")
         with block as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"complete")
@@ -127,12 +122,12 @@ def test_outputs_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
             with open(tmp, "w") as f:
                 f.write("{}")
         root = tmp_path / "new" / "DY_0.root"
-        with atomic_output(str(root)) as tmp:
+        with atomic_path(str(root), folder=True) as tmp:
             assert stat.S_IMODE(os.stat(os.path.dirname(tmp)).st_mode) == dir_mode
             with open(tmp, "wb") as f:
                 f.write(b"root")
         tree = tmp_path / "new" / "saved_model"
-        with atomic_output(str(tree)) as tmp:   # a directory as output (folder mode)
+        with atomic_path(str(tree), folder=True) as tmp:   # a directory as output (folder mode)
             os.makedirs(os.path.join(tmp, "variables"), mode=0o700)
             with open(os.path.join(tmp, "variables", "w.bin"), "wb") as f:
                 f.write(b"w")

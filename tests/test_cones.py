@@ -11,7 +11,8 @@ import pytest
 from conftest import tiny_raw
 from taggerflow.config import Cone, config_from_dict
 from taggerflow.cones import cone_masks, signal_radius, wrap_phi
-from taggerflow.io import collection_features, read_range
+from taggerflow.formats.candidate_tree import TreeSource
+from taggerflow.io import collection_features
 from taggerflow.scaling import ScalingError, accumulate, feature_scaling_job, scaling_parameters
 
 CONE = Cone(coef=3.0, min_pt=30.0, min_radius=0.05, outer_dR=0.5)
@@ -70,10 +71,9 @@ def test_per_cone_moments_equal_numpy_on_masked_values(demo_files):
     job = feature_scaling_job(cfg, [path])
     coll = cfg.collections[0]
     # reference: the io reader's features and cone_masks over the whole file at once
-    chunk = ak.concatenate(list(read_range(path, cfg.tree, ["pt", "pfcand_pt", "pfcand_deta", "pfcand_dphi",
-                                                            "pfcand_d0", "pfcand_d0_sig", "pfcand_dz",
-                                                            "pfcand_dz_sig", "pfcand_charge", "pfcand_ptype"],
-                                           0, 1500, 10_000)))
+    chunk = ak.concatenate(list(TreeSource(path, cfg.tree).chunks(
+        ["pt", "pfcand_pt", "pfcand_deta", "pfcand_dphi", "pfcand_d0", "pfcand_d0_sig", "pfcand_dz",
+         "pfcand_dz_sig", "pfcand_charge", "pfcand_ptype"], 10_000, 0, 1500)))
     flat, counts = collection_features(chunk, coll)
     masks = cone_masks(ak.to_numpy(chunk["pt"]), ak.to_numpy(ak.flatten(chunk["pfcand_deta"])),
                        ak.to_numpy(ak.flatten(chunk["pfcand_dphi"])), counts, coll.cone)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import uproot
 
-from taggerflow.io import (InputError, candidate_features, check_branches, collection_features, labels_from_truth,
-                           open_tree, read_range)
+from taggerflow.formats.candidate_tree import TreeSource
+from taggerflow.io import InputError, candidate_features, collection_features, labels_from_truth, open_tree
 from taggerflow.readers import input_spec, open_source
 from taggerflow.resample import split_entries
 
@@ -27,18 +27,23 @@ def test_truncated_file(demo_files, tmp_path):
     cut = tmp_path / "cut.root"
     cut.write_bytes(src[: len(src) // 2])
     with pytest.raises(InputError, match="cut.root"):
-        t = open_tree(str(cut), "candidates")
-        for _ in read_range(str(cut), "candidates", t.keys(), 0, t.num_entries, 10_000):
-            pass
+        with TreeSource(str(cut), "candidates") as src:
+            for _ in src.chunks(src.tree.keys(), 10_000):
+                pass
 
 
 def test_missing_tree_and_branch(demo_files):
     path = demo_files["DY"]
     with pytest.raises(InputError, match="no tree 'taus'"):
         open_tree(path, "taus")
-    t = open_tree(path, "candidates")
-    with pytest.raises(InputError, match=r"branch 'pt_corr' \(needed by config key features.candidate.x\)"):
-        check_branches(t, path, {"pt": "spectrum", "pt_corr": "features.candidate.x"})
+    src = TreeSource(path, "candidates")
+    with pytest.raises(InputError, match=r"branch 'pt_corr' \(needed by config key features.candidate.x\) not found "
+                                         r"in tree 'candidates'"):
+        src.check_fields({"pt": "spectrum", "pt_corr": "features.candidate.x"})
+    n = src.num_entries
+    assert n == int(uproot.open(path)["candidates"].num_entries) > 0
+    with pytest.raises(InputError, match=rf"has {n} entries, expected at least {n + 1}"):
+        next(src.chunks(["pt"], 100, 0, n + 1))
 
 
 def test_job_segments_read_back_exact_ranges(tiny_config, demo_files):
@@ -67,7 +72,7 @@ def test_job_segments_read_back_exact_ranges(tiny_config, demo_files):
 
 def test_features_and_labels(tiny_config, demo_files):
     path = demo_files["TT"]
-    chunk = next(read_range(path, "candidates", sorted(tiny_config.required_branches()), 0, 300, 300))
+    chunk = next(TreeSource(path, "candidates").chunks(sorted(tiny_config.required_branches()), 300, 0, 300))
     x = candidate_features(chunk, tiny_config.candidate_variables)
     names = [v.name for v in tiny_config.candidate_variables]
     np.testing.assert_allclose(x[:, names.index("abs_eta")], np.abs(ak.to_numpy(chunk["eta"])))

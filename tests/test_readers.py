@@ -17,9 +17,11 @@ import uproot
 from conftest import tiny_raw
 
 from taggerflow.config import ConfigError, config_from_dict
-from taggerflow.io import InputError, open_tree
-from taggerflow.readers import (NanoSource, input_spec, iter_prepared, open_source, read_prepared,
-                                split_location)
+from taggerflow.formats.h5 import H5Source
+from taggerflow.formats.nanoaod import NanoSource
+from taggerflow.formats.shards import open_shard
+from taggerflow.io import InputError
+from taggerflow.readers import input_spec, iter_prepared, open_source, read_prepared, split_location
 from taggerflow.resample import plan_job, run_job
 from taggerflow.spectrum import file_spectrum, fine_edges
 
@@ -167,7 +169,7 @@ def test_nanoaod_through_spectrum_shuffle_and_scaling(nano_files, tmp_path):
         shards.append(str(tmp_path / f"s{j}.root"))
     # the manifests record each input as its dataset and its path below the dataset's root
     assert read == {f"DYnano/{os.path.basename(s['path'])}": s["candidates"] for s in spectra}
-    t = open_tree(shards[0], "Events")
+    t = open_shard(shards[0], "Events").tree
     keys = set(t.keys())
     assert {"pt", "eta", "genPartFlav", "event", "pfcand_pt", "npfcand", "class_label", "dataset_id"} <= keys
     assert not np.any(t["decayMode"].array(library="np") == 10)  # the selection was applied while reading
@@ -230,7 +232,7 @@ def test_h5_reader_with_ftag_mock_file_and_aliases(tmp_path):
     plan = plan_job(cfg, spectra, 0, 1)
     m = run_job(cfg, 0, plan.segments, plan.P, plan.p_class, str(tmp_path / "s.h5"), str(tmp_path / "m.json"),
                 N=plan.N)
-    t = open_tree(str(tmp_path / "s.h5"), "candidates")
+    t = open_shard(str(tmp_path / "s.h5"), "candidates").tree
     assert t.num_entries == m["entries_written"] > 0
     out = t.arrays(["pt", "tracks_d0", "class_label"])
     assert ak.to_numpy(out["pt"]).min() > 25  # GeV, selected
@@ -314,8 +316,6 @@ def test_h5_reader_whole_records_and_field_subsets_agree(tmp_path):
     """Whole records (read into a reused buffer) and field subsets give h5py's values; a result stays
     intact after later reads of the same or another file (no aliasing of the buffer)."""
     from ftag import get_mock_file
-
-    from taggerflow.readers import H5Source
 
     paths = []
     for i in range(2):

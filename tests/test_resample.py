@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import uproot
 
+from taggerflow.formats.shards import open_shard
 from taggerflow.resample import ResamplingError, acceptance, run_job, split_entries
 from taggerflow.spectrum import coarse_counts, file_spectrum, fine_edges
 from taggerflow.utils import read_json
@@ -191,10 +192,8 @@ def _run_all(cfg, files, out, n_jobs=None):
 
 
 def _shard(path, branches=None):
-    from taggerflow.io import open_tree
-
-    t = open_tree(path, "candidates")
-    return t.arrays(branches, library="ak")
+    with open_shard(path, "candidates") as shard:
+        return shard.read(0, shard.num_entries, branches if branches is not None else shard.tree.keys())
 
 
 def test_groups_match_dataset_and_file_regex(tmp_path):
@@ -368,11 +367,8 @@ def test_same_config_same_bytes_root_and_hdf5(big_files, tmp_path):
         assert digests[fmt, "a", "m"] == digests[fmt, "b", "m"]
         assert digests[fmt, "a"][0] != digests[fmt, "a"][1]  # a seed per job
     # the HDF5 shard has the content of the ROOT shard and reads through the same interface
-    from taggerflow.io import read_range
-
     r = _shard(str(tmp_path / "root_a" / "shard_0.root"))
-    h = ak.concatenate(list(read_range(str(tmp_path / "hdf5_a" / "shard_0.h5"), "candidates", r.fields, 0,
-                                       len(r), 700)))
+    h = ak.concatenate(list(open_shard(str(tmp_path / "hdf5_a" / "shard_0.h5"), "candidates").chunks(r.fields, 700)))
     for f in ("event", "pt", "class_label", "dataset_id", "pfcand_pt", "pfcand_charge"):
         assert ak.to_list(r[f]) == ak.to_list(h[f]), f
 

@@ -13,7 +13,8 @@ import yaml
 
 from conftest import tiny_raw
 from taggerflow.config import config_from_dict
-from taggerflow.io import candidate_features, read_range
+from taggerflow.formats.candidate_tree import TreeSource
+from taggerflow.io import candidate_features
 from taggerflow.scaling import (QUANTILES, Moments, ScalingError, apply_scaling, feature_scaling_job, job_signature,
                                 merge_jobs, merge_statistics, scaling_arrays, scaling_parameters,
                                 statistics_to_json, suspicious_variables, variable_types, write_scaling_outputs)
@@ -219,7 +220,7 @@ def test_jobs_over_real_files_merge_to_a_single_pass(demo_files):
                 assert m["raw_mean"] == pytest.approx(e["raw_mean"], rel=1e-12, abs=1e-15), (t, v, c)
                 assert m["raw_std"] == pytest.approx(e["raw_std"], rel=1e-12), (t, v, c)
     # and both equal numpy on all values at once (mean 50, std ~0.35)
-    chunks = [c for p in paths for c in read_range(p, cfg.tree, ["phi"], 0, 1500, 10_000)]
+    chunks = [c for p in paths for c in TreeSource(p, cfg.tree).chunks(["phi"], 10_000, 0, 1500)]
     x = np.concatenate([candidate_features(c, [v for v in cfg.candidate_variables if v.name == "fifty"])[:, 0]
                         for c in chunks])
     f = merged["scaling"]["candidate"]["fifty"]["global"]
@@ -249,8 +250,8 @@ def test_snapshots_every_log_step_files(demo_files):
 
 
 def _file_values(cfg, path, var):
-    chunks = list(read_range(path, cfg.tree, sorted({n for v in cfg.candidate_variables for n in v.names_used}),
-                             0, 1500, 10_000))
+    chunks = list(TreeSource(path, cfg.tree).chunks(sorted({n for v in cfg.candidate_variables for n in v.names_used}),
+                                                    10_000, 0, 1500))
     x = np.concatenate([candidate_features(c, [v for v in cfg.candidate_variables if v.name == var])[:, 0]
                         for c in chunks])
     return x[np.isfinite(x)]
@@ -366,7 +367,7 @@ def test_variable_selection_excludes_values_from_the_statistics(demo_files):
     merged = merge_jobs(cfg, jobs, ["a.json", "b.json"])["scaling"]
 
     branches = ["pt", "ip_sig", "pfcand_d0", "pfcand_dz", "pfcand_deta", "pfcand_dphi"]
-    chunks = [c for p in paths for c in read_range(p, cfg.tree, branches, 0, 1500, 10**6)]
+    chunks = [c for p in paths for c in TreeSource(p, cfg.tree).chunks(branches, 10**6, 0, 1500)]
     arr = ak.concatenate(chunks)
     ip, pt = ak.to_numpy(arr["ip_sig"]).astype(np.float64), ak.to_numpy(arr["pt"])
     keep = (ip > 0) & (pt > 25)

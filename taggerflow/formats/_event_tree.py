@@ -19,8 +19,9 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from taggerflow.io import InputError, evaluate, open_tree
-from taggerflow.readers import Source, _close_tree
+from taggerflow.expressions import evaluate, expression_names
+from taggerflow.formats.base import Source, close_tree
+from taggerflow.io import InputError, open_tree
 
 
 @dataclass
@@ -56,8 +57,6 @@ def parse_variables(section: dict, key: str, available: dict[str, str], path: st
                     ) -> dict[str, tuple[str, tuple[str, ...]]]:
     """``variables`` of a config section -> {name: (expression, file names used)}; a name the file
     lacks is an error naming the file, the name and the config key."""
-    from taggerflow.config import expression_names
-
     out = {}
     for name, expr in (section.get("variables") or {}).items():
         used = expression_names(str(expr))
@@ -157,7 +156,7 @@ class EventTreeSource(Source):
         check_baskets(self.tree, self.path, self._branches_used())
 
     def close(self) -> None:
-        _close_tree(self.tree)
+        close_tree(self.tree)
 
     def _read(self, keys: set[str], start: int, stop: int) -> dict:
         out = {}

@@ -25,6 +25,8 @@ from taggerflow.formats.physlite import validate as _validate_like_physlite
 from taggerflow.io import InputError
 
 FORMAT = "delphes"
+NEEDS_SECTION = "see taggerflow/formats/delphes.py"
+EVENT_FIELDS = True   # DelphesSource.event / event_arrays
 DEFAULT_TREE = "Delphes"
 DEFAULT_EVENT_BRANCHES = {"event": "Number"}
 UID_BITS = 24   # TRef/TProcessID: object number in the low 24 bits of fUniqueID
@@ -37,8 +39,8 @@ SCHEMA = {
 }
 
 
-def validate(section: dict, err) -> None:
-    _validate_like_physlite(section, lambda key, msg: err(key.replace("inputs.physlite", "inputs.delphes"), msg))
+def validate(section: dict, cfg, err) -> None:
+    _validate_like_physlite(section, cfg, lambda key, msg: err(key.replace("inputs.physlite", "inputs.delphes"), msg))
 
 
 def open_source(path: str, tree: str, section: dict) -> "DelphesSource":

@@ -27,9 +27,12 @@ import awkward as ak
 import numpy as np
 
 from taggerflow.formats._event_tree import EventTreeSource, Objects, is_numeric_jagged, parse_variables
+from taggerflow.expressions import expression_names
 from taggerflow.io import InputError
 
 FORMAT = "physlite"
+NEEDS_SECTION = "see taggerflow/formats/physlite.py"
+EVENT_FIELDS = True   # PhysliteSource.event / event_arrays
 DEFAULT_TREE = "CollectionTree"
 DEFAULT_EVENT_BRANCHES = {"run": "runNumber", "luminosityBlock": "lumiBlock", "event": "eventNumber"}
 
@@ -41,10 +44,8 @@ SCHEMA = {
 }
 
 
-def validate(section: dict, err) -> None:
+def validate(section: dict, cfg, err) -> None:
     """Names must be identifiers (they become field names), expressions must parse."""
-    from taggerflow.config import expression_names
-
     def check_vars(key: str, variables: dict) -> None:
         for name, expr in (variables or {}).items():
             if not str(name).isidentifier():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from taggerflow.cones import cone_masks
-from taggerflow.io import check_branches, open_tree, read_range
+from taggerflow.formats.shards import open_shard
 from taggerflow.paths import portable_path
 from taggerflow.scaling.expressions import _candidate_block, _ChunkArrays, _collection_block, scaling_branches
 from taggerflow.scaling.moments import Moments, _MomentBlock
@@ -97,9 +97,9 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
     for n_file, path in enumerate(shard_paths, 1):
         stored = portable_path(path, cfg.base_dir)   # as stored: no absolute path of the data directory
         files.append(stored)
-        tree = open_tree(path, cfg.tree)
-        check_branches(tree, path, need)
-        entries = int(tree.num_entries)
+        shard = open_shard(path, cfg.tree)
+        shard.check_fields(need)
+        entries = shard.num_entries
         blocks = [_MomentBlock(len(i.names)) for i in inputs]
         sketches = [_QuantileSketch(len(i.names), quantile_cap, tail_size,
                                     stable_hash64(f"quantile-sample:{cfg.seed}:{i.name}")) for i in inputs] \
@@ -107,7 +107,7 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
         outside = {c: 0 for c in outside_total}
         cand_offset = 0
         coll_offset = {c.name: 0 for c in colls}
-        for chunk in read_range(path, cfg.tree, branches, 0, entries, cfg.chunk_size):
+        for chunk in shard.chunks(branches, cfg.chunk_size):
             arrs = _ChunkArrays(chunk)
             n = len(chunk)
             x, rejected = _candidate_block(cand_vars, arrs, n)
@@ -155,6 +155,7 @@ def _scan(cfg: Config, shard_paths: Iterable[str], quantiles: bool, log_step: in
             per_file.append({"file": stored, "entries": entries, "outside_cones": outside,
                              "moments": _stats_json(inputs, blocks), "quantiles": q})
             del sketches
+        shard.close()
         if n_file % log_step == 0:
             snapshots.append({"n_files": n_file, "file": stored, "moments": _stats_json(inputs, total)})
     if files and (not snapshots or snapshots[-1]["n_files"] != len(files)):
