@@ -49,7 +49,7 @@ import uproot
 from taggerflow import formats as format_modules
 from taggerflow.io import InputError, collection_fields, evaluate, input_branches, open_tree, tree_keys
 
-FORMATS = ("candidate_tree", "nanoaod", "h5") + format_modules.NAMES
+from taggerflow.config import INPUT_FORMATS as FORMATS  # noqa: E402  (one definition)
 DEFAULT_EVENT_BRANCHES = ("run", "luminosityBlock", "event")
 
 
