@@ -20,6 +20,9 @@ SELECT_BY = {"val_loss": "min", "val_accuracy": "max", "ks": "min"}  # ks: of th
 DEFAULTS = {"ramp_up_epochs": 0, "layers": [32, 32], "inputs": [], "ks_cut": None, "select_by": "val_loss",
             "plot_every": 1, "pt_bins": None, "balance_classes": True, "learning_rate": None,
             "control_batch_size": None}
+#: the section in taggerflow.schema's legacy form: keys, required, defaults (the values are checked
+#: by validate_adversary_section, with messages of their own)
+SCHEMA = {"training.adversary": {"lambda": (object, True), **{k: (object, False, v) for k, v in DEFAULTS.items()}}}
 
 
 # ----------------------------------------------------------------------------------------------

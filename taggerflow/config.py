@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from taggerflow import formats as format_modules
+from taggerflow import schema
 from taggerflow.expressions import EXPRESSION_FUNCTIONS, expression_names  # noqa: F401  (config.expression_names)
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
@@ -38,102 +39,15 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# schema: for each section, the allowed keys -> (type(s), required)
-_ANY = object
+# structure: the typed sections of taggerflow.schema (keys, types, required, defaults)
 
 
 def _schema() -> dict:
-    num = (int, float)
-    return {
-        "name": (str, True),
-        "seed": (int, True),
-        "demo": (dict, False),
-        "inputs": (dict, True),
-        "classes": (dict, True),
-        "spectrum": (dict, True),
-        "resampling": (dict, True),
-        "features": (dict, True),
-        "train_sample": (dict, True),
-        "records": (dict, True),
-        "training": (dict, True),
-        "export": (dict, True),
-        "scaling": (dict, False),
-        "evaluation": (dict, False),
-        "control": (dict, False),  # the adversary's control sample: taggerflow.control_sample
-        "_sub": {
-            "demo": {"tree": (str, False), "datasets": (dict, True),
-                     # family: tau (default, taggerflow/demo.py) | llp (taggerflow/demo_llp.py, with control)
-                     "family": (str, False), "control": (dict, False)},
-            # pt_scale, eta_width, class_fractions: required for the tau family; process, parameters: llp
-            "demo.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
-                                "pt_scale": (num, False), "eta_width": (num, False),
-                                "class_fractions": (dict, False), "process": (str, False),
-                                "parameters": (dict, False)},
-            "demo.control": {"shift": (dict, True), "datasets": (dict, True)},
-            "demo.control.shift": {"variable": (str, True), "amount": (num, True)},
-            "demo.control.datasets.*": {"n_files": (int, True), "entries_per_file": (int, True),
-                                        "is_data": (bool, True), "pt_scale": (num, False)},
-            "inputs": {"format": (str, True), "tree": (str, False), "datasets": (dict, False),
-                       "chunk_size": (int, False), "selection": (str, False), "aliases": (dict, False),
-                       "luminosity_invpb": (num, False), **format_modules.section_keys()},
-            "inputs.datasets.*": {"files": (list, True), "format": (str, False),
-                                  # event weights and their normalisation: taggerflow/event_weights.py
-                                  "weight": (str, False), "cross_section_pb": (num, False),
-                                  "sum_of_weights": ((str, dict), False),
-                                  # signal model parameters (e.g. {m_H: 125, m_S: 40}): efficiency maps
-                                  "parameters": (dict, False)},
-            "classes": {"truth_branch": (str, True), "labels": (dict, True)},
-            "spectrum": {"pt_fine": (dict, True), "abs_eta_fine": (dict, True)},
-            "spectrum.pt_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
-            "spectrum.abs_eta_fine": {"start": (num, True), "stop": (num, True), "n_bins": (int, True)},
-            "resampling": {"n_jobs": (int, True), "pt_bins": (list, True), "eta_bins": (list, True),
-                           "class_ratio": (dict, True), "enable_emptybin": (bool, False),
-                           "mix_buffer": (int, False), "mix_streams": (int, False), "groups": (list, False),
-                           "lastbin_takeall": (bool, False), "lastbin_disbalance": (num, False),
-                           "refill_spectrum": (bool, False), "pt_range": (list, False),
-                           "abs_eta_range": (list, False), "output_format": (str, False),
-                           "compression_level": (int, False),
-                           "disabled_branches": (list, False)},
-            "features": {"candidate": (dict, True), "collections": (dict, False)},
-            "features.candidate.*": {"expression": (str, False), "scaling": (str, True),
-                                     "limits": (list, False), "default": (num, False),
-                                     "selection": (str, False), "categories": (list, False)},
-            "features.collections.*": {"n_max": (int, True), "sort_by": (str, False),
-                                       "variables": (dict, True), "cone": (dict, False)},
-            "features.collections.*.cone": {"coef": (num, True), "min_pt": (num, True),
-                                            "min_radius": (num, True), "outer_dR": (num, True),
-                                            "deta": (str, False), "dphi": (str, False)},
-            "features.collections.*.variables.*": {"expression": (str, False), "scaling": (str, True),
-                                                   "limits": ((list, dict), False), "default": (num, False),
-                                                   "selection": (str, False), "categories": (list, False)},
-            "scaling": {"log_step": (int, False)},
-            "train_sample": {"split": (dict, True), "precision": (str, False),
-                             "compression": ((str, type(None)), False), "chunk_rows": (int, False),
-                             "concat_jet_tracks": ((bool, list), False),
-                             "additional_labels": ((list, dict), False),
-                             "constituent_labels": (dict, False), "weights": (bool, False)},
-            "train_sample.split": {"train": (num, True), "validation": (num, True), "test": (num, True)},
-            "records": {"chunk_size": (int, True), "add_vars": (list, False)},
-            "training": {"batch_size": (int, True), "epochs": (int, True), "learning_rate": (num, True),
-                         "model": (dict, True), "variants": (list, False),
-                         "early_stopping_patience": (int, False), "shuffle_buffer": (int, False),
-                         "class_weights": ((str, dict, type(None)), False), "lr_schedule": (dict, False),
-                         "tensorboard": (bool, False), "mlflow": (bool, False), "source": (str, False),
-                         "use_sample_weights": ((bool, type(None)), False), "event_weights": (bool, False),
-                         "adversary": (dict, False)},  # keys: taggerflow.adversary_config
-            "training.lr_schedule": {"type": (str, True), "decay_steps": (int, False),
-                                     "decay_rate": (num, False), "alpha": (num, False)},
-            "evaluation": {"signals": (list, True), "working_points": (list, True),
-                           "pt_bins": (list, False), "eta_bins": (list, False), "event_weights": (bool, False)},
-            "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
-                               "activation": (str, False), "batch_norm": (bool, False),
-                               "dropout": (num, False), "alpha": (num, False),
-                               "cell": (str, False), "rnn_units": ((int, dict), False)},  # rnn: models_rnn
-            "export": {"n_check": (int, True), "tolerance": (num, True),
-                       "sequence_names": (dict, False)},
-            **format_modules.schemas(),   # inputs.<format> of taggerflow/formats/
-        },
-    }
+    """The schema in the legacy form ``{top key: (types, required), "_sub": {pattern: {key: (types,
+    required)}}}`` (for modules that check a section of their own against a core one)."""
+    regs = schema.sections()
+    as_tuples = {p: {k: (key.types, key.required) for k, key in keys.items()} for p, keys in regs.items()}
+    return {**as_tuples.pop(""), "_sub": as_tuples}
 
 
 def _type_name(t: Any) -> str:
@@ -150,7 +64,8 @@ def _check_section(data: Any, spec: dict, where: str, path: str) -> None:
         if key not in spec:
             allowed = ", ".join(sorted(spec))
             raise ConfigError(f"{path}: {_join(where, key)}: unknown key (allowed: {allowed})")
-    for key, (types, required) in spec.items():
+    for key, entry in spec.items():
+        types, required = (entry.types, entry.required) if isinstance(entry, schema.Key) else entry[:2]
         if key not in data:
             if required:
                 raise ConfigError(f"{path}: {_join(where, key)}: missing required key")
@@ -167,25 +82,36 @@ def _join(where: str, key: str) -> str:
 
 
 def _validate_structure(raw: dict, path: str) -> None:
-    schema = _schema()
-    sub = schema.pop("_sub")
-    _check_section(raw, schema, "", path)
-    # walk the nested sections; '*' matches every key of a mapping
-    for pattern, spec in sub.items():
-        for where, value in _expand(raw, pattern.split(".")):
-            _check_section(value, spec, where, path)
+    _check_tree(raw, "", "", path)
+    # each training variant is a full training section once merged with the base one; the base is
+    # valid, so what fails comes from the variant and is named under training.variants[i]
+    for i, merged in enumerate(_merged_variants(raw, path)):
+        _check_tree(merged, "training", f"training.variants[{i}]", path, exclude=("variants",))
 
 
-def _expand(data: Any, parts: list[str], where: str = ""):
-    if not parts:
-        yield where, data
-        return
-    if not isinstance(data, dict):
-        return
-    head, rest = parts[0], parts[1:]
-    keys = list(data) if head == "*" else ([head] if head in data else [])
-    for key in keys:
-        yield from _expand(data[key], rest, _join(where, key))
+def _check_tree(data: dict, root: str, where: str, path: str, exclude: tuple[str, ...] = ()) -> None:
+    """Check ``data``, the mapping at pattern ``root``, against every section at and below it; key
+    paths are reported under ``where``. '*' in a pattern matches every key of a mapping."""
+    regs = schema.sections()
+    prefix = root + "." if root else ""
+    for pattern, keys in regs.items():
+        if pattern == root:
+            _check_section(data, {k: v for k, v in keys.items() if k not in exclude}, where, path)
+        elif pattern.startswith(prefix):
+            for at, value in schema.expand(data, pattern[len(prefix):].split(".")):
+                _check_section(value, keys, _join(where, at), path)
+
+
+def _merged_variants(raw: dict, path: str) -> list[dict]:
+    """The training variants, each the base ``training`` section with its overrides (no 'name')."""
+    base = {k: v for k, v in raw["training"].items() if k != "variants"}
+    variants = raw["training"].get("variants") or [{"name": "default"}]
+    out = []
+    for i, var in enumerate(variants):
+        if not isinstance(var, dict) or "name" not in var:
+            raise ConfigError(f"{path}: training.variants[{i}]: needs a 'name'")
+        out.append(_deep_merge(copy.deepcopy(base), {k: v for k, v in var.items() if k != "name"}))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +240,8 @@ class Config:
     base_dir: Path = field(init=False)
     _dataset_files: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
     _dataset_roots: dict[str, tuple[str, str] | None] | None = field(default=None, init=False, repr=False, compare=False)
+    _resolved: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _normalised: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.path).resolve().parent
@@ -330,9 +258,31 @@ class Config:
     def section(self, key: str) -> Any:
         return self.raw.get(key)
 
+    @property
+    def resolved(self) -> dict:
+        """The configuration with every default filled in (taggerflow.schema): absent keys hold
+        their default, None where a key has none; ``training.variants`` holds every variant as a
+        full training section (with its 'name'). Read-only: shared by all tasks."""
+        if self._resolved is None:
+            self._resolved = _resolve(self.raw, normalise=False)
+        return self._resolved
+
+    def settings(self, pattern: str, *keys: str):
+        """The typed section (taggerflow.schema dataclass) at ``pattern``, e.g.
+        ``cfg.settings("resampling").lastbin_disbalance``; ``keys`` fill the '*' of the pattern
+        (``cfg.settings("features.candidate.*", "pt")``)."""
+        node = self.resolved
+        names = iter(keys)
+        for part in pattern.split(".") if pattern else []:
+            node = node[next(names) if part == "*" else part]
+        return schema.typed(pattern, node)
+
     def sections_hash(self, sections: tuple[str, ...]) -> str:
-        """Hash of the sections a task depends on: a changed section gives a new output path."""
-        return config_hash({s: self.raw.get(s) for s in sorted(set(sections))})
+        """Hash of the resolved sections a task depends on (defaults filled in, numbers of float
+        keys as floats): a changed section gives a new output path; writing a default out does not."""
+        if self._normalised is None:
+            self._normalised = _resolve(self.raw, normalise=True)
+        return config_hash({s: self._normalised.get(s) for s in sorted(set(sections))})
 
     # -- inputs ----------------------------------------------------------------------------
     @property
@@ -341,11 +291,11 @@ class Config:
 
     @property
     def tree(self) -> str:
-        return self.raw["inputs"].get("tree", "candidates")
+        return self.resolved["inputs"]["tree"] or "candidates"   # the candidate tree (and shards') name
 
     @property
     def chunk_size(self) -> int:
-        return int(self.raw["inputs"].get("chunk_size", 100_000))
+        return int(self.resolved["inputs"]["chunk_size"])
 
     @property
     def dataset_names(self) -> list[str]:
@@ -474,17 +424,32 @@ class Config:
 
     # -- training --------------------------------------------------------------------------
     def training_variants(self) -> list[dict]:
-        """The resolved training configurations (base `training` with each variant's overrides)."""
-        base = {k: v for k, v in self.raw["training"].items() if k != "variants"}
+        """The training configurations as written (base `training` with each variant's overrides;
+        :meth:`resolved` has them with the defaults filled in)."""
         variants = self.raw["training"].get("variants") or [{"name": "default"}]
-        out = []
-        for i, var in enumerate(variants):
-            if not isinstance(var, dict) or "name" not in var:
-                raise ConfigError(f"{self.path}: training.variants[{i}]: needs a 'name'")
-            merged = _deep_merge(copy.deepcopy(base), {k: v for k, v in var.items() if k != "name"})
-            merged["name"] = var["name"]
-            out.append(merged)
-        return out
+        return [{**merged, "name": var["name"]}
+                for var, merged in zip(variants, _merged_variants(self.raw, self.path))]
+
+    def resolved_variants(self) -> list[dict]:
+        """:meth:`training_variants` with every default of the training section filled in."""
+        return copy.deepcopy(self.resolved["training"]["variants"])
+
+
+def _resolve(raw: dict, normalise: bool) -> dict:
+    """``raw`` with the defaults filled in (taggerflow.schema.fill_defaults), the training variants
+    as full training sections."""
+    out = schema.fill_defaults(copy.deepcopy(raw), normalise=normalise)
+    variants = raw["training"].get("variants") or [{"name": "default"}]
+    merged = [schema.fill_defaults(m, "training", normalise=normalise)
+              for m in _merged_variants(raw, "<resolved>")]
+    out["training"]["variants"] = [{**m, "variants": None, "name": v["name"]} for v, m in zip(variants, merged)]
+    return out
+
+
+def resolve_training(variant: dict) -> dict:
+    """A training section or variant (a mapping, validated or built in code) with the defaults of
+    taggerflow.schema filled in, as a copy."""
+    return schema.fill_defaults(copy.deepcopy(variant), "training")
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -513,7 +478,7 @@ def _variable(name: str, spec: dict, one_hot: tuple | None = None) -> Variable:
         limits = {GLOBAL_CONE: tuple(float(x) for x in raw) if raw is not None else None}
     sel = spec.get("selection")
     return Variable(name=name, expression=expr, scaling=spec["scaling"], limits=limits,
-                    default=float(spec.get("default", 0.0)), names_used=expression_names(expr),
+                    default=float(spec.get("default", schema.default("features.candidate.*", "default"))), names_used=expression_names(expr),
                     selection=sel, selection_names=expression_names(sel) if sel else (), one_hot=one_hot)
 
 
@@ -541,7 +506,7 @@ def _validate_semantics(cfg: Config) -> None:
             seen[c] = name
 
     _validate_signal_parameters(raw, err)
-    if cfg.is_demo and raw["demo"].get("family", "tau") != "tau":
+    if cfg.is_demo and cfg.resolved["demo"]["family"] != "tau":
         from taggerflow.demo_llp import validate_demo_section
 
         try:
@@ -656,22 +621,22 @@ def _validate_semantics(cfg: Config) -> None:
         if twice:
             raise err(key, f"variable '{twice[0]}' is defined twice (a one_hot indicator has the name of "
                            f"another variable: rename one)")
-    if "scaling" in raw and raw["scaling"].get("log_step", 1) < 1:
+    if cfg.resolved["scaling"]["log_step"] < 1:
         raise err("scaling.log_step", "must be >= 1")
 
-    ts = raw["train_sample"]
+    ts = cfg.resolved["train_sample"]
     split = ts["split"]
     if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1) > 1e-9 or split["train"] <= 0:
         raise err("train_sample.split", "fractions must be >= 0, sum to 1, with train > 0")
-    if ts.get("precision", "float32") not in PRECISIONS:
+    if ts["precision"] not in PRECISIONS:
         raise err("train_sample.precision", f"expected one of {PRECISIONS}")
-    if ts.get("compression", "gzip") not in COMPRESSIONS:
+    if ts["compression"] not in COMPRESSIONS:
         raise err("train_sample.compression", "expected null, gzip or lzf")
-    if ts.get("chunk_rows", 1024) < 1:
+    if ts["chunk_rows"] < 1:
         raise err("train_sample.chunk_rows", "must be >= 1")
     cand_names = [v.name for v in cfg.candidate_variables]   # one_hot: the indicators' names
     coll_specs = raw["features"].get("collections") or {}
-    concat = ts.get("concat_jet_tracks", False)
+    concat = ts["concat_jet_tracks"]
     if isinstance(concat, list):
         for v in concat:
             if v not in cand_names:
@@ -713,7 +678,7 @@ def _validate_semantics(cfg: Config) -> None:
             raise err("records.add_vars", f"'{v}' is not a candidate variable (features.candidate: "
                                           f"{', '.join(cand_names)})")
 
-    for i, variant in enumerate(cfg.training_variants()):
+    for i, variant in enumerate(cfg.resolved_variants()):
         # name the key where the value comes from: the variant's override or the base section
         overrides = (raw["training"].get("variants") or [{}])[i]
         where = f"training.variants[{i}]" if "model" in overrides or "epochs" in overrides or \
@@ -721,7 +686,7 @@ def _validate_semantics(cfg: Config) -> None:
         model = variant["model"]
         if model.get("type") not in MODEL_TYPES:
             raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")
-        if model.get("activation", "relu") not in ACTIVATIONS:
+        if model["activation"] not in ACTIVATIONS:
             raise err(f"{where}.model.activation", f"'{model.get('activation')}' cannot be evaluated by lwtnn")
         if model["type"] in ("deepsets", "rnn") and not cfg.collections:
             raise err(f"{where}.model.type", f"{model['type']} needs at least one collection in features.collections")
@@ -739,13 +704,13 @@ def _validate_semantics(cfg: Config) -> None:
         def key_of(k: str) -> str:  # the variant's override, or the base section
             return f"training.variants[{i}].{k}" if k in overrides else f"training.{k}"
 
-        if variant.get("source", "records") not in TRAINING_SOURCES:
-            raise err(key_of("source"), f"unknown source {variant.get('source')!r} (allowed: "
+        if variant["source"] not in TRAINING_SOURCES:
+            raise err(key_of("source"), f"unknown source {variant['source']!r} (allowed: "
                                         f"{', '.join(TRAINING_SOURCES)})")
         usw = variant.get("use_sample_weights")
         if usw is not None and not isinstance(usw, bool):
             raise err(key_of("use_sample_weights"), f"expected true, false or null (auto), got {usw!r}")
-        if usw is True and not raw["train_sample"].get("weights", False):
+        if usw is True and not ts["weights"]:
             raise err(key_of("use_sample_weights"), "true needs train_sample.weights: true (the flattening "
                                                     "weights in jets/weights)")
         if variant.get("event_weights") and not _has_event_weights(cfg):
@@ -885,7 +850,7 @@ def _validate_resampling(cfg: Config, err) -> None:
                 raise err(f"resampling.class_ratio.{cls}", f"no group in resampling.groups provides class '{cls}'")
     if rs.get("lastbin_takeall") and len(rs["pt_bins"]) < 3:
         raise err("resampling.lastbin_takeall", "needs at least two pt bins (the last one is taken whole)")
-    if rs.get("lastbin_disbalance", 1.0) <= 0:
+    if cfg.settings("resampling").lastbin_disbalance <= 0:
         raise err("resampling.lastbin_disbalance", "must be > 0")
     for key, edges in (("pt_range", rs["pt_bins"]), ("abs_eta_range", rs["eta_bins"])):
         rng = rs.get(key)
@@ -896,16 +861,17 @@ def _validate_resampling(cfg: Config, err) -> None:
             raise err(f"resampling.{key}", "expected [low, high] with low < high")
         if rng[0] < edges[0] or rng[1] > edges[-1]:
             raise err(f"resampling.{key}", f"must lie within the bins [{edges[0]}, {edges[-1]}]")
+    res = cfg.resolved["resampling"]
     for key in ("mix_buffer", "mix_streams"):
-        if rs.get(key, 1) < 1:
+        if res[key] < 1:
             raise err(f"resampling.{key}", "must be >= 1")
-    if rs.get("output_format", "root") not in OUTPUT_FORMATS:
+    if res["output_format"] not in OUTPUT_FORMATS:
         raise err("resampling.output_format", f"expected one of {', '.join(OUTPUT_FORMATS)}")
     if "compression_level" in rs:
-        lo, hi = (1, 22) if rs.get("output_format", "root") == "root" else (0, 9)
+        lo, hi = (1, 22) if res["output_format"] == "root" else (0, 9)
         if not lo <= rs["compression_level"] <= hi:
             raise err("resampling.compression_level", f"expected {lo} to {hi} for "
-                      f"{rs.get('output_format', 'root')} shards (ZSTD for root, gzip for hdf5), "
+                      f"{res['output_format']} shards (ZSTD for root, gzip for hdf5), "
                       f"got {rs['compression_level']}")
     try:
         required = cfg.required_branches() if rs.get("disabled_branches") else {}

@@ -283,7 +283,7 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
     """Plan job ``job`` of ``n_jobs`` from per-file spectra (dicts with dataset, path, entries and
     counts_flow/pt_edges/abs_eta_edges as written by Spectrum, or their :func:`spectrum_summary`),
     in input order."""
-    rs = cfg.raw["resampling"]
+    rs = cfg.resolved["resampling"]   # defaults: taggerflow.schema
     groups = {g.name: g for g in config_groups(cfg)}
     assigned = assign_groups(cfg, [(s["dataset"], s["path"]) for s in spectra])
     by_path = {s["path"]: s for s in spectra}
@@ -307,11 +307,11 @@ def plan_job(cfg: Config, spectra: Sequence[dict], job: int, n_jobs: int) -> Job
         segments[g] = split_entries(files, n_jobs)[job] if files else []
     gcls = {g: list(groups[g].classes) for g in assigned} if rs.get("groups") else None
     P = p_class = None
-    if not rs.get("refill_spectrum", False):
-        P, p_class = acceptance(N, cfg.class_names, rs["class_ratio"], bool(rs.get("enable_emptybin", False)),
+    if not rs["refill_spectrum"]:
+        P, p_class = acceptance(N, cfg.class_names, rs["class_ratio"], bool(rs["enable_emptybin"]),
                                 rs["pt_bins"], rs["eta_bins"], group_classes=gcls,
-                                lastbin_takeall=bool(rs.get("lastbin_takeall", False)),
-                                lastbin_disbalance=float(rs.get("lastbin_disbalance", 1.0)), inputs=inputs)
+                                lastbin_takeall=bool(rs["lastbin_takeall"]),
+                                lastbin_disbalance=float(rs["lastbin_disbalance"]), inputs=inputs)
     return JobPlan(segments, gcls, N, P, p_class)
 
 
@@ -434,17 +434,17 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
     Every input is opened and checked (file, tree, entries, branches, truncation) and the acceptance is
     computed before anything is written; the shard appears complete or not at all.
     """
-    rs = cfg.raw["resampling"]
+    rs = cfg.resolved["resampling"]   # defaults: taggerflow.schema
     classes = cfg.class_names
     n_cls = len(classes)
     pt_bins, eta_bins = [float(x) for x in rs["pt_bins"]], [float(x) for x in rs["eta_bins"]]
     pt_lo, pt_hi = (rs.get("pt_range") or (pt_bins[0], pt_bins[-1]))
     eta_lo, eta_hi = (rs.get("abs_eta_range") or (eta_bins[0], eta_bins[-1]))
-    fmt = rs.get("output_format", "root")
-    n_streams = max(1, int(rs.get("mix_streams", 8)))
-    mix_buffer = max(1, int(rs.get("mix_buffer", 10_000)))
+    fmt = rs["output_format"]
+    n_streams = max(1, int(rs["mix_streams"]))
+    mix_buffer = max(1, int(rs["mix_buffer"]))
     disabled = list(rs.get("disabled_branches") or [])
-    refill = bool(rs.get("refill_spectrum", False)) or P is None
+    refill = bool(rs["refill_spectrum"]) or P is None
     truth = cfg.truth_branch
     seed = job_seed(cfg.seed, "shuffle", job)
     rng = np.random.default_rng(seed)
@@ -508,10 +508,10 @@ def run_job(cfg: Config, job: int, segments: dict[str, list[Segment]], P: dict[s
                     pos = nxt
             N[g][~allowed[g]] = 0
         try:
-            P, p_class = acceptance(N, classes, rs["class_ratio"], bool(rs.get("enable_emptybin", False)),
+            P, p_class = acceptance(N, classes, rs["class_ratio"], bool(rs["enable_emptybin"]),
                                     pt_bins, eta_bins, group_classes=gcls,
-                                    lastbin_takeall=bool(rs.get("lastbin_takeall", False)),
-                                    lastbin_disbalance=float(rs.get("lastbin_disbalance", 1.0)))
+                                    lastbin_takeall=bool(rs["lastbin_takeall"]),
+                                    lastbin_disbalance=float(rs["lastbin_disbalance"]))
         except ResamplingError as e:
             raise ResamplingError(f"job {job} (refill_spectrum): {e}") from None
 
@@ -749,4 +749,4 @@ def _accept(chunk: "ak.Array | dict[str, np.ndarray]", truth: str, truth_codes, 
 
 
 def shard_suffix(cfg: Config) -> str:
-    return SUFFIX[cfg.raw["resampling"].get("output_format", "root")]
+    return SUFFIX[cfg.resolved["resampling"]["output_format"]]

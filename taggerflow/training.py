@@ -37,7 +37,10 @@ from taggerflow.records import h5_dataset, h5_layout, h5_model_inputs, read_h5, 
 from taggerflow.trainsample import CANDIDATE_GROUP
 from taggerflow.utils import atomic_path, file_sha256, job_seed, read_json, write_json
 
-SOURCES = ("records", "h5")  # = taggerflow.config.TRAINING_SOURCES
+from taggerflow.config import TRAINING_SOURCES as SOURCES, resolve_training  # noqa: E402
+
+#: steps of the decaying schedules where training.lr_schedule.decay_steps is not given
+DECAY_STEPS = {"exponential": 1000, "cosine": 10000}
 CHECKPOINT_VERSION = 2  # state.json naming its model file; older checkpoints are not resumed
 
 #: Test hook (tests/test_resume_kill.py kills a training there): with
@@ -101,15 +104,15 @@ def class_weights(spec, classes: list[str], counts: Sequence[int] | None) -> dic
 def learning_rate(variant: dict):
     import keras
 
+    variant = resolve_training(variant)
     lr = float(variant["learning_rate"])
-    sched = variant.get("lr_schedule") or {"type": "constant"}
+    sched = variant["lr_schedule"]
+    if sched is None or sched["type"] not in DECAY_STEPS:
+        return lr
+    steps = int(sched["decay_steps"] or DECAY_STEPS[sched["type"]])
     if sched["type"] == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=int(sched.get("decay_steps", 1000)),
-                                                           decay_rate=float(sched.get("decay_rate", 0.9)))
-    if sched["type"] == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(sched.get("decay_steps", 10000)),
-                                                      alpha=float(sched.get("alpha", 0.0)))
-    return lr
+        return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=steps, decay_rate=float(sched["decay_rate"]))
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=float(sched["alpha"]))
 
 
 def sample_weighted(files: Sequence[str]) -> bool:
@@ -187,10 +190,11 @@ def training_datasets(variant: dict, metadata: dict, train_files: Sequence[str],
     those datasets: records.weight_keys); ``class_weight`` then multiplies the
     training weights (Keras refuses class_weight beside sample weights), not the validation ones,
     as Keras's own class_weight does."""
-    source = variant.get("source", "records")
+    variant = resolve_training(variant)
+    source = variant["source"]
     if source not in SOURCES:
         raise ValueError(f"training variant '{variant.get('name')}': unknown source {source!r} (allowed: {SOURCES})")
-    shuffle_buffer = int(variant.get("shuffle_buffer", 20000)) if shuffle else 0
+    shuffle_buffer = int(variant["shuffle_buffer"]) if shuffle else 0
     add_vars = list(metadata.get("add_vars") or [])
 
     shuffle_seed = seed if epoch is None else epoch_seed(seed, epoch)
@@ -314,7 +318,8 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
     ckpt_state = os.path.join(ckpt_dir, "state.json")
     history_tmp = os.path.join(ckpt_dir, "history.csv")
 
-    source = variant.get("source", "records")
+    settings = resolve_training(variant)   # variant as given: written to config.json
+    source = settings["source"]
     check_sequence_widths(collections, metadata)
     if weighted_sample is None:
         weighted_sample = sample_weighted(test_h5) if test_h5 else False
@@ -443,12 +448,12 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
 
     early_stopping = ResumableEarlyStopping((state or {}).get("early_stopping"),
                                             monitor="val_loss" if val_ds is not None else "loss",
-                                            patience=int(variant.get("early_stopping_patience", 5)),
+                                            patience=int(settings["early_stopping_patience"]),
                                             restore_best_weights=False)
     checkpoint = EpochCheckpoint(state["history"] if state else [], early_stopping)
     # early stopping first: the checkpoint of an epoch holds the early-stopping state after it
     fit_callbacks = [early_stopping, checkpoint]
-    if variant.get("tensorboard", False) and out.get("tensorboard"):
+    if settings["tensorboard"] and out.get("tensorboard"):
         fit_callbacks.append(keras.callbacks.TensorBoard(log_dir=out["tensorboard"], write_graph=False))
     fit_callbacks.extend(callbacks)
     start = time.time()
@@ -489,7 +494,7 @@ def train_model(variant: dict, classes: list[str], collections: dict[str, tuple[
         save_model(model, tmp)
     write_history(out["history"], history)
     write_json(out["summary"], summary)
-    if variant.get("mlflow", True) and out.get("mlruns"):
+    if settings["mlflow"] and out.get("mlruns"):
         log_mlflow(out["mlruns"], variant, summary, read_history(out["history"]),
                    [out["model"], out["history"], out["summary"]])
     return summary

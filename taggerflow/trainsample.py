@@ -71,17 +71,17 @@ class Options:
 
 
 def options(cfg: Config) -> Options:
-    ts = cfg.raw["train_sample"]
-    concat = ts.get("concat_jet_tracks", False)
+    ts = cfg.resolved["train_sample"]   # defaults: taggerflow.schema
+    concat = ts["concat_jet_tracks"]
     if concat is True:
         concat = [v.name for v in cfg.candidate_variables]
     extra = ts.get("additional_labels") or []
     pairs = tuple(extra.items()) if isinstance(extra, dict) else tuple((x, x) for x in extra)
-    return Options(split=dict(ts["split"]), precision=np.dtype(ts.get("precision", "float32")),
-                   compression=ts.get("compression", "gzip"), chunk_rows=int(ts.get("chunk_rows", 1024)),
+    return Options(split=dict(ts["split"]), precision=np.dtype(ts["precision"]),
+                   compression=ts["compression"], chunk_rows=int(ts["chunk_rows"]),
                    concat=tuple(concat or ()), additional_labels=pairs,
                    constituent_labels={c: tuple(f) for c, f in (ts.get("constituent_labels") or {}).items()},
-                   weights=bool(ts.get("weights", False)))
+                   weights=bool(ts["weights"]))
 
 
 def sequence_variables(cfg: Config) -> dict[str, list[str]]:

@@ -24,7 +24,6 @@ class CompareTrainings(WorkflowOptions):
     versions = law.CSVParameter(default=(), description="versions whose trainings are compared (each variant "
                                 "once per version), e.g. v1,v2; default: --version only")
 
-    config_sections = Evaluation.config_sections
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

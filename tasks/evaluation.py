@@ -17,7 +17,7 @@ class Evaluation(Workflow):
     rejections at inclusive and per-bin thresholds), working_points.json (with the per-bin
     thresholds under 'binned') and plots."""
 
-    config_sections = Training.config_sections + ("evaluation",)
+    config_sections = ("evaluation",)
 
     def create_branch_map(self):
         return Training.req_different_branching(self, branch=-1).get_branch_map()
@@ -70,7 +70,6 @@ class EvaluationReport(WorkflowOptions):
     """All trainings side by side: ROC curves with ratio panels, a table of AUCs and rejections,
     and a markdown report linking every plot."""
 
-    config_sections = Evaluation.config_sections
 
     def requires(self):
         return Evaluation.req(self)
@@ -92,7 +91,6 @@ class EvaluationReport(WorkflowOptions):
 class Pipeline(WorkflowOptions, law.WrapperTask):
     """Everything the chain produces: the lwtnn files of every training and the evaluation report."""
 
-    config_sections = Evaluation.config_sections + ConvertLwtnn.config_sections
 
     def requires(self):
         return {"lwtnn": ConvertLwtnn.req(self), "report": EvaluationReport.req(self)}

@@ -13,7 +13,7 @@ class ConvertFdeep(Workflow):
     documented under ``taggerflow``, checked against Keras by the project's numpy evaluator of the
     written file (``fdeep_check.json``); one branch per training variant."""
 
-    config_sections = Training.config_sections + ("export",)
+    config_sections = ("export",)
 
     def create_branch_map(self):
         return Training.req_different_branching(self, branch=-1).get_branch_map()

@@ -84,7 +84,6 @@ class Publish(WorkflowOptions):
                                         "default: [taggerflow] publish_store")
     sequence_names = ConvertLwtnn.sequence_names
 
-    config_sections = ConvertLwtnn.config_sections + EvaluationReport.config_sections
 
     def requires(self):
         return {"lwtnn": ConvertLwtnn.req(self), "report": EvaluationReport.req(self)}

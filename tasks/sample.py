@@ -36,5 +36,5 @@ class SampleParameter:
         if self.sample == "main":
             return parts
         cfg = self.cfg
-        tag = f"{cfg.name}_{cfg.sections_hash(('name', 'seed', 'control') + tuple(self.config_sections))}"
+        tag = f"{cfg.name}_{cfg.sections_hash(('name', 'seed', 'control') + self.all_config_sections())}"
         return parts[:2] + ("control", tag) + parts[3:]

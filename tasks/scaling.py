@@ -17,7 +17,7 @@ class FeatureScaling(Workflow):
     files_per_job = luigi.IntParameter(default=1, description="shards per branch; default: 1")
     n_jobs = luigi.IntParameter(default=0, description="number of branches, the shards spread evenly over "
                                 "them (overrides --files-per-job when > 0); default: 0")
-    config_sections = ShuffleMergeSpectral.config_sections + ("features", "scaling")
+    config_sections = ("features", "scaling")
 
     def create_branch_map(self):
         paths = shard_paths(self)
@@ -59,7 +59,6 @@ class MergeScaling(WorkflowOptions):
 
     files_per_job = FeatureScaling.files_per_job
     n_jobs = FeatureScaling.n_jobs
-    config_sections = FeatureScaling.config_sections
 
     def requires(self):
         return FeatureScaling.req(self)

@@ -14,7 +14,7 @@ class ShuffleMergeSpectral(SampleParameter, Workflow):
     every input file of the job) is checked before the shard is written. The manifest records the
     shard's sha256, which every task that reads the shard verifies first (verify_task_shards)."""
 
-    config_sections = Spectrum.config_sections + ("resampling",)
+    config_sections = ("resampling",)
 
     def create_branch_map(self):
         return list(range(int(self.cfg.raw["resampling"]["n_jobs"])))

@@ -12,7 +12,7 @@ class Spectrum(SampleParameter, Workflow):
     ``spectrum_<i>.npz`` (numpy: counts with flow bins, edges, entries, candidates, deselected,
     unlabelled, dataset, path) and ``spectrum_<i>.root`` (TH2D per class)."""
 
-    config_sections = ("demo", "inputs", "classes", "spectrum")
+    config_sections = ("inputs", "classes", "spectrum")   # "demo": GenerateDemoSamples'
 
     def create_branch_map(self):
         return input_files(self)

@@ -19,7 +19,7 @@ class Training(Workflow):
     control's from ``WriteTrainSample --sample control``). Interrupted trainings resume from their
     last epoch checkpoint."""
 
-    config_sections = ToRecords.config_sections + ("training", "control")
+    config_sections = ("training", "control")
 
     def create_branch_map(self):
         return [v["name"] for v in self.cfg.training_variants()]
@@ -29,10 +29,11 @@ class Training(Workflow):
 
     def _needs_records(self) -> bool:
         # TFRecords only for the variants that read them (the workflow: for any variant)
-        return any(v.get("source", "records") == "records" and not _adversarial(v) for v in self._variants())
+        return any(v["source"] == "records" and not _adversarial(v) for v in self._variants(resolved=True))
 
-    def _variants(self) -> list[dict]:
-        return [self._variant()] if self.is_branch() else self.cfg.training_variants()
+    def _variants(self, resolved: bool = False) -> list[dict]:
+        variants = self.cfg.resolved_variants() if resolved else self.cfg.training_variants()
+        return [v for v in variants if v["name"] == self.branch_data] if self.is_branch() else variants
 
     def _needs_control(self) -> bool:
         return any(_adversarial(v) for v in self._variants())
@@ -63,6 +64,7 @@ class Training(Workflow):
                 **({"selection": self.local_target(name, "selection.json")} if _adversarial(self._variant()) else {})}
 
     def run(self):
+        from taggerflow.config import resolve_training
         from taggerflow.records import load_metadata
         from taggerflow.training import h5_metadata, sample_weighted, train_model
         from taggerflow.trainsample import sequence_variables
@@ -74,7 +76,7 @@ class Training(Workflow):
         h5 = {s: [samples[b][s].path for b in sorted(samples)] for s in ("train", "validation", "test")}
         if _adversarial(variant):
             return self._run_adversarial(variant, h5)
-        if variant.get("source", "records") == "h5":
+        if resolve_training(variant)["source"] == "h5":
             train, val = h5["train"], h5["validation"]
             meta = h5_metadata(h5["train"][0], cfg.raw["records"].get("add_vars") or [])
         else:
@@ -147,7 +149,7 @@ class ConvertLwtnn(Workflow):
                                       "software, as sequence=name pairs (e.g. pfcand=tracks_r22default_sd0sort); "
                                       "override export.sequence_names; default: the config's")
 
-    config_sections = Training.config_sections + ("export",)
+    config_sections = ("export",)
 
     def create_branch_map(self):
         return Training.req_different_branching(self, branch=-1).get_branch_map()
@@ -195,7 +197,6 @@ class CheckExport(Workflow):
     on ``--n-check`` test candidates; fails if any score differs by more than export.tolerance."""
 
     n_check = luigi.IntParameter(default=10000, description="test candidates to check; default: 10000")
-    config_sections = ConvertLwtnn.config_sections
     sequence_names = ConvertLwtnn.sequence_names
 
     def store_parts(self):

@@ -13,7 +13,6 @@ class WeightHistogram(WorkflowOptions):
     """Candidates per (class, pt bin, |eta| bin) of all shards (resampling bins): the spectra the
     ``train_sample.weights`` option flattens, computed once for every WriteTrainSample branch."""
 
-    config_sections = ShuffleMergeSpectral.config_sections
 
     def requires(self):
         return ShuffleMergeSpectral.req(self)
@@ -38,7 +37,7 @@ class WriteTrainSample(SampleParameter, Workflow):
     """One branch per shard: ``train_<i>.h5``, ``validation_<i>.h5``, ``test_<i>.h5`` (``--sample control``:
     of the control sample, scaled with the main sample's MergeScaling, with ``jets/is_data``)."""
 
-    config_sections = MergeScaling.config_sections + ("train_sample",)
+    config_sections = ("train_sample",)
 
     def create_branch_map(self):
         return shard_paths(self)
@@ -87,9 +86,9 @@ class WriteTrainSample(SampleParameter, Workflow):
         write = write_train_sample
         if self.sample == "control":
             from taggerflow.control_sample import write_control_sample as write
-        counts = write(self.cfg, [self.branch_data], scaling, outputs, meta=meta,
-                       weight_counts=counts,
-                       config_hash=self.cfg.sections_hash(("name", "seed") + self.config_sections))
+        # config_hash: taggerflow.trainsample.train_sample_hash, over this task's sections
+        # (TRAIN_SAMPLE_SECTIONS = all_config_sections(), tests/test_config_sections.py)
+        counts = write(self.cfg, [self.branch_data], scaling, outputs, meta=meta, weight_counts=counts)
         self.publish_message(f"branch {self.branch}: {counts}")
 
 
@@ -97,7 +96,7 @@ class ToRecords(Workflow):
     """One branch per WriteTrainSample branch: TFRecords of its train and validation files,
     ``records.chunk_size`` candidates per record (plus ``records.add_vars``), with a metadata JSON each."""
 
-    config_sections = WriteTrainSample.config_sections + ("records",)
+    config_sections = ("records",)
 
     def create_branch_map(self):
         return WriteTrainSample.req_different_branching(self, branch=-1).get_branch_map()

@@ -21,7 +21,6 @@ class ShardValidation(WorkflowOptions):
     alpha = luigi.FloatParameter(default=0.01, description="family-wise false-alarm rate of the KS tests")
     max_chi2_ndf = luigi.FloatParameter(default=3.0, description="largest accepted chi2/ndf of the spectrum")
     strict = luigi.BoolParameter(default=False, significant=False, description="fail when a check fails")
-    config_sections = ShuffleMergeSpectral.config_sections
 
     def requires(self):
         return ShuffleMergeSpectral.req(self)

@@ -23,7 +23,7 @@ import uproot
 from conftest import tiny_raw
 
 from taggerflow import config as config_module
-from taggerflow import formats, readers
+from taggerflow import formats, readers, schema
 from taggerflow.config import ConfigError, config_from_dict
 from taggerflow.io import InputError
 from taggerflow.readers import input_spec, open_source, read_prepared
@@ -115,6 +115,9 @@ def test_npz_format_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     (tmp_path / "npz_format.py").write_text(textwrap.dedent(NPZ_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(formats.MODULES, "npz", "npz_format")   # the registry line
+    # the schema reads the registries once per process: a format registered at run time needs a fresh read
+    monkeypatch.setattr(schema, "_REGISTRY", None)
+    monkeypatch.setattr(schema, "_CLASSES", {})
     sys.modules.pop("npz_format", None)
     rng = np.random.default_rng(3)
     cols = {"cand_pt": rng.uniform(20, 60, 500), "cand_eta": rng.normal(0, 1, 500),

@@ -44,6 +44,39 @@ def cached_config(path: str) -> Config:
     return _CONFIG_CACHE[key]
 
 
+def required_task_classes(cls) -> tuple[type, ...]:
+    """The task classes that ``cls``'s requires() and workflow_requires() name, read from their code
+    and from the code of the functions of tasks/ and workflows/ they call (``demo_requirement``):
+    what a task requires is written once, in requires(). tests/test_config_sections.py checks it
+    against the requirements of real task instances."""
+    found: dict[type, None] = {}
+    seen: set = set()
+
+    def scan(func) -> None:
+        code = getattr(func, "__code__", None)
+        if code is None or code in seen:
+            return
+        seen.add(code)
+        names = func.__globals__
+        stack = [code]
+        while stack:
+            co = stack.pop()
+            stack.extend(c for c in co.co_consts if inspect.iscode(c))   # comprehensions, lambdas
+            for name in co.co_names:
+                value = names.get(name)
+                if isinstance(value, type) and issubclass(value, Task) and value is not cls:
+                    found[value] = None
+                elif inspect.isfunction(value) and value.__module__.split(".")[0] in ("tasks", "workflows"):
+                    scan(value)
+
+    for klass in cls.__mro__:
+        for method in ("requires", "workflow_requires"):
+            func = klass.__dict__.get(method)
+            if func is not None and klass.__module__.split(".")[0] in ("tasks", "workflows"):
+                scan(func)
+    return tuple(found)
+
+
 #: configuration sections added after outputs existed (taggerflow.control_sample's control)
 OPTIONAL_SECTIONS = ("control",)
 
@@ -90,8 +123,21 @@ class Task(law.Task):
     config = luigi.Parameter(default=DEFAULT_CONFIG, description="configuration YAML file; "
                              "default: configs/default.yaml")
 
-    # configuration sections the outputs depend on, including those of upstream tasks
+    # the configuration sections this task's own outputs depend on; those of the tasks it requires
+    # are added by all_config_sections()
     config_sections: tuple[str, ...] = ()
+
+    @classmethod
+    def all_config_sections(cls) -> tuple[str, ...]:
+        """This task's sections and those of every task it requires, transitively (the task classes
+        its requires()/workflow_requires() name: :func:`required_task_classes`)."""
+        sections = cls.__dict__.get("_taggerflow_sections")
+        if sections is None:
+            out = dict.fromkeys(cls.config_sections)
+            for up in required_task_classes(cls):
+                out.update(dict.fromkeys(up.all_config_sections()))
+            sections = cls._taggerflow_sections = tuple(out)
+        return sections
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -143,7 +189,7 @@ class Task(law.Task):
         # an optional section is hashed only where the configuration has one: configurations
         # without keep the output paths they had before it existed
         cfg = self.cfg
-        sections = ("name", "seed") + tuple(s for s in self.config_sections
+        sections = ("name", "seed") + tuple(s for s in self.all_config_sections()
                                             if s not in OPTIONAL_SECTIONS or s in cfg.raw)
         key = (id(cfg), sections)
         if key not in _TAGS:

@@ -68,7 +68,7 @@ def job_signature(cfg: Config) -> dict:
 
 def _log_step(cfg: Config, log_step: int | None) -> int:
     if log_step is None:
-        log_step = int((cfg.section("scaling") or {}).get("log_step", 1))
+        log_step = int(cfg.resolved["scaling"]["log_step"])
     if log_step < 1:
         raise ScalingError(f"log_step must be >= 1, got {log_step}")
     return int(log_step)
