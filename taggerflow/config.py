@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from taggerflow import formats as format_modules
+from taggerflow import model_families
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
 from taggerflow.adversary_config import validate_adversary_section
@@ -27,7 +28,7 @@ from taggerflow.utils import config_hash
 SCALING_TYPES = scaling_types.NAMES
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
-MODEL_TYPES = ("deepsets", "dense", "rnn")
+MODEL_TYPES = model_families.NAMES
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
 ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
@@ -137,10 +138,7 @@ def _schema() -> dict:
                                      "decay_rate": (num, False), "alpha": (num, False)},
             "evaluation": {"signals": (list, True), "working_points": (list, True),
                            "pt_bins": (list, False), "eta_bins": (list, False), "event_weights": (bool, False)},
-            "training.model": {"type": (str, True), "phi_layers": (list, False), "f_layers": (list, True),
-                               "activation": (str, False), "batch_norm": (bool, False),
-                               "dropout": (num, False), "alpha": (num, False),
-                               "cell": (str, False), "rnn_units": ((int, dict), False)},  # rnn: models_rnn
+            **model_families.schemas(),   # training.model: the keys of taggerflow/model_families/
             "export": {"n_check": (int, True), "tolerance": (num, True),
                        "sequence_names": (dict, False)},
             **format_modules.schemas(),   # inputs.<format> of taggerflow/formats/
@@ -746,13 +744,7 @@ def _validate_semantics(cfg: Config) -> None:
         overrides = (raw["training"].get("variants") or [{}])[i]
         where = f"training.variants[{i}]" if "model" in overrides or "epochs" in overrides or \
             "batch_size" in overrides else "training"
-        model = variant["model"]
-        if model.get("type") not in MODEL_TYPES:
-            raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")
-        if model.get("activation", "relu") not in ACTIVATIONS:
-            raise err(f"{where}.model.activation", f"'{model.get('activation')}' cannot be evaluated by lwtnn")
-        if model["type"] in ("deepsets", "rnn") and not cfg.collections:
-            raise err(f"{where}.model.type", f"{model['type']} needs at least one collection in features.collections")
+        model_families.validate(variant["model"], cfg, lambda key, msg: err(f"{where}.model.{key}", msg))
         if variant["epochs"] < 1 or variant["batch_size"] < 1:
             raise err(where, "epochs and batch_size must be >= 1")
         cw = variant.get("class_weights")
