@@ -117,7 +117,9 @@ TINY_FAMILY = '''
 from taggerflow.model_families import _common
 
 FAMILY = "tiny"
-SCHEMA = {"training.model": {"type": _common.TYPE_ENTRY, **_common.HEAD_SCHEMA, "width": (int, False, 3)}}
+SCHEMA = {"training.model": {"type": _common.TYPE_ENTRY, **_common.HEAD_SCHEMA, "width": (int, False, 3),
+                             "init": (dict, False)},
+          "training.model.init": {"scale": ((int, float), True, 1.0)}}
 EXPORTERS = {"onnx": "taggerflow.onnx_export:export_onnx"}
 
 
@@ -130,14 +132,16 @@ def validate(model_section, cfg, err):
 def parse_config(model_cfg):
     _common.unknown_keys(model_cfg, tuple(SCHEMA["training.model"]), {"phi_layers", "cell", "rnn_units"}, FAMILY)
     return {"type": FAMILY, **_common.parse_head(model_cfg), "conditional": False,
-            "width": model_cfg.get("width", SCHEMA["training.model"]["width"][2])}
+            "width": model_cfg.get("width", SCHEMA["training.model"]["width"][2]),
+            "scale": (model_cfg.get("init") or {}).get("scale", SCHEMA["training.model.init"]["scale"][2])}
 
 
 def build(cfg, candidate, sequences, seeds, add_vars=None):
     import keras
 
     init = keras.initializers.GlorotUniform(seed=seeds.next())
-    return [], keras.layers.Dense(cfg["width"], activation="tanh", kernel_initializer=init, name="tiny")(candidate)
+    x = keras.layers.Dense(cfg["width"], activation="tanh", kernel_initializer=init, name="tiny")(candidate)
+    return [], keras.layers.Rescaling(cfg["scale"], name="tiny_scale")(x)
 '''
 
 
@@ -165,10 +169,13 @@ def test_a_new_family_is_one_module_and_one_registry_line(tiny_family, tmp_path)
     typo = _raw_with_model({"type": "tiny", "f_layers": [4], "widht": 2})
     with pytest.raises(ConfigError, match=r"training\.model\.widht: unknown key \(allowed: .*width"):
         config_from_dict(typo)
+    nested = _raw_with_model({"type": "tiny", "f_layers": [4], "init": {"scael": 2}})   # its own nested section
+    with pytest.raises(ConfigError, match=r"training\.model\.init\.scael: unknown key \(allowed: scale\)"):
+        config_from_dict(nested)
     # build: the family's layer, then the shared head, seeded
     variant = cfg.training_variants()[1]
     model = build_model(variant["model"], 5, {"pfcand": (16, 4)}, 4, seed=3)
-    assert [layer.name for layer in model.layers] == ["candidate", "tiny", "f0", "output"]
+    assert [layer.name for layer in model.layers] == ["candidate", "tiny", "tiny_scale", "f0", "output"]
     assert model.get_layer("tiny").units == 2
     again = build_model(variant["model"], 5, {"pfcand": (16, 4)}, 4, seed=3)
     for a, b in zip(model.get_weights(), again.get_weights()):

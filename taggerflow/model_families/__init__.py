@@ -54,7 +54,8 @@ def _spec_entries(name: str) -> dict:
 def schemas() -> dict:
     """The ``training.model`` schema section for config._schema's ``_sub``: the union of the
     families' keys (a variant inherits the base section's keys of another family), as (types,
-    required); a key is required if every family requires it. A key two families declare with
+    required); a key is required if every family requires it. A family's nested sections are
+    added as they are. A key two families declare with
     different types is a programming error."""
     merged: dict[str, tuple] = {}
     required: dict[str, bool] = {}
@@ -70,7 +71,12 @@ def schemas() -> dict:
         missing = set(merged) - set(_spec_entries(name))
         for key in missing:
             required[key] = False
-    return {SECTION: {key: (types, required[key]) for key, (types, _) in merged.items()}}
+    out = {SECTION: {key: (types, required[key]) for key, (types, _) in merged.items()}}
+    for name in names():  # a family's nested sections (e.g. "training.model.<key>"), as declared
+        for pattern, spec in module(name).SCHEMA.items():
+            if pattern != SECTION:
+                out[pattern] = {key: tuple(entry[:2]) for key, entry in spec.items()}
+    return out
 
 
 def defaults(name: str) -> dict[str, Any]:
