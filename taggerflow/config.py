@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from taggerflow import formats as format_modules
-from taggerflow import schema
+from taggerflow import model_families, schema
 from taggerflow.expressions import EXPRESSION_FUNCTIONS, expression_names  # noqa: F401  (config.expression_names)
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
@@ -28,10 +28,9 @@ from taggerflow.utils import config_hash
 SCALING_TYPES = scaling_types.NAMES
 PRECISIONS = ("float16", "float32")
 COMPRESSIONS = (None, "gzip", "lzf")
-MODEL_TYPES = ("deepsets", "dense", "rnn")
+MODEL_TYPES = model_families.NAMES
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
-ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
 
 
 class ConfigError(ValueError):
@@ -683,13 +682,7 @@ def _validate_semantics(cfg: Config) -> None:
         overrides = (raw["training"].get("variants") or [{}])[i]
         where = f"training.variants[{i}]" if "model" in overrides or "epochs" in overrides or \
             "batch_size" in overrides else "training"
-        model = variant["model"]
-        if model.get("type") not in MODEL_TYPES:
-            raise err(f"{where}.model.type", f"unknown model type '{model.get('type')}' (allowed: {MODEL_TYPES})")
-        if model["activation"] not in ACTIVATIONS:
-            raise err(f"{where}.model.activation", f"'{model.get('activation')}' cannot be evaluated by lwtnn")
-        if model["type"] in ("deepsets", "rnn") and not cfg.collections:
-            raise err(f"{where}.model.type", f"{model['type']} needs at least one collection in features.collections")
+        model_families.validate(variant["model"], cfg, lambda key, msg: err(f"{where}.model.{key}", msg))
         if variant["epochs"] < 1 or variant["batch_size"] < 1:
             raise err(where, "epochs and batch_size must be >= 1")
         cw = variant.get("class_weights")

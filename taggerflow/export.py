@@ -255,12 +255,31 @@ def export_sequence_names(cfg: Config, override: dict[str, str] | None = None) -
     return names
 
 
+#: the exporters of ConvertLwtnn (export_model) and of ConvertFdeep (taggerflow.fdeep_export)
+LWTNN_EXPORTERS = ("lwtnn", "onnx")
+FDEEP_EXPORTERS = ("fdeep",)
+
+
+def require_exporters(cfg: Config, variant: str, exporters: tuple[str, ...]) -> None:
+    """Refuse, before any work, a training variant whose model family has no converter for one of
+    ``exporters`` (taggerflow.model_families): one line naming the family and the key of its type."""
+    from taggerflow.model_families import require_exporter, variant_model
+
+    model_cfg, key = variant_model(cfg, variant)
+    for exporter in exporters:
+        require_exporter(model_cfg, exporter, key)
+
+
 def export_model(model_path: str, cfg: Config, scaling: dict, shard_paths: list[str], out: dict[str, str],
                  training_summary: dict | None = None, log=print,
-                 sequence_names: dict[str, str] | None = None) -> dict:
+                 sequence_names: dict[str, str] | None = None, variant: str | None = None) -> dict:
     """Everything ConvertLwtnn produces for one trained model: the lwtnn JSON (checked against
     Keras by the numpy evaluator), the ONNX file (checked with onnxruntime) and the model card.
-    Nothing is written unless both checks pass. out: 'lwtnn', 'check', 'onnx', 'card'."""
+    Nothing is written unless both checks pass. out: 'lwtnn', 'check', 'onnx', 'card'. With
+    ``variant`` (the training variant's name), a model family without an lwtnn or ONNX converter
+    is refused first."""
+    if variant is not None:
+        require_exporters(cfg, variant, LWTNN_EXPORTERS)
     import keras
 
     import taggerflow.models  # noqa: F401  (custom layers)

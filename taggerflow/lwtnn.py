@@ -181,8 +181,8 @@ class _Converter:
             L.Add: self._merge,
             MaskedSum: self._masked_sum,
         }
-        from taggerflow.lwtnn_rnn import convert_recurrent  # noqa: PLC0415  (LSTM/GRU: sequence nodes)
-        self.handlers.update({L.LSTM: partial(convert_recurrent, self), L.GRU: partial(convert_recurrent, self)})
+        from taggerflow.model_families import lwtnn_layers  # noqa: PLC0415  (e.g. rnn: LSTM/GRU sequence nodes)
+        self.handlers.update({getattr(L, cls): partial(fn, self) for cls, fn in lwtnn_layers().items()})
 
     # -- helpers -------------------------------------------------------------------------------
     def _where(self, layer: Any) -> str:

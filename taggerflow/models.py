@@ -16,10 +16,11 @@ The dense model uses the candidate input only.
 Every layer is one lwtnn can evaluate (see :mod:`taggerflow.lwtnn`): Dense, BatchNormalization,
 activation layers, Dropout, Concatenate and :class:`MaskedSum`.
 
-Model configuration keys (``model_cfg``):
+Model configuration keys (``model_cfg``; each family's schema, defaults, checks and builder are in
+its module of :mod:`taggerflow.model_families`):
 
 ``type``
-    ``"deepsets"`` or ``"dense"`` (required).
+    a registered family: ``"deepsets"``, ``"dense"`` or ``"rnn"`` (:mod:`taggerflow.models_rnn`) (required).
 ``phi_layers``
     widths of the per-constituent Dense layers (default ``[64, 64]``; ignored by ``dense``).
 ``f_layers``
@@ -38,7 +39,6 @@ Model configuration keys (``model_cfg``):
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from typing import Any, Mapping
 
@@ -46,13 +46,12 @@ import keras
 import numpy as np
 from keras import ops
 
-MODEL_TYPES = ("deepsets", "dense", "rnn")
-#: model families in their own module (``parse_config``, ``build``), by ``type``
-MODEL_FAMILIES = {"rnn": "taggerflow.models_rnn"}
-ACTIVATIONS = ("relu", "linear", "sigmoid", "tanh", "elu", "leaky_relu", "swish", "silu")
-MODEL_KEYS = ("type", "phi_layers", "f_layers", "activation", "alpha", "batch_norm", "dropout", "conditional")
+from taggerflow import model_families
+from taggerflow.model_families._common import ACTIVATIONS, DEFAULT_ALPHA as _DEFAULT_ALPHA  # noqa: F401
+
+#: the registered model families (taggerflow/model_families/: builder, schema, exporters of each)
+MODEL_TYPES = model_families.NAMES
 ADD_VARS_INPUT = "add_vars"
-_DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 CANDIDATE_INPUT = "candidate"
 #: the time stamp of every entry of a .keras file written by save_model (the earliest a zip can hold)
@@ -107,76 +106,10 @@ class MaskedSum(keras.layers.Layer):
 # configuration
 
 
-def _widths(cfg: Mapping[str, Any], key: str, default: list[int]) -> list[int]:
-    value = cfg.get(key, default)
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"model config key {key!r}: expected a list of positive integers, got {value!r}")
-    out = []
-    for w in value:
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
-            raise ValueError(f"model config key {key!r}: expected a list of positive integers, got {value!r}")
-        out.append(int(w))
-    return out
-
-
 def parse_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``model_cfg`` and return it with every default filled in (raises ValueError)."""
-    if not isinstance(model_cfg, Mapping):
-        raise ValueError(f"model config: expected a mapping, got {type(model_cfg).__name__}")
-    if model_cfg.get("type") in MODEL_FAMILIES:
-        return _family(model_cfg["type"]).parse_config(model_cfg)
-    # keys of the other families are ignored (a variant inherits the base section's model keys)
-    family_keys = {k for t in MODEL_FAMILIES for k in _family(t).KEYS}
-    unknown = sorted(set(model_cfg) - set(MODEL_KEYS) - family_keys)
-    if unknown:
-        raise ValueError(f"model config: unknown key(s) {unknown}; allowed: {list(MODEL_KEYS)}")
-    mtype = model_cfg.get("type")
-    if mtype not in MODEL_TYPES:
-        raise ValueError(f"model config key 'type': unknown model type {mtype!r}; expected one of {list(MODEL_TYPES)}")
-    activation = model_cfg.get("activation", "relu")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"model config key 'activation': unknown activation {activation!r}; "
-                         f"expected one of {list(ACTIVATIONS)}")
-    if activation == "swish":
-        activation = "silu"
-    alpha = model_cfg.get("alpha")
-    if alpha is not None:
-        if activation not in _DEFAULT_ALPHA:
-            raise ValueError(f"model config key 'alpha': only used by {sorted(_DEFAULT_ALPHA)}, "
-                             f"not by activation {activation!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"model config key 'alpha': expected a finite number >= 0, got {alpha!r}")
-        alpha = float(alpha)
-    elif activation in _DEFAULT_ALPHA:
-        alpha = _DEFAULT_ALPHA[activation]
-    batch_norm = model_cfg.get("batch_norm", False)
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"model config key 'batch_norm': expected true/false, got {batch_norm!r}")
-    dropout = model_cfg.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model config key 'dropout': expected a rate in [0, 1), got {dropout!r}")
-    phi_layers = _widths(model_cfg, "phi_layers", [64, 64])  # validated for both types, used by deepsets
-    conditional = model_cfg.get("conditional", False)
-    if not isinstance(conditional, bool):
-        raise ValueError(f"model config key 'conditional': expected true/false, got {conditional!r}")
-    if conditional and mtype != "deepsets":
-        raise ValueError("model config key 'conditional': only the deepsets model conditions its constituents")
-    return {
-        "type": mtype,
-        "phi_layers": phi_layers if mtype == "deepsets" else [],
-        "f_layers": _widths(model_cfg, "f_layers", [64, 32]),
-        "activation": activation,
-        "alpha": alpha,
-        "batch_norm": batch_norm,
-        "dropout": float(dropout),
-        "conditional": conditional,
-    }
-
-
-def _family(mtype: str) -> Any:
-    import importlib  # noqa: PLC0415
-
-    return importlib.import_module(MODEL_FAMILIES[mtype])
+    """Validate ``model_cfg`` and return it with every default filled in (raises ValueError); by
+    the family of its ``type`` (taggerflow.model_families)."""
+    return model_families.parse_config(model_cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,33 +199,8 @@ def build_model(model_cfg: dict, n_candidate_vars: int, sequences: dict[str, tup
             raise ValueError("model config key 'conditional': needs records.add_vars (n_add_vars >= 1)")
         add_vars = keras.Input((int(n_add_vars),), name=ADD_VARS_INPUT)
         inputs.append(add_vars)
-    if cfg["type"] in MODEL_FAMILIES:
-        seq_inputs, x = _family(cfg["type"]).build(cfg, candidate, sequences, seeds)
-        inputs += seq_inputs
-    elif cfg["type"] == "deepsets":
-        if not sequences:
-            raise ValueError("sequences: the deepsets model needs at least one constituent collection")
-        pooled = []
-        for coll, shape in sequences.items():
-            if not isinstance(coll, str) or not coll or "/" in coll or coll == CANDIDATE_INPUT \
-                    or coll.endswith(VALID_SUFFIX):
-                raise ValueError(f"sequences: invalid collection name {coll!r}")
-            n_max, n_vars = (int(s) for s in shape)
-            if n_max < 1 or n_vars < 1:
-                raise ValueError(f"sequences[{coll!r}]: expected (n_max >= 1, n_vars >= 1), got {shape!r}")
-            seq = keras.Input((n_max, n_vars), name=coll)
-            valid = keras.Input((n_max,), name=f"{coll}{VALID_SUFFIX}")
-            inputs += [seq, valid]
-            x = seq
-            if add_vars is not None:
-                repeated = keras.layers.RepeatVector(n_max, name=f"{coll}_add_vars")(add_vars)
-                x = keras.layers.Concatenate(axis=-1, name=f"{coll}_conditioned")([seq, repeated])
-            for i, width in enumerate(cfg["phi_layers"]):
-                x = _hidden(x, width, cfg, seeds, f"{coll}_phi{i}", bn_mask=valid)
-            pooled.append(MaskedSum(name=f"{coll}_sum")([x, valid]))
-        x = keras.layers.Concatenate(axis=-1, name="concatenate")(pooled + [candidate])
-    else:
-        x = candidate
+    seq_inputs, x = model_families.module(cfg["type"]).build(cfg, candidate, sequences, seeds, add_vars=add_vars)
+    inputs += seq_inputs
     for i, width in enumerate(cfg["f_layers"]):
         x = _hidden(x, width, cfg, seeds, f"f{i}")
     out = keras.layers.Dense(int(n_classes), activation="softmax", name=OUTPUT_LAYER,
@@ -354,5 +262,5 @@ def _stable_sharing(obj: Any, ids: dict) -> Any:
 # a saved model in a process that never built one (ConvertLwtnn or Evaluation in its own worker/job).
 import importlib as _importlib  # noqa: E402
 
-for _family_module in MODEL_FAMILIES.values():
-    _importlib.import_module(_family_module)
+for _layers_module in model_families.keras_layer_modules():
+    _importlib.import_module(_layers_module)

@@ -13,7 +13,8 @@ GRUs are built with ``reset_after=False`` (the reset gate applied to the state b
 matrix, one bias per gate): the only GRU lwtnn's ``GRULayer`` computes. Gate activations are Keras'
 defaults, ``tanh`` and ``sigmoid`` (lwtnn ``activation`` / ``inner_activation``).
 
-Configuration keys (besides ``type: rnn``):
+Configuration keys (besides ``type: rnn``; schema, defaults and parsing in
+:mod:`taggerflow.model_families.rnn`):
 
 ``cell``
     ``lstm`` (default) or ``gru``.
@@ -26,18 +27,14 @@ Configuration keys (besides ``type: rnn``):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from taggerflow import models
 
 TYPE = "rnn"
-CELLS = ("lstm", "gru")
-KEYS = ("type", "cell", "rnn_units", "f_layers", "activation", "alpha", "batch_norm", "dropout")
-DEFAULT_UNITS = 32
 
 
 @keras.saving.register_keras_serializable(package="taggerflow")
@@ -61,34 +58,6 @@ class PaddingMask(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return tuple(input_shape[0])
-
-
-def _units(value: Any) -> int | dict[str, int]:
-    def one(u: Any, where: str) -> int:
-        if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or u < 1:
-            raise ValueError(f"model config key {where!r}: expected a positive integer, got {u!r}")
-        return int(u)
-
-    if isinstance(value, Mapping):
-        if not value:
-            raise ValueError("model config key 'rnn_units': an empty mapping; give units or {collection: units}")
-        return {str(k): one(v, f"rnn_units.{k}") for k, v in value.items()}
-    return one(value, "rnn_units")
-
-
-def parse_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate an ``rnn`` model config and fill in the defaults (raises ValueError naming the key)."""
-    # phi_layers: inherited by a variant from a deepsets base section; validated, ignored (as by dense)
-    unknown = sorted(set(model_cfg) - set(KEYS) - {"phi_layers"})
-    if unknown:
-        raise ValueError(f"model config: unknown key(s) {unknown} for type 'rnn'; allowed: {list(KEYS)}")
-    cell = model_cfg.get("cell", "lstm")
-    if cell not in CELLS:
-        raise ValueError(f"model config key 'cell': unknown recurrent cell {cell!r}; expected one of {list(CELLS)}")
-    # the shared keys (f_layers, activation, ...) are validated as for the dense family
-    common = models.parse_model_config({k: v for k, v in model_cfg.items()
-                                        if k not in ("cell", "rnn_units")} | {"type": "dense"})
-    return common | {"type": TYPE, "cell": cell, "rnn_units": _units(model_cfg.get("rnn_units", DEFAULT_UNITS))}
 
 
 def build(cfg: dict[str, Any], candidate: Any, sequences: dict[str, tuple[int, int]], seeds: Any) -> tuple[list, Any]:

@@ -273,20 +273,6 @@ class LRSchedule:
 
 
 @_section
-class Model:
-    # None: the model family's default (taggerflow.models)
-    type: str
-    f_layers: list
-    phi_layers: list | None = None
-    activation: str = "relu"
-    batch_norm: bool | None = None
-    dropout: float | None = None
-    alpha: float | None = None
-    cell: str | None = None                  # rnn: taggerflow.models_rnn
-    rnn_units: int | dict | None = None
-
-
-@_section
 class Evaluation:
     signals: list
     working_points: list
@@ -328,7 +314,6 @@ CORE = {
     "records": Records,
     "training": Training,
     "training.lr_schedule": LRSchedule,
-    "training.model": Model,
     "evaluation": Evaluation,
     "export": Export,
 }
@@ -413,11 +398,12 @@ _CLASSES: dict[str, type] = {}
 
 def _extension_sections() -> dict[str, dict]:
     """The legacy-form sections of the registered modules (imported here, when first needed)."""
-    from taggerflow import formats
+    from taggerflow import formats, model_families
     from taggerflow.scaling import types as scaling_types
 
     out: dict = {}
     out.update(formats.schemas())
+    out.update(model_families.schemas())   # training.model: the union of the families' keys
     for module in scaling_types.TYPES.values():
         out.update(getattr(module, "SCHEMA", {}))
     for name in ("taggerflow.adversary_config", "taggerflow.control_sample"):

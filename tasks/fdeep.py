@@ -34,8 +34,11 @@ class ConvertFdeep(Workflow):
                 "check": self.local_target(name, "fdeep_check.json")}
 
     def run(self):
+        from taggerflow.export import FDEEP_EXPORTERS, require_exporters
         from taggerflow.fdeep_export import export_fdeep
         from taggerflow.utils import read_json
+
+        require_exporters(self.cfg, self.branch_data, FDEEP_EXPORTERS)  # the family's fdeep converter, or refuse
 
         out = {k: t.path for k, t in self.output().items()}
         export_fdeep(self.input()["training"]["model"].path, self.cfg, read_json(self.input()["scaling"].path),

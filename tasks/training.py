@@ -183,7 +183,8 @@ class ConvertLwtnn(Workflow):
         out = {k: t.path for k, t in self.output().items() if k != "summary"}
         export_model(training["model"].path, self.cfg, read_json(self.input()["scaling"].path),
                      verified_shard_paths(self), out, training_summary=read_json(training["summary"].path),
-                     log=self.publish_message, sequence_names=parse_sequence_names(self.sequence_names))
+                     log=self.publish_message, sequence_names=parse_sequence_names(self.sequence_names),
+                     variant=self.branch_data)
         text = pipeline_summary(self, self.branch_data)
         with atomic_path(self.output()["summary"].path, suffix=".md") as tmp:
             with open(tmp, "w") as f:
