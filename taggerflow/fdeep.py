@@ -89,7 +89,7 @@ import numpy as np
 
 from taggerflow.utils import atomic_path
 
-__all__ = ["FdeepConversionError", "FdeepLayer", "LAYER_CONVERTERS", "register_layer", "keras_to_fdeep", "written_input_names",
+__all__ = ["FdeepConversionError", "FdeepLayer", "LAYER_CONVERTERS", "register_layer", "keras_to_fdeep", "keras_outputs", "written_input_names",
            "fdeep_json_text", "write_fdeep", "encode_floats", "decode_floats", "model_hash",
            "SUPPORTED_ACTIVATIONS"]
 
@@ -498,12 +498,12 @@ def _recurrent(conv: _Converter, layer: Any, tensors: list, where: str) -> Fdeep
     if len(x.shape) != 3:
         raise FdeepConversionError(f"{where}: runs over a tensor of shape {tuple(x.shape)}, expected (batch, T, n)")
     producer = _history(x, where)[0]
+    source = conv.visit(x)  # first: a refused producer (Masking) names itself
     node = layer._inbound_nodes[conv.called[id(layer)]]
     masked = type(producer).__name__ == "PaddingMask"
     if node.arguments.kwargs.get("mask") is not None and not masked:
         raise FdeepConversionError(f"{where}: masked by {type(producer).__name__} '{producer.name}'; frugally-deep "
                                    "has no masking: read the sequence through taggerflow's PaddingMask")
-    source = conv.visit(x)
     if masked:
         conv.masked_readers.setdefault(source, set()).add(layer.name)
     cell = layer.cell
@@ -634,8 +634,7 @@ def keras_to_fdeep(model: Any, test_inputs: Sequence[np.ndarray] | Mapping[str, 
         if x.ndim != len(want) + 1 or any(w is not None and w != d for w, d in zip(want, x.shape[1:])):
             raise FdeepConversionError(f"test_inputs: input {name!r} has shape {x.shape}, the model takes "
                                        f"(batch, {', '.join(map(str, want))})")
-    outputs = model.predict(test_inputs if len(test_inputs) > 1 else test_inputs[0], verbose=0)
-    outputs = [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+    outputs = keras_outputs(model, test_inputs)
     by_name = dict(zip(keras_names, test_inputs))
 
     def written_input(name: str, row: int) -> np.ndarray:
@@ -667,6 +666,15 @@ def keras_to_fdeep(model: Any, test_inputs: Sequence[np.ndarray] | Mapping[str, 
     if documentation is not None:
         doc["taggerflow"] = json.loads(json.dumps(documentation, allow_nan=False))
     return doc
+
+
+def keras_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Keras' outputs (float32) for the embedded test cases: one eager call on exactly these inputs.
+    Not ``model.predict``, whose traced function depends on the batch shapes it has seen before (it
+    relaxes them after a few), which changes the last bit of some scores and so the file's bytes."""
+    outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [np.asarray(_keras().ops.convert_to_numpy(o), dtype=np.float32) for o in outputs]
 
 
 def written_input_names(doc: Mapping[str, Any]) -> list[str]:
