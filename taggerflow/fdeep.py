@@ -46,22 +46,33 @@ Concatenate, Add            ``Concatenate`` (last axis) / ``Add``
 RepeatVector                ``RepeatVector`` (``n``)
 MaskedSum (taggerflow)      ``Dot`` with ``axes = [1, 1]`` on ``[valid, values]``: the sum of the
                             constituents weighted by the 0/1 mask (padded slots must be finite)
+LSTM, GRU                   ``LSTM`` / ``GRU`` (``units``, ``activation``, ``recurrent_activation``,
+                            ``use_bias``, ``return_sequences``/``return_state`` false, GRU
+                            ``reset_after`` either way); ``weights`` = kernel (n_in, G*units),
+                            ``recurrent_weights`` (units, G*units), ``bias`` (G*units, or (2, 3*units)
+                            for a reset_after GRU), Keras' gate order (i f c o / z r h), row-major
+PaddingMask (taggerflow)    left out with its mask input: the sequence input it reads becomes
+                            variable-length (``batch_shape [null, null, n_vars]``), see below
 Dropout & co, Identity      left out (identity at inference)
 ==========================  ======================================================================
 
-Activations: linear, relu, sigmoid, tanh, softmax, elu (alpha 1), leaky_relu (slope 0.2), silu/swish.
-Any other layer (LSTM and GRU are still to come, see :data:`LAYER_CONVERTERS`), activation, axis, a
-layer called more than once, a nested model or a layer called with ``training=True`` raises
-:class:`FdeepConversionError` with a one-line message naming the layer.
+Activations: linear, relu, sigmoid, tanh, softmax, elu (alpha 1), leaky_relu (slope 0.2), silu/swish;
+inside LSTM/GRU those of :data:`RNN_ACTIVATIONS`. Any other layer (Keras ``Masking`` with a reason),
+activation, axis, a layer called more than once, a nested model or a layer called with
+``training=True`` raises :class:`FdeepConversionError` with a one-line message naming the layer.
+
+Masking. frugally-deep's loader has no masks: ``Masking`` is an identity layer there and LSTM/GRU run
+over every step they are given, from a zero state. A Keras RNN skips masked steps (carrying the state
+over), so its final state over n_max slots of which the real ones are marked is exactly the state
+after running over the real constituents only, in order (the zero state for none). A sequence input
+read through :class:`taggerflow.models_rnn.PaddingMask` is therefore written with a variable time
+dimension and no mask input: C++ passes a tensor ``(n_real, n_vars)`` of the real constituents. This
+holds only if masked LSTM/GRU layers are its only readers, which is checked (anything else reading it
+or its mask is refused). The embedded test cases take each row's real slots (at least one).
 
 New layer types are added with one registration: ``@register_layer("ClassName")`` on a function
-``(conv, layer, inputs, where) -> FdeepLayer`` (and the matching evaluator in
-:mod:`taggerflow.fdeep_eval`). For the recurrent family: the loader reads ``LSTM``/``GRU`` configs
-(``units``, ``activation``, ``recurrent_activation``, ``use_bias``, ``return_sequences``,
-``return_state``, GRU ``reset_after``) and params ``weights`` (kernel), ``recurrent_weights``,
-``bias`` in Keras' layouts; it does not mask (``Masking`` is an identity there), so a masked RNN is
-exported with a variable-length sequence input (``batch_shape [null, null, n_vars]``) that C++
-fills with the real constituents only, and without its mask input. Keras is imported lazily: this
+``(conv, layer, inputs, where) -> FdeepLayer`` (or an already written tensor id for an identity), and
+the matching evaluator in :mod:`taggerflow.fdeep_eval`. Keras is imported lazily: this
 module imports without TensorFlow.
 """
 
@@ -78,12 +89,21 @@ import numpy as np
 
 from taggerflow.utils import atomic_path
 
-__all__ = ["FdeepConversionError", "FdeepLayer", "LAYER_CONVERTERS", "register_layer", "keras_to_fdeep",
+__all__ = ["FdeepConversionError", "FdeepLayer", "LAYER_CONVERTERS", "register_layer", "keras_to_fdeep", "keras_outputs", "written_input_names",
            "fdeep_json_text", "write_fdeep", "encode_floats", "decode_floats", "model_hash",
            "SUPPORTED_ACTIVATIONS"]
 
 BASE64_CHUNK = 1024
 SUPPORTED_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "elu", "leaky_relu", "silu", "swish")
+#: activations of LSTM/GRU: the names both frugally-deep's ``get_activation_func`` (recurrent_ops.hpp)
+#: and :mod:`taggerflow.fdeep_eval` compute, with Keras' meaning (elu with alpha 1, Keras 3's hard_sigmoid)
+RNN_ACTIVATIONS = ("linear", "tanh", "sigmoid", "hard_sigmoid", "relu", "elu", "selu", "softsign", "silu", "swish")
+#: Keras layers refused with a reason (frugally-deep reads them, but not as Keras computes them)
+REFUSED_LAYERS = {
+    "Masking": "Keras Masking is an identity layer in frugally-deep (no mask propagation), so a masked RNN would "
+               "run over the padded steps; feed the sequence through taggerflow's PaddingMask instead (exported as "
+               "a variable-length input holding the real constituents only)",
+}
 #: layers frugally-deep evaluates as identity: left out of the written graph
 IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
                    "GaussianNoise", "AlphaDropout", "Identity", "ActivityRegularization")
@@ -144,8 +164,9 @@ class FdeepLayer:
     name: str | None = None       # written name; default: the Keras layer's
 
 
-LayerConverter = Callable[["_Converter", Any, list, str], FdeepLayer]
-#: Keras class name -> converter; an RNN (LSTM/GRU with masking) is added by one more registration
+#: a converter returns the written layer, or the id of an already written tensor (an identity layer)
+LayerConverter = Callable[["_Converter", Any, list, str], "FdeepLayer | str"]
+#: Keras class name -> converter (one registration per layer type)
 LAYER_CONVERTERS: dict[str, LayerConverter] = {}
 
 
@@ -190,6 +211,8 @@ class _Converter:
         self.tensor_shape: dict = {}                     # written tensor id -> shape (with batch axis)
         self.used_names: set = set()
         self.called: dict = {}                           # id(layer) -> node index converted
+        self.variable_length: dict = {}                  # sequence input read through PaddingMask -> its mask input
+        self.masked_readers: dict = {}                   # such a sequence input -> names of the RNNs reading it
 
     @staticmethod
     def where(layer: Any) -> str:
@@ -241,11 +264,15 @@ class _Converter:
             if len(tensors) != 1:
                 raise FdeepConversionError(f"{where}: expected one input tensor")
             return self.visit(tensors[0])
+        if cls in REFUSED_LAYERS:
+            raise FdeepConversionError(f"{where}: {REFUSED_LAYERS[cls]}")
         convert = LAYER_CONVERTERS.get(cls)
         if convert is None:
             raise FdeepConversionError(f"{where}: layer type {cls} is not supported by the frugally-deep export "
                                        f"(supported: {_supported_layers()})")
         spec = convert(self, layer, tensors, where)
+        if isinstance(spec, str):  # the layer is an identity in the written graph (PaddingMask)
+            return spec
         spec.merge = spec.merge or merge
         name = spec.name or layer.name
         return self._add(name, spec, _shape(tensor), where)
@@ -420,6 +447,116 @@ def _masked_sum(conv: _Converter, layer: Any, tensors: list, where: str) -> Fdee
                       merge=True)
 
 
+@register_layer("PaddingMask")
+def _padding_mask(conv: _Converter, layer: Any, tensors: list, where: str) -> str:
+    """taggerflow's PaddingMask ``[values, valid]`` (zeroes padded slots, attaches the mask ``valid >
+    0.5``): an identity, the sequence input becoming variable-length (its real constituents only) and
+    its mask input left out. That this is exact for the recurrent layers that read it, and that nothing
+    else does, is checked once the graph is walked (:func:`_resolve_variable_length`)."""
+    if len(tensors) != 2:
+        raise FdeepConversionError(f"{where}: expected to be called on [values, valid]")
+    values, valid = tensors
+    ops = [_history(t, where)[0] for t in (values, valid)]
+    if any(type(op).__name__ != "InputLayer" for op in ops) or len(values.shape) != 3 or len(valid.shape) != 2:
+        raise FdeepConversionError(f"{where}: must be called on a sequence input (batch, n_max, n) and its mask "
+                                   f"input (batch, n_max), got {tuple(values.shape)} and {tuple(valid.shape)} "
+                                   "(frugally-deep is given the real constituents of a model input)")
+    seq, mask = conv.visit(values), conv.visit(valid)
+    if conv.variable_length.setdefault(seq, mask) != mask:
+        raise FdeepConversionError(f"{where}: sequence input {seq!r} is masked by two inputs "
+                                   f"({conv.variable_length[seq]!r} and {mask!r})")
+    if list(conv.variable_length.values()).count(mask) > 1:
+        raise FdeepConversionError(f"{where}: mask input {mask!r} masks two sequence inputs")
+    return seq
+
+
+def _recurrent_activation(cfg: Mapping[str, Any], key: str, where: str) -> str:
+    name = cfg.get(key)
+    if not isinstance(name, str) or name not in RNN_ACTIVATIONS:
+        raise FdeepConversionError(f"{where}: {key} {name!r} is not supported by the frugally-deep export of "
+                                   f"recurrent layers (supported: {', '.join(RNN_ACTIVATIONS)})")
+    return name
+
+
+@register_layer("LSTM", "GRU")
+def _recurrent(conv: _Converter, layer: Any, tensors: list, where: str) -> FdeepLayer:
+    """Keras LSTM / GRU -> the loader's ``create_lstm_layer`` / ``create_gru_layer``: config ``units``,
+    ``activation``, ``recurrent_activation``, ``use_bias``, ``return_sequences``, ``return_state`` (GRU:
+    ``reset_after``); params ``weights`` = kernel (n_in, G*units) row-major, ``recurrent_weights`` =
+    recurrent kernel (units, G*units), ``bias`` (G*units; a reset_after GRU (2, 3*units): input bias, then
+    recurrent bias), the gate blocks in Keras' order (LSTM i, f, c, o; GRU z, r, h), as
+    ``recurrent_ops.hpp`` reads them and frugally-deep's converter writes ``get_weights()``. The state
+    starts at zero and the layer is read as its final state."""
+    cls = type(layer).__name__
+    x = _one(tensors, where)
+    cfg = layer.get_config()
+    for key in ("return_sequences", "return_state", "go_backwards", "stateful"):
+        if cfg.get(key):
+            # the loader reads no go_backwards/stateful for LSTM/GRU; sequences/states are never our output
+            raise FdeepConversionError(f"{where}: {key}=True is not supported by the frugally-deep export "
+                                       "(a recurrent layer is exported as its final state)")
+    if len(x.shape) != 3:
+        raise FdeepConversionError(f"{where}: runs over a tensor of shape {tuple(x.shape)}, expected (batch, T, n)")
+    producer = _history(x, where)[0]
+    source = conv.visit(x)  # first: a refused producer (Masking) names itself
+    node = layer._inbound_nodes[conv.called[id(layer)]]
+    masked = type(producer).__name__ == "PaddingMask"
+    if node.arguments.kwargs.get("mask") is not None and not masked:
+        raise FdeepConversionError(f"{where}: masked by {type(producer).__name__} '{producer.name}'; frugally-deep "
+                                   "has no masking: read the sequence through taggerflow's PaddingMask")
+    if masked:
+        conv.masked_readers.setdefault(source, set()).add(layer.name)
+    cell = layer.cell
+    n_gates = 4 if cls == "LSTM" else 3
+    kernel = _finite(_numpy(cell.kernel), where, "kernel")
+    recurrent = _finite(_numpy(cell.recurrent_kernel), where, "recurrent kernel")
+    units = int(cfg["units"])
+    if kernel.shape != (int(x.shape[-1]), n_gates * units) or recurrent.shape != (units, n_gates * units):
+        raise FdeepConversionError(f"{where}: kernel {kernel.shape} / recurrent kernel {recurrent.shape} do not "
+                                   f"match {x.shape[-1]} inputs and {n_gates} gates of {units} units")
+    use_bias = bool(cfg.get("use_bias", True)) and getattr(cell, "bias", None) is not None
+    config = {"units": units, "activation": _recurrent_activation(cfg, "activation", where),
+              "recurrent_activation": _recurrent_activation(cfg, "recurrent_activation", where),
+              "use_bias": use_bias, "return_sequences": False, "return_state": False}
+    params = {"weights": encode_floats(kernel), "recurrent_weights": encode_floats(recurrent)}
+    if cls == "GRU":
+        config["reset_after"] = bool(cfg.get("reset_after", True))
+    if use_bias:
+        bias = _finite(_numpy(cell.bias), where, "bias")
+        want = (2, 3 * units) if cls == "GRU" and config["reset_after"] else (n_gates * units,)
+        if bias.shape != want:
+            raise FdeepConversionError(f"{where}: bias of shape {bias.shape}, expected {want}")
+        params["bias"] = encode_floats(bias)
+    return FdeepLayer(cls, config, params, [source])
+
+
+def _resolve_variable_length(conv: _Converter) -> set:
+    """Sequence inputs read through PaddingMask become variable-length (``batch_shape [null, null,
+    n]``: C++ passes the real constituents only) and their mask inputs are left out; returns the
+    left-out mask inputs. Exact because a Keras RNN skips masked steps (the state is carried over),
+    so the final state over n_max masked slots is the state after the real constituents in order,
+    the zero state without any; hence only masked LSTM/GRU layers may read such an input."""
+    dropped = {mask: seq for seq, mask in conv.variable_length.items()}
+    for name, spec in conv.layers:
+        for src in spec.inputs:
+            if src in dropped:
+                raise FdeepConversionError(f"layer '{name}' ({spec.class_name}): reads input {src!r}, the mask of "
+                                           f"sequence {dropped[src]!r} that recurrent layers read through "
+                                           "PaddingMask; frugally-deep gets that sequence's real constituents only "
+                                           "(variable length) and no mask")
+            if src in conv.variable_length and name not in conv.masked_readers.get(src, ()):
+                raise FdeepConversionError(f"layer '{name}' ({spec.class_name}): reads sequence input {src!r} "
+                                           "through PaddingMask; only LSTM/GRU layers may (frugally-deep gets its "
+                                           "real constituents only, a variable-length sequence)")
+    conv.layers = [(n, s) for n, s in conv.layers if n not in dropped]
+    written = dict(conv.layers)
+    for seq in conv.variable_length:
+        shape = [None, None] + list(conv.tensor_shape[seq][2:])
+        conv.tensor_shape[seq] = shape
+        written[seq].config["batch_shape"] = shape
+    return set(dropped)
+
+
 # ----------------------------------------------------------------------------------------------
 # the document
 
@@ -461,39 +598,56 @@ def keras_to_fdeep(model: Any, test_inputs: Sequence[np.ndarray] | Mapping[str, 
                    n_tests: int = 2, seed: int = 0, documentation: Mapping[str, Any] | None = None) -> dict:
     """The frugally-deep document of a Keras 3 functional model (a JSON-ready dict).
 
-    ``test_inputs``: the inputs of the embedded test cases, one array (with batch axis) per model
-    input in model order or ``{input name: array}``; each batch row becomes one test case, whose
-    outputs Keras computes. Without them, ``n_tests`` cases of seeded normal values are made (0/1
-    masks, real slots first, for the mask inputs of MaskedSum). ``documentation`` is written under
+    ``test_inputs``: the inputs of the embedded test cases, one array (with batch axis) per Keras
+    model input in model order or ``{input name: array}``; each batch row becomes one test case, whose
+    outputs Keras computes. A variable-length sequence (read through PaddingMask) is written with the
+    row's real slots only (``valid > 0.5``, in order; a row without any is refused: the embedded cases
+    hold at least one constituent per such sequence). Without them, ``n_tests`` cases of seeded normal
+    values are made (0/1 masks with 1 .. n_max real slots first). ``documentation`` is written under
     ``taggerflow``. Raises :class:`FdeepConversionError` before anything is returned.
     """
     model_inputs = _model_inputs(model)
     conv = _Converter(model)
-    input_names = [conv.visit(t) for t in model_inputs]  # inputs first, in model order
+    keras_names = [conv.visit(t) for t in model_inputs]  # inputs first, in model order
+    keras_shapes = {n: list(conv.tensor_shape[n]) for n in keras_names}
     output_names = [conv.visit(t) for t in model.outputs]
+    dropped = _resolve_variable_length(conv)
+    input_names = [n for n in keras_names if n not in dropped]
     names = [n for n, _ in conv.layers]
     written = dict(conv.layers)
     mask_inputs = {s.inputs[0] for s in written.values() if s.class_name == "Dot" and s.inputs[0] in input_names}
+    mask_inputs |= dropped
 
     if test_inputs is None:
-        test_inputs = _seeded_inputs(conv, input_names, mask_inputs, n_tests, seed)
+        test_inputs = _seeded_inputs(keras_shapes, keras_names, mask_inputs, n_tests, seed)
     elif isinstance(test_inputs, Mapping):
-        missing = [n for n in input_names if n not in test_inputs]
+        missing = [n for n in keras_names if n not in test_inputs]
         if missing:
             raise FdeepConversionError(f"test_inputs: no values for model input(s) {missing}")
-        test_inputs = [test_inputs[n] for n in input_names]
+        test_inputs = [test_inputs[n] for n in keras_names]
     test_inputs = [np.asarray(x, dtype=np.float32) for x in test_inputs]
-    if len(test_inputs) != len(input_names) or len({len(x) for x in test_inputs}) != 1 or len(test_inputs[0]) < 1:
-        raise FdeepConversionError(f"test_inputs: expected one array per model input ({input_names}) with the "
+    if len(test_inputs) != len(keras_names) or len({len(x) for x in test_inputs}) != 1 or len(test_inputs[0]) < 1:
+        raise FdeepConversionError(f"test_inputs: expected one array per model input ({keras_names}) with the "
                                    "same number of rows (at least 1)")
-    for name, x in zip(input_names, test_inputs):
-        want = conv.tensor_shape[name][1:]
+    for name, x in zip(keras_names, test_inputs):
+        want = keras_shapes[name][1:]
         if x.ndim != len(want) + 1 or any(w is not None and w != d for w, d in zip(want, x.shape[1:])):
             raise FdeepConversionError(f"test_inputs: input {name!r} has shape {x.shape}, the model takes "
                                        f"(batch, {', '.join(map(str, want))})")
-    outputs = model.predict(test_inputs if len(test_inputs) > 1 else test_inputs[0], verbose=0)
-    outputs = [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-    tests = [{"inputs": [_tensor_entry(x[i]) for x in test_inputs],
+    outputs = keras_outputs(model, test_inputs)
+    by_name = dict(zip(keras_names, test_inputs))
+
+    def written_input(name: str, row: int) -> np.ndarray:
+        x = by_name[name][row]
+        if name not in conv.variable_length:
+            return x
+        real = x[by_name[conv.variable_length[name]][row] > 0.5]
+        if not len(real):
+            raise FdeepConversionError(f"test_inputs: row {row} has no constituent in sequence {name!r}; the "
+                                       "embedded test cases need at least one per variable-length sequence")
+        return real
+
+    tests = [{"inputs": [_tensor_entry(written_input(n, i)) for n in input_names],
               "outputs": [_tensor_entry(o[i]) for o in outputs]} for i in range(len(test_inputs[0]))]
 
     layers = [_layer_entry(n, written[n], conv.tensor_shape) for n in names]
@@ -514,11 +668,25 @@ def keras_to_fdeep(model: Any, test_inputs: Sequence[np.ndarray] | Mapping[str, 
     return doc
 
 
-def _seeded_inputs(conv: _Converter, input_names: list, mask_inputs: set, n: int, seed: int) -> list:
+def keras_outputs(model: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Keras' outputs (float32) for the embedded test cases: one eager call on exactly these inputs.
+    Not ``model.predict``, whose traced function depends on the batch shapes it has seen before (it
+    relaxes them after a few), which changes the last bit of some scores and so the file's bytes."""
+    outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [np.asarray(_keras().ops.convert_to_numpy(o), dtype=np.float32) for o in outputs]
+
+
+def written_input_names(doc: Mapping[str, Any]) -> list[str]:
+    """The written model's inputs, in the order ``fdeep::model::predict`` takes them."""
+    return [str(ref[0]) for ref in doc["architecture"]["config"]["input_layers"]]
+
+
+def _seeded_inputs(shapes: Mapping[str, list], names: list, mask_inputs: set, n: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     out = []
-    for name in input_names:
-        shape = [int(n)] + [d if d is not None else 4 for d in conv.tensor_shape[name][1:]]
+    for name in names:
+        shape = [int(n)] + [d if d is not None else 4 for d in shapes[name][1:]]
         if name in mask_inputs:  # k real slots then padding, k = 1 .. n_max
             n_max = shape[1]
             k = rng.integers(1, n_max + 1, size=shape[0])

@@ -15,7 +15,9 @@ clamp to the raw bounds -> non-finite to the raw default -> (x - mean) / std; co
 to n_max with a 0/1 mask), what C++ does before ``predict``.
 
 Layer evaluators are registered per class name in :data:`EVALUATORS` (one registration per new
-layer type, e.g. LSTM/GRU later).
+layer type). LSTM and GRU (both ``reset_after`` settings) follow ``recurrent_ops.hpp``: zero initial
+state, gate blocks in Keras' order, activations of :func:`recurrent_activation`; a variable-length
+sequence input (``null`` time dimension) is given per candidate (see :meth:`FdeepModel.predict`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["FdeepModel", "EVALUATORS", "register_evaluator", "activation", "inputs_from_raw", "load_fdeep"]
+__all__ = ["FdeepModel", "EVALUATORS", "register_evaluator", "activation", "recurrent_activation", "inputs_from_raw",
+           "load_fdeep"]
 
 #: layers whose config ``activation`` is used inside the layer, not applied after it (the loader's list)
 ACTIVATION_CONSUMERS = ("Activation", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D",
@@ -202,6 +205,99 @@ def _dot(config: Mapping, params: Mapping, inputs: list) -> np.ndarray:
     return out.reshape(shape if len(shape) > 1 else (len(a), 1))
 
 
+def recurrent_activation(name: str, x: np.ndarray) -> np.ndarray:
+    """An activation inside LSTM/GRU: frugally-deep's ``get_activation_func`` (recurrent_ops.hpp),
+    which takes no parameters (elu with alpha 1; hard_sigmoid is Keras 3's x/6 + 1/2 clipped to [0, 1])."""
+    if name in ("linear", "tanh", "sigmoid", "relu", "silu", "swish"):
+        return activation(name, {}, x)
+    if name == "hard_sigmoid":
+        return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    if name == "elu":
+        return np.where(x >= 0, x, np.expm1(np.minimum(x, 0.0)))
+    if name == "selu":
+        alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+        return scale * np.where(x >= 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+    if name == "softsign":
+        return x / (np.abs(x) + 1.0)
+    raise ValueError(f"recurrent activation {name!r} is not known to this evaluator")
+
+
+def _recurrent_params(kind: str, config: Mapping, params: Mapping, x: np.ndarray, n_gates: int):
+    """(kernel, recurrent kernel, input bias, recurrent bias, activation, recurrent activation) with
+    the loader's defaults (tanh, sigmoid, use_bias true, GRU reset_after true)."""
+    name = config.get("name")
+    if config.get("return_state", False):
+        raise ValueError(f"{kind} {name!r}: return_state is not supported by this evaluator")
+    if x.ndim != 3:
+        raise ValueError(f"{kind} {name!r}: input of shape {x.shape}, expected (batch, T, n)")
+    units = int(config["units"])
+    width = n_gates * units
+    kernel, recurrent = params["weights"], params["recurrent_weights"]
+    if kernel.size != x.shape[-1] * width or recurrent.size != units * width:
+        raise ValueError(f"{kind} {name!r}: {kernel.size} weights / {recurrent.size} recurrent weights for "
+                         f"{x.shape[-1]} inputs and {n_gates} gates of {units} units")
+    kernel, recurrent = kernel.reshape(-1, width), recurrent.reshape(units, width)
+    reset_after = kind == "GRU" and bool(config.get("reset_after", True))
+    bias_x, bias_h = np.zeros(width), np.zeros(width)
+    if config.get("use_bias", True):
+        bias = params["bias"]
+        if bias.size != (2 * width if reset_after else width):
+            raise ValueError(f"{kind} {name!r}: {bias.size} biases (reset_after={reset_after})")
+        bias_x = bias[:width]
+        if reset_after:
+            bias_h = bias[width:]
+    act = config.get("activation", "tanh")
+    rec_act = config.get("recurrent_activation", "sigmoid")
+    return kernel, recurrent, bias_x, bias_h, act, rec_act, units, reset_after
+
+
+@register_evaluator("LSTM")
+def _lstm(config: Mapping, params: Mapping, inputs: list) -> np.ndarray:
+    """recurrent_ops.hpp ``lstm_impl``: gates i, f, c, o; c = f c + i act(.), h = o act(c); zero start."""
+    x = _one(inputs, "LSTM")
+    kernel, recurrent, bias, _, act, rec_act, n, _ = _recurrent_params("LSTM", config, params, x, 4)
+    xw = x @ kernel + bias
+    h = np.zeros((len(x), n))
+    c = np.zeros((len(x), n))
+    steps = []
+    for t in range(x.shape[1]):
+        z = xw[:, t] + h @ recurrent
+        i, f = recurrent_activation(rec_act, z[:, :n]), recurrent_activation(rec_act, z[:, n:2 * n])
+        g, o = recurrent_activation(act, z[:, 2 * n:3 * n]), recurrent_activation(rec_act, z[:, 3 * n:])
+        c = f * c + i * g
+        h = o * recurrent_activation(act, c)
+        steps.append(h)
+    if config.get("return_sequences", False):
+        return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, n))
+    return h
+
+
+@register_evaluator("GRU")
+def _gru(config: Mapping, params: Mapping, inputs: list) -> np.ndarray:
+    """recurrent_ops.hpp ``gru_impl``: gates z, r, h; reset_after: h~ = act(x W_h + b_h + r (h U_h +
+    b'_h)), else h~ = act(x W_h + b_h + (r h) U_h); h = z h + (1 - z) h~; zero start."""
+    x = _one(inputs, "GRU")
+    kernel, recurrent, bias_x, bias_h, act, rec_act, n, reset_after = _recurrent_params("GRU", config, params, x, 3)
+    xw = x @ kernel + bias_x
+    h = np.zeros((len(x), n))
+    steps = []
+    for t in range(x.shape[1]):
+        if reset_after:
+            uh = h @ recurrent + bias_h
+            z = recurrent_activation(rec_act, xw[:, t, :n] + uh[:, :n])
+            r = recurrent_activation(rec_act, xw[:, t, n:2 * n] + uh[:, n:2 * n])
+            m = recurrent_activation(act, xw[:, t, 2 * n:] + r * uh[:, 2 * n:])
+        else:
+            z = recurrent_activation(rec_act, xw[:, t, :n] + h @ recurrent[:, :n])
+            r = recurrent_activation(rec_act, xw[:, t, n:2 * n] + h @ recurrent[:, n:2 * n])
+            m = recurrent_activation(act, xw[:, t, 2 * n:] + (r * h) @ recurrent[:, 2 * n:])
+        h = (1.0 - z) * m + z * h
+        steps.append(h)
+    if config.get("return_sequences", False):
+        return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, n))
+    return h
+
+
 # ----------------------------------------------------------------------------------------------
 # the model
 
@@ -251,12 +347,39 @@ class FdeepModel:
         self.input_shapes = [list(s) for s in doc["input_shapes"]]
         self.output_shapes = [list(s) for s in doc["output_shapes"]]
 
-    def predict(self, inputs: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Outputs (float64, batch axis first) for inputs in model input order or by input name."""
+    def predict(self, inputs: Sequence[Any] | Mapping[str, Any]) -> list[np.ndarray]:
+        """Outputs (float64, batch axis first) for inputs in model input order or by input name. An
+        input with a variable dimension (a variable-length sequence) may also be given as a list of
+        per-candidate arrays without batch axis (e.g. (n_real, n_vars) each): candidates are then
+        evaluated in groups of equal shapes, as frugally-deep evaluates one candidate at a time."""
         if isinstance(inputs, Mapping):
             inputs = [inputs[n] for n in self.input_names]
         if len(inputs) != len(self.input_names):
             raise ValueError(f"expected {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}")
+        if not any(isinstance(x, (list, tuple)) for x in inputs):
+            return self._predict_batch(inputs)
+        sizes = {len(x) for x in inputs}
+        if len(sizes) != 1:
+            raise ValueError(f"inputs with different numbers of candidates {sorted(sizes)}")
+        (n,) = sizes
+        groups: dict[tuple, list[int]] = {}
+        for i in range(n):
+            key = tuple(np.shape(x[i]) if isinstance(x, (list, tuple)) else () for x in inputs)
+            groups.setdefault(key, []).append(i)
+        result: list | None = None
+        for rows in groups.values():
+            batch = [np.stack([np.asarray(x[i], dtype=np.float64) for i in rows]) if isinstance(x, (list, tuple))
+                     else np.asarray(x)[rows] for x in inputs]
+            outs = self._predict_batch(batch)
+            if result is None:
+                result = [np.zeros((n,) + o.shape[1:]) for o in outs]
+            for r, o in zip(result, outs):
+                if r.shape[1:] != o.shape[1:]:
+                    raise ValueError("outputs of different shapes for candidates of different input shapes")
+                r[rows] = o
+        return result
+
+    def _predict_batch(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         values: dict[str, np.ndarray] = {}
         for name, x, shape in zip(self.input_names, inputs, self.input_shapes):
             x = np.asarray(x, dtype=np.float64)
@@ -336,7 +459,9 @@ def inputs_from_raw(doc: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str,
     """The model inputs (float32, by input name) from raw values, with the recipe and numbers written
     under ``taggerflow.inputs``: ``raw[candidate input]`` is (n, n_vars); ``raw[sequence input]`` is
     ``(flat, counts)``, the real constituents of all candidates in order ((m, n_vars), in training
-    order, at most n_max each) and their numbers per candidate; its mask input gets 1 for real slots."""
+    order, at most n_max each) and their numbers per candidate; it is padded to n_max with its mask
+    input 1 for real slots, or, for a sequence without mask input (variable length, recurrent layers),
+    a list of per-candidate arrays (n_real, n_vars)."""
     spec = doc["taggerflow"]["inputs"]
     out: dict[str, np.ndarray] = {}
     for entry in spec:
@@ -350,6 +475,10 @@ def inputs_from_raw(doc: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str,
             if counts.size and counts.max() > n_max:
                 raise ValueError(f"input {name!r}: a candidate has {counts.max()} constituents, n_max is {n_max}")
             scaled = _recipe(np.asarray(flat).reshape(-1, len(entry["variables"])), entry["variables"])
+            if not entry.get("mask"):  # variable length: the real constituents only, one array per candidate
+                ends = np.cumsum(counts)
+                out[name] = [scaled[e - c:e].astype(np.float32) for e, c in zip(ends, counts)]
+                continue
             slot = np.arange(len(scaled)) - np.repeat(np.cumsum(counts) - counts, counts)
             owner = np.repeat(np.arange(len(counts)), counts)
             padded = np.zeros((len(counts), n_max, len(entry["variables"])), dtype=np.float64)

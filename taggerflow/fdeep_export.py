@@ -37,9 +37,11 @@ N_TESTS = 2
 INPUT_RECIPE = (f"{RAW_INPUT_RECIPE} (raw bounds: raw_min/raw_max, raw default: raw_default); then scaled = "
                 "(value - mean) / std computed in double and passed as float")
 NOTE = ("frugally-deep neither scales, clamps nor replaces non-finite values: apply input_recipe to the raw "
-        "inputs before fdeep::model::predict; inputs in model_inputs order; a sequence holds its real "
-        "constituents first, ordered and truncated to n_max as in training, padded slots 0, and its mask "
-        "input is 1 for real slots and 0 for padded ones")
+        "inputs before fdeep::model::predict; inputs in model_inputs order; a sequence with a mask input "
+        "holds its real constituents first, ordered and truncated to n_max as in training, padded slots 0, and "
+        "its mask input is 1 for real slots and 0 for padded ones; a sequence without one (length variable, "
+        "read by a recurrent layer) holds its real constituents only, ordered and truncated to n_max as in "
+        "training: a tensor of shape (n_real, n_vars), no padding")
 
 
 def _variables(scaling: dict, type_name: str, names: list[str], cone: str) -> list[dict]:
@@ -54,9 +56,11 @@ def _variables(scaling: dict, type_name: str, names: list[str], cone: str) -> li
 
 
 def documentation(cfg: Config, scaling: dict, model_input_names: list[str],
-                  sequence_names: dict[str, str] | None = None) -> dict:
+                  sequence_names: dict[str, str] | None = None, variable_length: set | frozenset = frozenset()) -> dict:
     """What the file's ``taggerflow`` entry holds: the inputs in model order with their scaling and
-    raw recipe numbers, the classes, the recipe. Raises ValueError for an input it cannot document."""
+    raw recipe numbers, the classes, the recipe. ``variable_length``: the sequence inputs written
+    with a variable time dimension and no mask input (read by recurrent layers). Raises ValueError
+    for an input it cannot document."""
     sequence_names = dict(sequence_names or {})
     seq_scaling, seq_vars = sequence_scaling(cfg, scaling), sequence_variables(cfg)
     seqs = {name: (coll, cone) for name, coll, cone in cfg.sequences()}
@@ -74,22 +78,37 @@ def documentation(cfg: Config, scaling: dict, model_input_names: list[str],
         elif name in seqs:
             coll, cone = seqs[name]
             mask = f"{name}{VALID_SUFFIX}"
-            if mask not in model_input_names:
+            if name in variable_length:
+                mask = None
+            elif mask not in model_input_names:
                 raise ValueError(f"model input {name!r}: no mask input {mask!r}")
-            masks.add(mask)
+            else:
+                masks.add(mask)
             inputs.append({"name": name, "kind": "sequence", "collection": coll.name, "cone": cone,
                            "n_max": int(coll.n_max), "sort_by": coll.sort_by, "mask": mask,
+                           "length": "variable" if mask is None else "n_max",
                            "software_name": sequence_names.get(name, name),
                            "variables": _variables(seq_scaling, coll.name, seq_vars[name], cone)})
     doc = {"model_inputs": list(model_input_names), "inputs": inputs, "classes": list(cfg.class_names),
            "outputs": [{"name": "output", "labels": list(cfg.class_names)}],
            "input_recipe": INPUT_RECIPE, "note": NOTE}
     concat = list(options(cfg).concat)
-    if concat and masks:
+    if concat and (masks or variable_length):
         doc["concat_jet_tracks"] = concat
         doc["note"] += ("; every constituent also carries the candidate's raw values of concat_jet_tracks "
                         "(same numbers as the candidate input)")
     return doc
+
+
+def test_case_rows(x: dict, n: int) -> np.ndarray:
+    """The first ``n`` candidates with at least one constituent in every sequence (mask inputs
+    ``*_valid``): the embedded test cases then never hold an empty (variable-length) sequence."""
+    masks = [v for k, v in x.items() if k.endswith(VALID_SUFFIX)]
+    count = len(next(iter(x.values())))
+    ok = np.ones(count, dtype=bool)
+    for m in masks:
+        ok &= (np.asarray(m) > 0.5).any(axis=1)
+    return np.flatnonzero(ok)[:n]
 
 
 def check(doc: dict, keras_scores: np.ndarray, raw: dict, tolerance: float) -> dict:
@@ -123,21 +142,25 @@ def export_fdeep(model_path: str, cfg: Config, scaling: dict, shard_paths: list[
     import keras
 
     import taggerflow.models  # noqa: F401  (custom layers)
-    from taggerflow.fdeep import fdeep_json_text, keras_to_fdeep, write_fdeep
+    from taggerflow.fdeep import fdeep_json_text, keras_to_fdeep, write_fdeep, written_input_names
     from taggerflow.utils import write_json
 
     ex = cfg.raw["export"]
     tolerance = float(ex["tolerance"])
     model = keras.models.load_model(model_path)
     names = [t.name for t in model.inputs]
-    info = documentation(cfg, scaling, names, export_sequence_names(cfg, sequence_names))
+    documentation(cfg, scaling, names, export_sequence_names(cfg, sequence_names))  # refuse early what it cannot
     inputs = check_inputs(cfg, shard_paths, scaling, int(ex["n_check"]))
     used = [n for n, _, _ in cfg.sequences() if n in names]
     x = keras_inputs(inputs, used)
     x = {k: v for k, v in x.items() if k in names}
     keras_scores = np.asarray(model.predict(x, batch_size=4096, verbose=0), dtype=np.float64)
-    n_tests = min(N_TESTS, len(keras_scores))
-    doc = keras_to_fdeep(model, {k: v[:n_tests] for k, v in x.items()}, documentation=info)
+    rows = test_case_rows(x, N_TESTS)
+    doc = keras_to_fdeep(model, {k: v[rows] for k, v in x.items()} if len(rows) else None)
+    names = written_input_names(doc)
+    variable = {n for n, shape in zip(names, doc["input_shapes"]) if len(shape) == 2 and shape[0] is None}
+    doc["taggerflow"] = json.loads(json.dumps(documentation(cfg, scaling, names, export_sequence_names(
+        cfg, sequence_names), variable_length=variable), allow_nan=False))
     text = fdeep_json_text(doc)
     result = check(json.loads(text), keras_scores, inputs["raw"], tolerance)
     log(format_table(result))
