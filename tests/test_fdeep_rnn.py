@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import glob
 import hashlib
 import json
 
@@ -384,3 +385,46 @@ def test_rnn_export_on_shard_candidates(files_config, shard_and_scaling, tmp_pat
     out2 = {"fdeep": str(tmp_path / "again.json"), "check": str(tmp_path / "again_check.json")}
     export_fdeep(str(tmp_path / "m.keras"), cfg, scaling, [shard], out2, log=lambda m: None)
     assert open(out2["fdeep"], "rb").read() == text.encode()
+
+
+# ConvertFdeep through law on an RNN training (three collections, lstm and gru variants)
+def test_convert_fdeep_on_rnn_training_through_law(demo_files, tmp_path):
+    from conftest import tiny_raw, write_config
+    from test_e2e import _law, _law_env
+    from test_rnn import _three_collection_file
+
+    files = {}
+    for ds, path in demo_files.items():
+        files[ds] = str(tmp_path / f"{ds}_3coll.root")
+        _three_collection_file(path, files[ds])
+    raw = tiny_raw()
+    del raw["demo"]
+    raw["name"] = "fdeep_rnn"
+    raw["inputs"]["datasets"] = {ds: {"files": [p]} for ds, p in files.items()}
+    colls = raw["features"]["collections"]
+    colls["trk"] = {"n_max": 5, "sort_by": "abs(d0_sig)", "variables": {
+        "pt_frac": {"expression": "pt / cand_pt", "scaling": "linear", "limits": [0.0, 1.0]},
+        "d0_sig": {"scaling": "normal", "limits": [-5, 5]}}}
+    colls["neu"] = {"n_max": 3, "sort_by": "pt", "variables": {
+        "pt_frac": {"expression": "pt / cand_pt", "scaling": "linear", "limits": [0.0, 1.0]}}}
+    raw["training"]["epochs"] = 1
+    raw["training"]["variants"] = [
+        {"name": "lstm", "model": {"type": "rnn", "cell": "lstm", "rnn_units": 4, "f_layers": [8]}},
+        {"name": "gru", "model": {"type": "rnn", "cell": "gru", "rnn_units": 3, "f_layers": [8]}}]
+    raw["export"]["n_check"] = 300
+    config = write_config(raw, tmp_path)
+    env = _law_env(tmp_path)
+    _law(["index", "-q"], env)
+    _law(["run", "ConvertFdeep", "--version", "rnn", "--config", config, "--workflow", "local"], env)
+    for variant in ("lstm", "gru"):
+        (path,) = glob.glob(str(tmp_path / "data" / "ConvertFdeep" / "rnn" / "*" / variant / "fdeep.json"))
+        doc = json.load(open(path))
+        fd = FdeepModel(doc)
+        assert fd.input_names == ["candidate", "pfcand", "trk", "neu"]
+        assert doc["input_shapes"][1:] == [[None, 9], [None, 2], [None, 1]]
+        classes = [entry["class_name"] for entry in doc["architecture"]["config"]["layers"]]
+        assert classes.count(variant.upper()) == 3
+        assert fd.run_tests() < TOL and len(doc["tests"]) == 2
+        check = json.load(open(os.path.join(os.path.dirname(path), "fdeep_check.json")))["fdeep"]
+        assert check["passed"] and check["max_abs_diff"] < TOL and check["n_candidates"] > 100, check
+        assert str(tmp_path) not in open(path).read()

@@ -24,7 +24,8 @@ KERAS_LAYERS_MODULE = "taggerflow.models_rnn"
 #: lwtnn layer converters the family adds: Keras layer class name -> "module:function"
 LWTNN_LAYERS = {"LSTM": "taggerflow.lwtnn_rnn:convert_recurrent", "GRU": "taggerflow.lwtnn_rnn:convert_recurrent"}
 # fdeep: taggerflow/fdeep.py has no LSTM/GRU converter yet
-EXPORTERS = {"lwtnn": "taggerflow.lwtnn:keras_to_lwtnn", "onnx": "taggerflow.onnx_export:export_onnx"}
+EXPORTERS = {"lwtnn": "taggerflow.lwtnn:keras_to_lwtnn", "onnx": "taggerflow.onnx_export:export_onnx",
+             "fdeep": "taggerflow.fdeep:keras_to_fdeep"}   # LSTM/GRU: sequences as variable-length inputs
 
 
 def validate(model_section: Mapping[str, Any], cfg: Any, err) -> None:
