@@ -8,6 +8,11 @@ Configuration (validated here, registered by one line in taggerflow.config)::
         CR_data: {files: [...], is_data: true}
         CR_mc:   {files: [...], is_data: false, weight: genWeight}
 
+With a demo that generates control-region files (``demo.control``, the llp family), a control
+dataset of the same name may omit ``files``: it reads the demo's generated files
+(:func:`generated_datasets`; tasks.demo.input_files), which depend on ``--version`` and so cannot
+be listed in the configuration.
+
 The control candidates go through the stages of the main sample (Spectrum, ShuffleMergeSpectral,
 WriteTrainSample with ``--sample control``) under a *control view* of the configuration
 (:func:`control_config`): the control datasets are the inputs (format, tree, selection, aliases and
@@ -59,9 +64,21 @@ def validate_control_section(cfg, err) -> None:
     if not datasets:
         raise err("control.datasets", "expected at least one dataset of data and one of MC")
     spec = {**_schema()["_sub"]["inputs.datasets.*"], "is_data": (bool, True)}
+    demo_control = ((cfg.raw.get("demo") or {}).get("control") or {}).get("datasets") or {}
     main = set(cfg.dataset_names)
     for name, ds in datasets.items():
         where = f"control.datasets.{name}"
+        if isinstance(ds, dict) and "files" not in ds:
+            if name not in demo_control:
+                raise err(f"{where}.files", "missing: only a dataset the demo generates (a name of "
+                                            "demo.control.datasets) may omit it")
+            _check_section(ds, {**spec, "files": (list, False)}, where, cfg.path)
+            if bool(ds["is_data"]) != bool(demo_control[name]["is_data"]):
+                raise err(f"{where}.is_data", f"{ds['is_data']} but demo.control.datasets.{name}.is_data is "
+                                              f"{demo_control[name]['is_data']} (the demo generates its files)")
+            if "format" in ds and ds["format"] != "candidate_tree":
+                raise err(f"{where}.format", "the demo's generated files are candidate trees (candidate_tree)")
+            continue
         _check_section(ds, spec, where, cfg.path)
         if name in main:
             raise err(where, f"'{name}' is also a dataset of the main sample: control dataset names must "
@@ -71,6 +88,12 @@ def validate_control_section(cfg, err) -> None:
                 raise err(f"{where}.files", f"expected path strings, got {pattern!r}")
         if "format" in ds and ds["format"] not in INPUT_FORMATS:
             raise err(f"{where}.format", f"unknown format '{ds['format']}' (supported: {', '.join(INPUT_FORMATS)})")
+    generated = generated_datasets(cfg)
+    tree = cfg.raw["inputs"].get("tree")
+    demo_tree = (cfg.raw.get("demo") or {}).get("tree", "candidates")
+    if generated and len(generated) < len(datasets) and tree is not None and tree != demo_tree:
+        raise err("inputs.tree", f"'{tree}', but the demo's generated control files (control.datasets."
+                                 f"{generated[0]}) have the tree '{demo_tree}' (demo.tree): give both the same")
     kinds = {bool(ds["is_data"]) for ds in datasets.values()}
     if kinds != {True, False}:
         missing = "data (is_data: true)" if True not in kinds else "MC (is_data: false)"
@@ -89,14 +112,30 @@ def control_datasets(cfg) -> dict[str, bool]:
     return {name: bool(ds["is_data"]) for name, ds in cfg.raw["control"]["datasets"].items()}
 
 
+def generated_datasets(cfg) -> list[str]:
+    """The control datasets whose files the demo generates (no ``files``, a name of
+    demo.control.datasets), in configuration order; of the main configuration or its control view."""
+    return [name for name, ds in cfg.raw["control"]["datasets"].items()
+            if isinstance(ds, dict) and "files" not in ds]
+
+
 def _view_of(cfg):
     from taggerflow.config import Config
 
     raw = copy.deepcopy(cfg.raw)
-    raw.pop("demo", None)
+    demo = raw.pop("demo", None)
+    generated = generated_datasets(cfg)
     inputs = raw["inputs"]
+    # the generated datasets get no files here (tasks.demo.input_files names them); the view is no
+    # demo, so they are read as what they are, candidate trees of the demo's tree
     inputs["datasets"] = {name: {k: v for k, v in ds.items() if k != "is_data"}
+                          if name not in generated else
+                          {**{k: v for k, v in ds.items() if k != "is_data"}, "files": [], "format": "candidate_tree"}
                           for name, ds in raw["control"]["datasets"].items()}
+    if generated:
+        inputs["tree"] = demo.get("tree", "candidates")
+        # what the generated files depend on, in the section the control outputs' paths hash
+        raw["control"]["generated_by_demo"] = {"tree": inputs["tree"], "control": demo["control"]}
     # first: the main aliases may not use it, and it needs only pt (read by every stage)
     inputs["aliases"] = {CONTROL_TRUTH: "pt * 0", **(inputs.get("aliases") or {})}
     raw["classes"] = {"truth_branch": CONTROL_TRUTH, "labels": {CONTROL_CLASS: [0]}}

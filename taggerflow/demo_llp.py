@@ -7,15 +7,21 @@ constituent collections of different length distributions (``clus_*``/``nclus`` 
 
 * signal ``H -> S S``: the scalar's decay radius is exponential with a mean that grows with the boost
   m_H / (2 m_S), so light scalars decay further out; decays inside the hadronic calorimeter give a
-  large ``log_ratio`` (log10 E_had/E_em), few tracks from the primary vertex, narrow jets; jet pt
-  follows m_H / 2, heavier scalars give wider jets and more clusters;
-* QCD: prompt jets, exponential pt, many tracks, ``log_ratio`` around 0;
-* BIB (beam-induced background): muons along the beam line give many muon segments, jets at large
-  |eta|-timing ``time`` offsets, no tracks, high ``log_ratio`` too (the hard background).
+  large ``log_ratio`` (log10 E_had/E_em), beyond the inner detector few, slightly displaced tracks,
+  beyond the HCal muon segments; slightly late ``time``; jet pt follows m_H / 2, heavier scalars
+  give wider jets and more clusters;
+* QCD: prompt jets, exponential pt, many tracks, ``log_ratio`` around 0; 40% look displaced
+  (hadronic, narrow, few tracks): the overlap with the signal (signal-vs-QCD AUC ~0.95);
+* BIB (beam-induced background): muons along the beam line give many muon segments (a third of
+  them few), early ``time``, almost no tracks, high ``log_ratio`` too.
+
+The clusters' EM fractions follow a per-jet smeared ``log_ratio``, so they carry only part of its
+information and a tagger relies on ``log_ratio`` itself.
 
 Control-region files (:func:`generate_control_file`) are QCD-like; the "data" file differs from the
-MC one only in one candidate variable, shifted by a configured amount, so an adversary has
-something to remove. Output is a deterministic function of the arguments (same bytes per seed).
+MC one only in one candidate variable, shifted by a configured amount (``log_ratio`` in
+configs/llp.yaml: the clusters keep the unshifted EM fractions), so an adversary has something to
+remove. Output is a deterministic function of the arguments (same bytes per seed).
 Importable without law or TensorFlow.
 """
 
@@ -91,42 +97,52 @@ def _generate_chunk(rng, n, process, m_h, m_s, pt_scale):
     code = TRUTH_CODES[process]
     eta = rng.uniform(-ETA_MAX, ETA_MAX, n)
     phi = rng.uniform(-np.pi, np.pi, n)
+    # the classes overlap (signal vs QCD AUC ~0.95): displaced-looking QCD is common and resembles the
+    # signal in every variable, which each separate only partly
     if process == "signal":
         pt = rng.normal(0.45 * m_h, 0.12 * m_h, n)
         radius = rng.exponential(mean_decay_radius(m_h, m_s), n)
         in_hcal = (radius >= _R_ECAL) & (radius < _R_HCAL_END)
-        log_ratio = np.where(in_hcal, rng.normal(1.2, 0.5, n), rng.normal(0.1, 0.6, n))
-        width = np.clip(rng.normal(0.02 + 0.0015 * m_s, 0.02, n), 0.002, 0.4)
-        time = rng.normal(0.3 + 0.5 * np.minimum(radius, 5.0), 0.5, n)
-        n_clus = rng.poisson(5 + 0.08 * m_s, n)
-        n_trk = np.where(radius > _R_ID, rng.poisson(0.8, n), rng.poisson(4.0, n))
+        log_ratio = np.where(in_hcal, rng.normal(1.4, 0.5, n), rng.normal(0.6, 0.6, n))
+        width = np.clip(rng.normal(0.04 + 0.0005 * m_s, 0.035, n), 0.002, 0.4)
+        time = rng.normal(0.1 + 0.15 * np.minimum(radius, 5.0), 0.6, n)
+        n_clus = rng.poisson(6 + 0.05 * m_s, n)
+        n_trk = np.where(radius > _R_ID, rng.poisson(1.0, n), rng.poisson(4.0, n))
         n_mseg = np.where(radius > _R_HCAL_END, rng.poisson(4.0, n), rng.poisson(0.3, n))
+        d0_scale = np.where(radius > _R_ID, 0.02, 0.0)
     elif process == "qcd":
         pt = PT_MIN + rng.exponential(pt_scale, n)
         radius = np.zeros(n)
-        # a quarter of the jets look displaced: hadronic, narrow and with few tracks (the overlap)
-        llp_like = rng.random(n) < 0.25
-        log_ratio = np.where(llp_like, rng.normal(0.7, 0.6, n), rng.normal(-0.1, 0.5, n))
-        width = np.clip(rng.normal(np.where(llp_like, 0.05, 0.10), 0.04, n), 0.002, 0.4)
-        time = rng.normal(0.0, 0.5, n)
-        n_clus = rng.poisson(np.where(llp_like, 7, 12), n)
-        n_trk = rng.poisson(np.where(llp_like, 1.5, 9.0), n)
+        # 40% of the jets look displaced: hadronic, narrow and with few, slightly displaced tracks
+        llp_like = rng.random(n) < 0.4
+        log_ratio = np.where(llp_like, rng.normal(0.3, 0.5, n), rng.normal(-0.2, 0.5, n))
+        width = np.clip(rng.normal(np.where(llp_like, 0.06, 0.10), 0.04, n), 0.002, 0.4)
+        time = rng.normal(0.0, 0.6, n)
+        n_clus = rng.poisson(np.where(llp_like, 8, 12), n)
+        n_trk = rng.poisson(np.where(llp_like, 1.8, 9.0), n)
         n_mseg = rng.poisson(0.3, n)
+        d0_scale = np.where(llp_like, 0.01, 0.0)
     else:  # bib
         pt = PT_MIN + rng.exponential(0.7 * pt_scale, n)
         radius = np.zeros(n)
-        log_ratio = rng.normal(0.9, 0.6, n)
-        width = np.clip(rng.normal(0.03, 0.02, n), 0.002, 0.4)
-        time = rng.normal(-2.0, 1.0, n)  # early: the muon arrives ahead of the collision products
-        n_clus = rng.poisson(3, n)
+        log_ratio = rng.normal(0.8, 0.6, n)
+        width = np.clip(rng.normal(0.04, 0.03, n), 0.002, 0.4)
+        time = rng.normal(-0.8, 1.0, n)  # early: the muon arrives ahead of the collision products
+        n_clus = rng.poisson(5, n)
         n_trk = rng.poisson(0.4, n)
-        n_mseg = 3 + rng.poisson(8.0, n)
+        # a third of the muons miss the muon chambers' segment finding: few segments, signal-like
+        n_mseg = np.where(rng.random(n) < 0.3, rng.poisson(0.5, n), 1 + rng.poisson(6.0, n))
+        d0_scale = np.zeros(n)
     pt = np.clip(pt, PT_MIN, np.nextafter(PT_MAX, 0.0))
     n_clus = np.maximum(n_clus, 1)
 
+    # the clusters' EM fractions follow a per-jet smeared log_ratio: they carry part of its information
+    # only, so that a tagger relies on log_ratio itself (the control region's data/MC difference)
+    cluster_log_ratio = log_ratio + rng.normal(0.0, 0.6, n)
+
     def clusters(owner, pos):
         k = len(owner)
-        em = 1.0 / (1.0 + 10.0 ** log_ratio[owner])
+        em = 1.0 / (1.0 + 10.0 ** cluster_log_ratio[owner])
         return {"pt": 0.5 * pt[owner] * np.exp(-0.3 * pos) * rng.uniform(0.5, 1.0, k),
                 "deta": rng.normal(0.0, width[owner]), "dphi": rng.normal(0.0, width[owner]),
                 "frac_em": np.clip(em + rng.normal(0.0, 0.05, k), 0.0, 1.0),
@@ -136,7 +152,7 @@ def _generate_chunk(rng, n, process, m_h, m_s, pt_scale):
         k = len(owner)
         return {"pt": 1.0 + rng.exponential(0.05 * pt[owner]), "deta": rng.normal(0.0, 1.5 * width[owner]),
                 "dphi": rng.normal(0.0, 1.5 * width[owner]),
-                "d0": rng.normal(0.0, 0.02, k) + np.where(radius[owner] > 0, rng.exponential(0.05, k), 0.0),
+                "d0": rng.normal(0.0, 0.02, k) + rng.exponential(1.0, k) * d0_scale[owner],
                 "z0": rng.normal(0.0, 0.1, k)}
 
     def segments(owner, pos):

@@ -59,8 +59,27 @@ class GenerateDemoSamples(Workflow):
                                      pt_scale=spec.get("pt_scale", 60.0), file_index=i, tree=tree)
 
 
+def main_config(task):
+    """The task's main configuration: that of its control view for ``--sample control``."""
+    return getattr(task, "main_cfg", task.cfg)
+
+
+def _is_control(task) -> bool:
+    return getattr(task, "sample", "main") == "control"
+
+
 def input_files(task) -> list[tuple[str, str]]:
-    """(dataset, path) of every input file, in a fixed order: the demo files or the config's globs."""
+    """(dataset, path) of every input file, in a fixed order: the demo files or the config's globs;
+    for ``--sample control`` the control datasets', those without ``files`` the demo's generated ones."""
+    if _is_control(task):
+        from taggerflow.control_sample import generated_datasets
+
+        generated = set(generated_datasets(task.cfg))
+        demo = {}
+        for ds, path in control_files(task):
+            demo.setdefault(ds, []).append(path)
+        files = task.cfg.dataset_files()
+        return [(ds, path) for ds in task.cfg.dataset_names for path in (demo[ds] if ds in generated else files[ds])]
     if task.cfg.is_demo:
         # one branch task builds every path: no task per file (workflows of 10k branches stay fast)
         demo = GenerateDemoSamples.req_different_branching(task, branch=0, _exclude={"branches"})
@@ -70,9 +89,10 @@ def input_files(task) -> list[tuple[str, str]]:
 
 
 def control_files(task) -> list[tuple[str, str]]:
-    """(dataset, path) of the demo's control-region files (demo.control, llp family), in a fixed
-    order; what a `control.datasets` entry of the demo points at. Empty without demo.control."""
-    control = task.cfg.raw.get("demo", {}).get("control")
+    """(dataset, path) of the demo's control-region files (demo.control of the main configuration,
+    llp family), in a fixed order; what a `control.datasets` entry without `files` reads. Empty
+    without demo.control."""
+    control = main_config(task).raw.get("demo", {}).get("control")
     if not control:
         return []
     demo = GenerateDemoSamples.req_different_branching(task, branch=0, _exclude={"branches"})
@@ -81,10 +101,15 @@ def control_files(task) -> list[tuple[str, str]]:
 
 
 def demo_requirement(task):
-    """The demo-generating workflow when the config has a demo section, else nothing."""
-    if task.cfg.is_demo:
-        return GenerateDemoSamples.req_different_branching(task, branch=-1)
-    return None
+    """The demo-generating workflow (of the main configuration) where the task reads demo files:
+    a demo's main sample, or a control sample with datasets the demo generates; else nothing."""
+    if _is_control(task):
+        from taggerflow.control_sample import generated_datasets
+
+        needed = bool(generated_datasets(task.cfg))
+    else:
+        needed = task.cfg.is_demo
+    return GenerateDemoSamples.req_different_branching(task, branch=-1) if needed else None
 
 
-__all__ = ["GenerateDemoSamples", "input_files", "control_files", "demo_requirement", "law"]
+__all__ = ["GenerateDemoSamples", "input_files", "control_files", "demo_requirement", "main_config", "law"]

@@ -23,8 +23,13 @@ class SampleParameter:
                                    "the adversary's control sample (the config's control section)")
 
     @cached_property
+    def main_cfg(self):
+        """The main configuration, whatever the sample (the demo that generates control files is its)."""
+        return Task.cfg.func(self)
+
+    @cached_property
     def cfg(self):
-        main = Task.cfg.func(self)
+        main = self.main_cfg
         if self.sample == "main":
             return main
         from taggerflow.control_sample import control_config

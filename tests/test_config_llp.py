@@ -24,7 +24,7 @@ def test_llp_config_is_valid():
     cfg = load_config(LLP_CONFIG)
     assert cfg.class_names == ["qcd", "signal", "bib"]
     assert [c.name for c in cfg.collections] == ["clus", "trk", "mseg"]
-    assert [v["name"] for v in cfg.training_variants()] == ["lambda0"]
+    assert [v["name"] for v in cfg.training_variants()] == ["lambda0", "adversarial"]
     by_id = signal_parameters_by_id(cfg)
     assert by_id[dataset_id("mH125_mS40")] == ("mH125_mS40", {"m_H": 125, "m_S": 40})
     assert len(by_id) == 3
@@ -73,3 +73,52 @@ def test_tau_family_keys_and_input_parameters(tmp_path):
                                  "B": {"files": ["b.root"], "parameters": {"m_H": 125, "ms": 15}}}
     with pytest.raises(ConfigError, match=r"inputs\.datasets\.B\.parameters: keys \['m_H', 'ms'\] differ from A's"):
         load_config(write_config(raw, tmp_path))
+
+
+@pytest.mark.parametrize("mutate, key, words", [
+    (lambda r: r["control"]["datasets"].update(CR_other={"is_data": False}), "control.datasets.CR_other.files",
+     "only a dataset the demo generates (a name of demo.control.datasets) may omit it"),
+    (lambda r: r["control"]["datasets"]["CR_mc"].update(is_data=True), "control.datasets.CR_mc.is_data",
+     "True but demo.control.datasets.CR_mc.is_data is False"),
+    (lambda r: r["control"]["datasets"]["CR_mc"].update(format="nanoaod"), "control.datasets.CR_mc.format",
+     "candidate trees"),
+    (lambda r: r["control"]["datasets"]["CR_mc"].update(colour="red"), "control.datasets.CR_mc.colour", "unknown key"),
+    (lambda r: (r["control"]["datasets"].update(CR_more={"files": ["x.root"], "is_data": False}),
+                r["inputs"].update(tree="Events")), "inputs.tree", "have the tree 'candidates' (demo.tree)"),
+])
+def test_control_datasets_the_demo_generates(tmp_path, mutate, key, words):
+    raw = _llp_raw()
+    mutate(raw)
+    path = write_config(raw, tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert path in str(e.value) and f": {key}:" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_control_view_reads_the_demo_generated_files(tmp_path):
+    """The control view has no demo, the generated datasets no files (tasks.demo.input_files names
+    them) and the candidate-tree format; what the generated files depend on (demo.control, the
+    tree) is in its control section, which the control outputs' paths hash."""
+    from taggerflow.control_sample import control_config, generated_datasets
+
+    cfg = load_config(LLP_CONFIG)
+    view = control_config(cfg)
+    assert not view.is_demo and "demo" not in view.raw
+    assert generated_datasets(cfg) == generated_datasets(view) == ["CR_data", "CR_mc"]
+    assert view.raw["inputs"]["datasets"] == {"CR_data": {"files": [], "format": "candidate_tree"},
+                                              "CR_mc": {"files": [], "format": "candidate_tree"}}
+    assert view.dataset_files() == {"CR_data": [], "CR_mc": []} and view.tree == "candidates"
+    assert view.raw["control"]["generated_by_demo"] == {"tree": "candidates", "control": cfg.raw["demo"]["control"]}
+    raw = _llp_raw()
+    raw["demo"]["control"]["shift"]["amount"] = 0.1
+    other = control_config(load_config(write_config(raw, tmp_path)))
+    assert other.sections_hash(("control",)) != view.sections_hash(("control",))
+    assert cfg.sections_hash(("control",)) == load_config(write_config(raw, tmp_path)).sections_hash(("control",))
+    # a control dataset with files keeps them, beside the generated ones
+    raw = _llp_raw()
+    (tmp_path / "cr").mkdir()
+    (tmp_path / "cr" / "more.root").write_bytes(b"")
+    raw["control"]["datasets"]["CR_more"] = {"files": ["cr/*.root"], "is_data": False}
+    view = control_config(load_config(write_config(raw, tmp_path)))
+    assert generated_datasets(view) == ["CR_data", "CR_mc"]
+    assert view.dataset_files()["CR_more"] == [str(tmp_path / "cr" / "more.root")]

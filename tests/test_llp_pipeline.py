@@ -43,13 +43,15 @@ def test_llp_demo_pipeline(tmp_path):
     # the control datasets are not main inputs: the test split holds only the five main datasets
     from taggerflow.resample import dataset_id
 
-    ids = set()
-    for path in glob.glob(os.path.join(data, "WriteTrainSample/t/**/test_*.h5"), recursive=True):
-        import h5py
+    import h5py
 
+    ids, control_ids = set(), set()
+    for path in glob.glob(os.path.join(data, "WriteTrainSample/t/**/test_*.h5"), recursive=True):
         with h5py.File(path) as f:
-            ids |= set(np.unique(f["jets/dataset_id"][:]).tolist())
+            (control_ids if "/control/" in path else ids).update(np.unique(f["jets/dataset_id"][:]).tolist())
     assert ids == {dataset_id(ds) for ds in raw["demo"]["datasets"]}
+    # the control sample's training files (--sample control) are the demo's generated control files
+    assert control_ids == {dataset_id("CR_data"), dataset_id("CR_mc")}
 
     metrics = json.load(open(one("Evaluation/t/**/lambda0/metrics.json")))
     scan = metrics["signal_scan"]["signal"]
