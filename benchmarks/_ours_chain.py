@@ -55,7 +55,7 @@ def main() -> None:
     peaks["Spectrum"] = peak_mb()
 
     t = time.perf_counter()
-    P, p = acceptance(coarse, cfg.class_names, rs["class_ratio"], bool(rs.get("enable_emptybin", False)),
+    P, p = acceptance(coarse, cfg.class_names, rs["class_ratio"], bool(rs["enable_emptybin"]),
                       rs["pt_bins"], rs["eta_bins"])
     shards = []
     for j in range(int(rs["n_jobs"])):

@@ -65,7 +65,7 @@ def resolve_adversary(variant: dict) -> dict:
 
 def lambda_at(adv: dict, epoch: int) -> float:
     """lambda of an epoch (0-based): linear ramp-up to ``lambda`` over ramp_up_epochs epochs."""
-    lam, ramp = float(adv["lambda"]), int(adv.get("ramp_up_epochs") or 0)
+    lam, ramp = float(adv["lambda"]), int(adv["ramp_up_epochs"])
     return lam if ramp <= 0 else lam * min(1.0, (epoch + 1) / ramp)
 
 
@@ -259,7 +259,7 @@ def selection_of(row: dict, cut: dict | None) -> tuple[bool, str]:
 def choose_epoch(history: Sequence[dict], selection: Sequence[dict], adv: dict) -> dict:
     """The exported epoch: the best selected one by ``select_by`` (first on ties), or the last epoch
     when none passed the cut (said in the reason). Epochs are 0-based as in history.csv."""
-    by, cut = adv["select_by"], adv.get("ks_cut")
+    by, cut = adv["select_by"], adv["ks_cut"]
     key = f"ks_{cut['output']}" if by == "ks" else by
     sign = 1.0 if SELECT_BY[by] == "min" else -1.0
     chosen = [s["epoch"] for s in selection if s["selected"]]
@@ -410,11 +410,12 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
             d = np.asarray(control[part]["is_data"])
             if not np.isin(d, (0, 1)).all() or len(np.unique(d)) != 2:
                 raise ValueError(f"control {part} sample: is_data must hold 0 (MC) and 1 (data), both")
-    missing = [v for v in (adv or {}).get("inputs", []) if v not in candidate_variables]
+    adv_inputs = adv["inputs"] if adv else []
+    missing = [v for v in adv_inputs if v not in candidate_variables]
     if missing:
         raise ValueError(f"adversary.inputs: {missing} not among the candidate variables {list(candidate_variables)}")
-    adv_columns = [list(candidate_variables).index(v) for v in (adv or {}).get("inputs", [])]
-    balance = adv["balance_classes"] if adv else bool(variant.get("balance_classes", True))
+    adv_columns = [list(candidate_variables).index(v) for v in adv_inputs]
+    balance = (adv or DEFAULTS)["balance_classes"]
 
     ckpt_dir = out["checkpoint_dir"]
     os.makedirs(os.path.join(ckpt_dir, "selected"), exist_ok=True)
@@ -429,7 +430,7 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
         main_model.compile(optimizer=keras.optimizers.Adam(learning_rate(variant), name="adam"))
         n_adv_in = int(main_model.outputs[0].shape[-1]) + len(adv_columns)
         adversary = build_adversary(n_adv_in, (adv or DEFAULTS)["layers"], seed)
-        adv_lr = (adv or {}).get("learning_rate") or float(variant["learning_rate"])
+        adv_lr = (adv or DEFAULTS)["learning_rate"] or float(variant["learning_rate"])
         adversary.compile(optimizer=keras.optimizers.Adam(float(adv_lr), name="adam_adversary"))
     loop = _Loop(main_model, adversary, adv_columns)
 
@@ -444,9 +445,9 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
                             for s, d in ((ct, d_train), (cv, d_val)))
         cv_event_w = None if cv.get("weights") is None else np.asarray(cv["weights"], np.float64)
         n_ctrl = len(d_train)
-        pt_edges = None if cv.get("pt") is None else pt_bin_edges(cv["pt"], adv.get("pt_bins"))
+        pt_edges = None if cv.get("pt") is None else pt_bin_edges(cv["pt"], adv["pt_bins"])
     batch = int(variant["batch_size"])
-    cbatch = int((adv or {}).get("control_batch_size") or batch)
+    cbatch = int((adv["control_batch_size"] if adv else None) or batch)
 
     history = list(state["history"]) if state else []
     selection = list(state["selection"]) if state else []
@@ -497,7 +498,7 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
         _save(main_model, os.path.join(ckpt_dir, name), "model-saved", epoch)
         _save(adversary, os.path.join(ckpt_dir, adv_name))
         _pause_point("model-renamed", epoch)
-        selected, reason = selection_of(row, adv.get("ks_cut")) if adv else (True, "plain training")
+        selected, reason = selection_of(row, adv["ks_cut"]) if adv else (True, "plain training")
         selection = [s for s in selection if s["epoch"] < epoch] + \
             [{"epoch": epoch, "selected": selected, "reason": reason}]
         if selected:
@@ -528,7 +529,7 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
     _copy(src, out["model"])
     write_history(out["history"], history)
     record = {"chosen": chosen, "epochs": selection,
-              "ks_cut": (adv or {}).get("ks_cut"), "select_by": (adv or {}).get("select_by", "val_loss")}
+              "ks_cut": adv["ks_cut"] if adv else None, "select_by": adv["select_by"] if adv else "val_loss"}
     if out.get("selection"):
         write_json(out["selection"], record)
     return {"name": variant.get("name"), "seed": seed, "epochs_run": len(history),

@@ -45,22 +45,23 @@ def validate_adversary_section(section, where: str, classes: Sequence[str] | Non
 
     if "lambda" not in section:
         return f"{where}.lambda", "missing required key (the weight of the adversary loss, >= 0)"
+    section = {**DEFAULTS, **section}  # the defaults: DEFAULTS only
     if not number(section["lambda"]) or section["lambda"] < 0:
         return f"{where}.lambda", f"expected a number >= 0, got {section['lambda']!r}"
-    ramp = section.get("ramp_up_epochs", 0)
+    ramp = section["ramp_up_epochs"]
     if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
         return f"{where}.ramp_up_epochs", f"expected an integer >= 0 (0: no ramp-up), got {ramp!r}"
-    layers = section.get("layers", DEFAULTS["layers"])
+    layers = section["layers"]
     if not isinstance(layers, list) or not layers or \
             not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers):
         return f"{where}.layers", f"expected a non-empty list of layer widths >= 1, got {layers!r}"
-    inputs = section.get("inputs", [])
+    inputs = section["inputs"]
     if not isinstance(inputs, list) or len(set(map(str, inputs))) != len(inputs):
         return f"{where}.inputs", "expected a list of distinct candidate variable names"
     for v in inputs:
         if candidate_variables is not None and v not in candidate_variables:
             return f"{where}.inputs", f"'{v}' is not a candidate variable ({', '.join(candidate_variables)})"
-    cut = section.get("ks_cut")
+    cut = section["ks_cut"]
     if cut is not None:
         if not isinstance(cut, dict) or set(cut) != {"output", "max"}:
             return f"{where}.ks_cut", "expected {output: <class>, max: <KS statistic in (0, 1]>} or null"
@@ -68,24 +69,24 @@ def validate_adversary_section(section, where: str, classes: Sequence[str] | Non
             return f"{where}.ks_cut.output", f"'{cut['output']}' is not a class ({', '.join(classes)})"
         if not number(cut["max"]) or not 0 < cut["max"] <= 1:
             return f"{where}.ks_cut.max", f"expected a KS statistic in (0, 1], got {cut['max']!r}"
-    sel = section.get("select_by", "val_loss")
+    sel = section["select_by"]
     if sel not in SELECT_BY:
         return f"{where}.select_by", f"unknown {sel!r} (allowed: {', '.join(SELECT_BY)})"
     if sel == "ks" and cut is None:
         return f"{where}.select_by", "'ks' needs a ks_cut (its output is the one compared)"
-    every = section.get("plot_every", 1)
+    every = section["plot_every"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         return f"{where}.plot_every", f"expected an integer >= 0 (0: no plots), got {every!r}"
-    bins = section.get("pt_bins")
+    bins = section["pt_bins"]
     if bins is not None and (not isinstance(bins, list) or len(bins) != 4 or not all(map(number, bins))
                              or any(b <= a for a, b in zip(bins, bins[1:]))):
         return f"{where}.pt_bins", "expected four increasing pT edges (three bins) or null (tertiles)"
-    if not isinstance(section.get("balance_classes", True), bool):
+    if not isinstance(section["balance_classes"], bool):
         return f"{where}.balance_classes", "expected true or false"
-    lr = section.get("learning_rate")
+    lr = section["learning_rate"]
     if lr is not None and (not number(lr) or lr <= 0):
         return f"{where}.learning_rate", f"expected a number > 0 or null (the main one), got {lr!r}"
-    cb = section.get("control_batch_size")
+    cb = section["control_batch_size"]
     if cb is not None and (isinstance(cb, bool) or not isinstance(cb, int) or cb < 1):
         return f"{where}.control_batch_size", f"expected an integer >= 1 or null (batch_size), got {cb!r}"
     return None

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 
 from taggerflow import plotting
-from taggerflow.adversary_config import SELECT_BY
+from taggerflow.adversary_config import DEFAULTS as ADVERSARY_DEFAULTS, SELECT_BY
 from taggerflow.utils import read_json, write_json
 
 KS_PREFIX, KS_PVALUE_PREFIX = "ks_", "ks_pvalue_"
@@ -63,7 +63,7 @@ def best_epoch(history: Sequence[dict], variant: dict, selection: dict | None = 
     adv = variant.get("adversary")
     cut = (adv or {}).get("ks_cut")
     if adv:
-        by = adv.get("select_by", "val_loss")
+        by = {**ADVERSARY_DEFAULTS, **adv}["select_by"]  # a stored config.json: defaults may be absent
         key = f"ks_{cut['output']}" if by == "ks" else by
     else:
         by = key = "val_loss" if "val_loss" in history[0] else "loss"

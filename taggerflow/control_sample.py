@@ -90,7 +90,7 @@ def validate_control_section(cfg, err) -> None:
             raise err(f"{where}.format", f"unknown format '{ds['format']}' (supported: {', '.join(INPUT_FORMATS)})")
     generated = generated_datasets(cfg)
     tree = cfg.raw["inputs"].get("tree")
-    demo_tree = (cfg.raw.get("demo") or {}).get("tree", "candidates")
+    demo_tree = cfg.settings("demo").tree if cfg.raw.get("demo") else None
     if generated and len(generated) < len(datasets) and tree is not None and tree != demo_tree:
         raise err("inputs.tree", f"'{tree}', but the demo's generated control files (control.datasets."
                                  f"{generated[0]}) have the tree '{demo_tree}' (demo.tree): give both the same")
@@ -133,7 +133,7 @@ def _view_of(cfg):
                           {**{k: v for k, v in ds.items() if k != "is_data"}, "files": [], "format": "candidate_tree"}
                           for name, ds in raw["control"]["datasets"].items()}
     if generated:
-        inputs["tree"] = demo.get("tree", "candidates")
+        inputs["tree"] = cfg.settings("demo").tree
         # what the generated files depend on, in the section the control outputs' paths hash
         raw["control"]["generated_by_demo"] = {"tree": inputs["tree"], "control": demo["control"]}
     # first: the main aliases may not use it, and it needs only pt (read by every stage)

@@ -175,7 +175,7 @@ def file_sum_of_weights(cfg, dataset: str, path: str) -> float | None:
         return _unique_event_sum(expr, arrays, names, path)
     if fmt in format_modules.event_field_formats():
         return _event_format_sum(cfg, dataset, path, expr, names, spec, key)
-    tree_name = cfg.raw["inputs"].get("tree", "Events" if fmt == "nanoaod" else "candidates")
+    tree_name = cfg.raw["inputs"].get("tree") or format_modules.module(fmt).DEFAULT_TREE
     tree = open_tree(path, tree_name)
     try:
         if spec != "computed":

@@ -93,10 +93,9 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
         fmt = "candidate_tree"
     elif dataset is not None:
         fmt = (inp.get("datasets") or {}).get(dataset, {}).get("format", fmt)
-    tree = inp.get("tree", format_modules.module(fmt).DEFAULT_TREE if fmt in format_modules.MODULES
-                   else "candidates")
+    tree = inp.get("tree") or format_modules.module(fmt).DEFAULT_TREE
     if cfg.is_demo:
-        tree = cfg.raw["demo"].get("tree", tree)
+        tree = cfg.settings("demo").tree
     sel = inp.get("selection")
     aliases = tuple(Alias(n, e, expression_names(e)) for n, e in (inp.get("aliases") or {}).items())
     sections = {n: dict(inp.get(n) or {}) for n in format_modules.MODULES}

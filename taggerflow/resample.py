@@ -144,7 +144,7 @@ def split_entries(files: Sequence[tuple], n_jobs: int) -> list[list[Segment]]:
 def acceptance(coarse: dict[str, np.ndarray], classes: list[str], class_ratio: dict[str, float],
                enable_emptybin: bool, pt_bins: Sequence[float], eta_bins: Sequence[float], *,
                group_classes: dict[str, Sequence[str]] | None = None, lastbin_takeall: bool = False,
-               lastbin_disbalance: float = 1.0,
+               lastbin_disbalance: float | None = None,
                inputs: dict[str, list[tuple[str, str, int, np.ndarray]]] | None = None
                ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Acceptance probabilities (the TauMLTools semantics, see the module docstring).
@@ -158,6 +158,9 @@ def acceptance(coarse: dict[str, np.ndarray], classes: list[str], class_ratio: d
     def empty_note(cls: str, in_groups) -> str:
         return _empty_inputs_note(inputs, classes.index(cls), cls, in_groups)
 
+    if lastbin_takeall and lastbin_disbalance is None:
+        # no second default here: resampling.lastbin_disbalance's is in taggerflow/schema.py
+        raise ValueError("acceptance: lastbin_takeall needs lastbin_disbalance (resampling.lastbin_disbalance)")
     n_cls = len(classes)
     gcls = {g: set(group_classes[g]) if group_classes is not None else set(classes) for g in coarse}
     for cls, r in class_ratio.items():

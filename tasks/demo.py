@@ -33,20 +33,20 @@ class GenerateDemoSamples(Workflow):
 
         ds, i = self.branch_data
         seed = int(job_seed(self.cfg.seed, "demo", ds, i).generate_state(1)[0])
-        if self.cfg.raw["demo"].get("family", "tau") == "llp":
+        if self.cfg.settings("demo").family == "llp":
             self.publish_message(f"{ds} file {i}: {self._run_llp(ds, i, seed)}")
             return
         spec = self.cfg.raw["demo"]["datasets"][ds]
         counts = generate_demo_file(self.output().path, ds, spec["entries_per_file"], spec["class_fractions"],
                                     spec["pt_scale"], spec["eta_width"], seed=seed, file_index=i,
-                                    tree=self.cfg.raw["demo"].get("tree", "candidates"))
+                                    tree=self.cfg.settings("demo").tree)
         self.publish_message(f"{ds} file {i}: {counts}")
 
     def _run_llp(self, ds: str, i: int, seed: int) -> dict:
         from taggerflow.demo_llp import generate_control_file, generate_llp_file
 
         demo = self.cfg.raw["demo"]
-        tree = demo.get("tree", "candidates")
+        tree = self.cfg.settings("demo").tree
         if ds in demo["datasets"]:
             spec = demo["datasets"][ds]
             return generate_llp_file(self.output().path, ds, spec["entries_per_file"], spec["process"], seed,

@@ -256,7 +256,11 @@ def test_lastbin_takeall_and_disbalance(D):
     n0 = n.copy()
     n0[0, -1] = 0
     with pytest.raises(ResamplingError, match=r"last pt bin \[2, 3\) is empty"):
-        acceptance({"g": n0}, ["a"], {"a": 1}, False, [0, 1, 2, 3], [0, 1, 2], lastbin_takeall=True)
+        acceptance({"g": n0}, ["a"], {"a": 1}, False, [0, 1, 2, 3], [0, 1, 2], lastbin_takeall=True,
+                   lastbin_disbalance=D)
+    # the disbalance has one default, the schema's: the core function does not invent one
+    with pytest.raises(ValueError, match="lastbin_disbalance"):
+        acceptance({"g": n}, ["a"], {"a": 1}, False, [0, 1, 2, 3], [0, 1, 2], lastbin_takeall=True)
 
 
 def test_job_accepts_flat_spectrum_and_takeall(big_files, tmp_path):
