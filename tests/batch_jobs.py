@@ -205,6 +205,13 @@ def run_stage(family: str, args: list[str], kind: str, work: str, user=None, bat
 
     from workflows.remote import Workflow, job_files
 
+    import law.parser
+
+    # law caches the command line's root task parser and global arguments per process (one `law run`
+    # is one command line); each stage here is a command line of its own: a parameter of one stage's
+    # root task (--sample control) is not a global argument of the next one's jobs
+    law.parser._reset()
+    law.parser._root_task_cls = None
     cls = luigi.task_register.Register.get_task_cls(family)
     if not issubclass(cls, Workflow):
         with luigi.cmdline_parser.CmdlineParser.global_instance([family, *args]) as cp:

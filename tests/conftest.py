@@ -38,6 +38,21 @@ def tiny_raw(entries_per_file: int = 1500, n_files: int = 1) -> dict:
     return raw
 
 
+def llp_tiny_raw(variants: tuple[str, ...] = ("adversarial",), entries_per_file: int = 600, epochs: int = 1) -> dict:
+    """configs/llp.yaml shrunk, with only the training ``variants`` named (the adversarial one: the
+    control sample runs through every stage, its Training is the adversarial loop)."""
+    with open(os.path.join(REPO, "configs", "llp.yaml")) as f:
+        raw = yaml.safe_load(f)
+    raw["name"] = "llp_tiny"
+    for spec in list(raw["demo"]["datasets"].values()) + list(raw["demo"]["control"]["datasets"].values()):
+        spec["entries_per_file"] = entries_per_file
+    raw["training"]["epochs"] = epochs
+    raw["training"]["variants"] = [v for v in raw["training"]["variants"] if v["name"] in variants]
+    assert [v["name"] for v in raw["training"]["variants"]] == list(variants)
+    raw["export"]["n_check"] = 200
+    return raw
+
+
 def write_config(raw: dict, directory) -> str:
     path = os.path.join(str(directory), f"{raw['name']}.yaml")
     with open(path, "w") as f:

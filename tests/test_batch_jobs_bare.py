@@ -178,3 +178,67 @@ def test_slurm_shared_filesystem(bare, monkeypatch):
         assert "job exit code : 0" in job["log"]
     _assert_run_by_job_user(bare, data)
     _assert_identical(bare, data)
+
+
+# the LLP family (issue 19): the control sample's stages (--sample control) and the adversarial
+# Training as jobs, beside the main sample's; WriteTrainSample --sample control needs MergeScaling
+LLP_STAGES = [("GenerateDemoSamples", []), ("Spectrum", []), ("ShuffleMergeSpectral", []), ("FeatureScaling", []),
+              ("MergeScaling", []), ("WriteTrainSample", []), ("Spectrum", ["--sample", "control"]),
+              ("ShuffleMergeSpectral", ["--sample", "control"]), ("WriteTrainSample", ["--sample", "control"]),
+              ("Training", [])]
+
+
+@pytest.mark.parametrize("kind", ["htcondor", "slurm"])
+def test_adversarial_llp_training_as_jobs(bare, kind, monkeypatch):
+    """The adversarial LLP training (configs/llp.yaml shrunk) stage by stage as HTCondor or Slurm jobs,
+    each a bare process: every output, the control sample's spectra, shards and training files and
+    the training's model, history, selection record, checkpoints and plots, byte-identical to
+    ``law run Training --workflow local``."""
+    from conftest import llp_tiny_raw
+
+    monkeypatch.setenv("TAGGERFLOW_VENV", bare["venv"])
+    root = os.path.join(bare["base"], f"llp_{kind}")
+    os.makedirs(root)
+    config = write_config(llp_tiny_raw(), root)
+    args = ["--version", "llp", "--config", config]
+    ref = os.path.join(root, "reference")
+    env = dict(os.environ, PYTHONPATH=REPO, LAW_CONFIG_FILE=os.path.join(REPO, "law.cfg"),
+               LAW_HOME=os.path.join(ref, "law_home"), TAGGERFLOW_DATA=os.path.join(ref, "data"),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([os.path.join(bare["venv"], "bin", "law"), "run", "tasks.training.Training", *args],
+                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reference = tree_digest(os.path.join(ref, "data"))
+
+    data = os.path.join(root, "jobs", "data")
+    os.makedirs(data)
+    monkeypatch.setenv("TAGGERFLOW_DATA", data)
+    monkeypatch.setenv("LAW_HOME", os.path.join(root, "jobs", "law_home"))
+    jobs = []
+    for i, (family, extra) in enumerate(LLP_STAGES):
+        sample = "control" if extra else "main"
+        for result in run_stage(family, [*args, *extra], kind, os.path.join(root, "jobs", "scratch"), bare["user"],
+                                clusterid=2000 + 10 * i):
+            jobs.append({"stage": family, "sample": sample, **result})
+    ran = {(j["stage"], j["sample"]) for j in jobs}
+    # the control sample's stages ran as jobs of their own (2 control datasets, 2 resampling jobs)
+    assert {("Spectrum", "control"), ("ShuffleMergeSpectral", "control"), ("WriteTrainSample", "control"),
+            ("Training", "main")} <= ran
+    assert sum(j["stage"] == "Spectrum" and j["sample"] == "control" for j in jobs) == 2
+    assert sum(j["stage"] == "WriteTrainSample" and j["sample"] == "control" for j in jobs) == 2
+    training_log = next(j["log"] for j in jobs if j["stage"] == "Training")
+    assert "adversarial training 'adversarial' (lambda 5.0)" in training_log, training_log[-3000:]
+    for job in jobs:
+        assert f"bootstrap: taggerflow at {REPO} (shared filesystem: true)" in job["log"], job["log"][-3000:]
+
+    got = tree_digest(data, skip_dirs=("htcondor_jobs", "slurm_jobs", "jobs"))
+    logs = ("/tensorboard/", "/mlruns/")
+    got, reference = ({p: h for p, h in d.items() if not any(m in p for m in logs)} for d in (got, reference))
+    assert sorted(got) == sorted(reference), sorted(set(got) ^ set(reference))
+    differ = sorted(p for p in reference if got[p] != reference[p]
+                    and not _same_summary(p, {"reference_data": os.path.join(ref, "data")}, data))
+    assert not differ, f"{len(differ)} of {len(reference)} files differ from --workflow local: {differ}"
+    for pattern in (r"^Spectrum/llp/.*control.*/spectrum_1\.npz$", r"^ShuffleMergeSpectral/llp/.*control.*/shard_1\.root$",
+                    r"^WriteTrainSample/llp/.*control.*/validation_1\.h5$", r"^Training/llp/.*/adversarial/model\.keras$",
+                    r"^Training/llp/.*/adversarial/history\.csv$", r"^Training/llp/.*/adversarial/selection\.json$"):
+        assert any(re.search(pattern, p) for p in reference), (pattern, sorted(reference)[:40])

@@ -362,6 +362,51 @@ def _diffs(obj, path=""):
             yield from _diffs(v, f"{path}/{i}")
 
 
+def test_adversarial_llp_training_on_slurm_from_one_command(slurm, tmp_path):
+    """`law run Training --workflow slurm` on the LLP demo shrunk to its adversarial variant (issue 19):
+    the main and the control sample's stages and the adversarial training all run as Slurm jobs, and
+    the control training files and the training's outputs are byte-identical to `--workflow local`."""
+    from conftest import llp_tiny_raw
+
+    config = write_config(llp_tiny_raw(), tmp_path)
+    data = str(tmp_path / "data")
+    args = ["run", "tasks.training.Training", "--version", "llp", "--config", config]
+    venv = {"TAGGERFLOW_VENV": sys.prefix}
+    env = _law_env(data, str(tmp_path / "law_home_slurm"),
+                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
+                    "LAW__taggerflow_slurm__accounting": "False", **venv})
+    before = {job_id for job_id, _, _ in _squeue(slurm["env"])}
+    proc = _law([*args, "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0",
+                 "--Training-slurm-memory", "2500"], env, timeout=1500)
+    law_log = proc.stdout + proc.stderr
+    jobs = [(job_id, state, name) for job_id, state, name in _squeue(slurm["env"]) if job_id not in before]
+    assert jobs and all(state == "COMPLETED" for _, state, _ in jobs), jobs
+
+    def n_jobs(family):
+        return sum(bool(re.search(rf"(^|[^A-Za-z]){family}([^A-Za-z]|$)", name)) for _, _, name in jobs)
+
+    # 6 main + 2 control demo files; main and control spectra, shards, training files; one training
+    assert (n_jobs("GenerateDemoSamples"), n_jobs("Spectrum"), n_jobs("ShuffleMergeSpectral"),
+            n_jobs("FeatureScaling"), n_jobs("WriteTrainSample"), n_jobs("Training")) == \
+        (8, 6 + 2, 2 + 2, 2, 2 + 2, 1), jobs
+    assert len(jobs) == 27
+    assert "effective_workflow=local" not in law_log
+    slurm_result = str(tmp_path / "slurm_result")
+    os.rename(data, slurm_result)
+
+    _law([*args, "--workflow", "local"], _law_env(data, str(tmp_path / "law_home_local"), venv), timeout=1500)
+    patterns = [os.path.join("WriteTrainSample", "llp", "control", "*", "*.h5"),
+                *(os.path.join("Training", "llp", "*", "adversarial", name)
+                  for name in ("model.keras", "history.csv", "selection.json"))]
+    for pattern in patterns:
+        local_out = sorted(os.path.relpath(p, data) for p in glob.glob(os.path.join(data, pattern)))
+        slurm_out = sorted(os.path.relpath(p, slurm_result) for p in glob.glob(os.path.join(slurm_result, pattern)))
+        assert local_out and slurm_out == local_out, (pattern, local_out, slurm_out)
+        for rel in local_out:
+            assert filecmp.cmp(os.path.join(slurm_result, rel), os.path.join(data, rel), shallow=False), \
+                f"{rel} of the Slurm run differs from the local run's"
+
+
 def test_failing_stage_reports_the_jobs_real_error(slurm, tmp_path):
     """A stage failing in its Slurm jobs ends `law run Pipeline --workflow slurm` with the jobs' own
     error (the task's exception from the job's stderr file, law's exit reason) under law's failed-job
