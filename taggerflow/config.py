@@ -22,7 +22,10 @@ from taggerflow.expressions import EXPRESSION_FUNCTIONS, expression_names  # noq
 from taggerflow.scaling import types as scaling_types
 from taggerflow.scaling.types import one_hot
 from taggerflow.adversary_config import validate_adversary_section
-from taggerflow.control_sample import validate_control_section
+from taggerflow.control_config import validate_control_section
+# ConfigError and the legacy-form section check live in taggerflow.schema, so that the modules that
+# check a section of their own (taggerflow.control_config) need not import this one
+from taggerflow.schema import ConfigError, check_section as _check_section, join_key as _join  # noqa: F401
 from taggerflow.utils import config_hash
 
 SCALING_TYPES = scaling_types.NAMES
@@ -31,53 +34,6 @@ COMPRESSIONS = (None, "gzip", "lzf")
 MODEL_TYPES = model_families.NAMES
 LR_SCHEDULES = ("constant", "exponential", "cosine")
 TRAINING_SOURCES = ("records", "h5")  # training.source: the TFRecords (ToRecords) or the HDF5 files
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file and the key."""
-
-
-# ---------------------------------------------------------------------------------------------
-# structure: the typed sections of taggerflow.schema (keys, types, required, defaults)
-
-
-def _schema() -> dict:
-    """The schema in the legacy form ``{top key: (types, required), "_sub": {pattern: {key: (types,
-    required)}}}`` (for modules that check a section of their own against a core one)."""
-    regs = schema.sections()
-    as_tuples = {p: {k: (key.types, key.required) for k, key in keys.items()} for p, keys in regs.items()}
-    return {**as_tuples.pop(""), "_sub": as_tuples}
-
-
-def _type_name(t: Any) -> str:
-    if isinstance(t, tuple):
-        return " or ".join(_type_name(x) for x in t)
-    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
-            bool: "true/false", type(None): "null"}.get(t, t.__name__)
-
-
-def _check_section(data: Any, spec: dict, where: str, path: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
-    for key in data:
-        if key not in spec:
-            allowed = ", ".join(sorted(spec))
-            raise ConfigError(f"{path}: {_join(where, key)}: unknown key (allowed: {allowed})")
-    for key, entry in spec.items():
-        types, required = (entry.types, entry.required) if isinstance(entry, schema.Key) else entry[:2]
-        if key not in data:
-            if required:
-                raise ConfigError(f"{path}: {_join(where, key)}: missing required key")
-            continue
-        value = data[key]
-        ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int, float)))
-        if not ok:
-            raise ConfigError(f"{path}: {_join(where, key)}: expected {_type_name(types)}, "
-                              f"got {value!r}")
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
 def _validate_structure(raw: dict, path: str) -> None:

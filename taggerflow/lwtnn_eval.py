@@ -25,6 +25,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+# the format's numbers, activations and weight blocks, shared with the recurrent layers
+from taggerflow.lwtnn_eval_primitives import activation_function  # noqa: F401  (public: lwtnn_eval.activation_function)
+from taggerflow.lwtnn_eval_primitives import component as _component, matrix as _matrix, sigmoid as _sigmoid, vector as _vec
+
 __all__ = ["LwtnnGraph", "LwtnnSequential", "flatten_padded", "activation_function", "segment_sum"]
 
 Array = np.ndarray
@@ -38,113 +42,8 @@ def _load(config: Mapping[str, Any] | str | os.PathLike) -> Mapping[str, Any]:
         return json.load(handle)
 
 
-def _vec(values: Any, where: str) -> Array:
-    try:
-        return np.asarray([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: expected a list of numbers ({err})") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# activations
-
-
-def _sigmoid(x: Array) -> Array:
-    # lwtnn: x < -30 -> 0, x > 30 -> 1, else 1 / (1 + exp(-x)); NaN stays NaN
-    z = 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
-    return np.where(x < -30.0, 0.0, np.where(x > 30.0, 1.0, z))
-
-
-def _hard_sigmoid(x: Array) -> Array:
-    out = 0.2 * x + 0.5
-    return np.where(out < 0.0, 0.0, np.where(out > 1.0, 1.0, out))
-
-
-def _softmax(x: Array) -> Array:
-    if x.shape[-1] == 0:
-        return x
-    e = np.exp(x - np.max(x, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def _elu(alpha: float) -> Callable[[Array], Array]:
-    # lwtnn: x >= 0 ? x : alpha * (exp(x) - 1)   (exp of min(x, 0) only avoids overflow warnings)
-    return lambda x: np.where(x >= 0.0, x, alpha * (np.exp(np.minimum(x, 0.0)) - 1.0))
-
-
-def _leaky(alpha: float) -> Callable[[Array], Array]:
-    return lambda x: np.where(x > 0.0, x, alpha * x)
-
-
-def _swish(alpha: float) -> Callable[[Array], Array]:
-    return lambda x: x * _sigmoid(alpha * x)
-
-
-def _relu(x: Array) -> Array:
-    return np.where(x < 0.0, 0.0, x)  # lwtnn ReLULayer: x < 0 ? 0 : x (NaN passes through)
-
-
-_SIMPLE: dict[str, Callable[[Array], Array]] = {
-    "linear": lambda x: x,
-    "sigmoid": _sigmoid,
-    "rectified": _relu,
-    "softmax": _softmax,
-    "tanh": np.tanh,
-    "hard_sigmoid": _hard_sigmoid,
-    "abs": np.abs,
-    "sigmoid_legacy": _sigmoid,
-    "hard_sigmoid_legacy": _hard_sigmoid,
-    "tanh_legacy": np.tanh,
-    "rectified_legacy": _relu,
-}
-_WITH_ALPHA = {"elu": _elu, "leakyrelu": _leaky, "swish": _swish}
-
-
-def activation_function(spec: Any, where: str = "activation") -> Callable[[Array], Array]:
-    """The function (on arrays, softmax over the last axis) of an lwtnn activation entry."""
-    if isinstance(spec, Mapping):
-        if "function" not in spec or "alpha" not in spec:
-            raise ValueError(f"{where}: the object form needs both 'function' and 'alpha', got {dict(spec)}")
-        name = spec["function"]
-        alpha = float(spec["alpha"])
-    elif isinstance(spec, str):
-        name, alpha = spec, None
-    else:
-        raise ValueError(f"{where}: expected a string or {{function, alpha}}, got {spec!r}")
-    if name in _SIMPLE:
-        return _SIMPLE[name]
-    if name in _WITH_ALPHA:
-        if alpha is None:
-            if name == "elu":
-                alpha = 1.0  # lwtnn's special case for a plain "elu"
-            else:
-                raise ValueError(f"{where}: {name!r} needs the object form {{'function': {name!r}, 'alpha': ...}}; "
-                                 "as a plain string lwtnn sets alpha to NaN and returns NaN")
-        if not np.isfinite(alpha):
-            raise ValueError(f"{where}: {name!r} with a non-finite alpha {alpha}")
-        return _WITH_ALPHA[name](alpha)
-    raise ValueError(f"{where}: activation function {name!r} not recognized")
-
-
 # ----------------------------------------------------------------------------------------------
 # layers: each built for a given input width into f(x[..., n_in]) -> y[..., n_out]
-
-
-def _matrix(weights: Any, n_in: int, where: str) -> Array:
-    w = _vec(weights, f"{where} weights")
-    if n_in <= 0 or w.size % n_in != 0:
-        raise ValueError(f"{where}: {w.size} weights are not divisible by the {n_in} inputs")
-    return w.reshape(w.size // n_in, n_in)
-
-
-def _component(comp: Mapping[str, Any], n_in: int, where: str) -> tuple[Array, Array]:
-    if "weights" not in comp or "bias" not in comp:
-        raise ValueError(f"{where}: needs 'weights' and 'bias'")
-    W = _matrix(comp["weights"], n_in, where)
-    b = _vec(comp["bias"], f"{where} bias")
-    if b.size != W.shape[0]:
-        raise ValueError(f"{where}: {b.size} biases for {W.shape[0]} outputs")
-    return W, b
 
 
 def build_layer(layer: Mapping[str, Any], n_in: int, where: str = "layer") -> tuple[Callable[[Array], Array], int]:

@@ -21,12 +21,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from taggerflow.lwtnn_eval_primitives import activation_function, component as _component, matrix as _matrix
+
 GATES = {"lstm": "ifco", "gru": "zrh"}
 
 
 def _gate(comps: Mapping[str, Any], gate: str, n_in: int, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from taggerflow.lwtnn_eval import _component, _matrix  # noqa: PLC0415
-
     if gate not in comps:
         raise ValueError(f"{where}: missing component {gate!r}")
     comp = comps[gate]
@@ -42,8 +42,6 @@ def _gate(comps: Mapping[str, Any], gate: str, n_in: int, where: str) -> tuple[n
 def build_recurrent(layer: Mapping[str, Any], n_in: int, where: str = "layer") -> tuple[Callable, int]:
     """(``final(steps (N, T, n_in), counts (N,)) -> (N, n_out)``, n_out): candidate k runs its first
     ``counts[k]`` steps only; the state after its last one (zeros if none) is its output."""
-    from taggerflow.lwtnn_eval import activation_function  # noqa: PLC0415
-
     arch = layer.get("architecture")
     if arch not in GATES:
         raise ValueError(f"{where}: recurrent architecture {arch!r} is not supported by this evaluator "

@@ -88,7 +88,7 @@ def input_spec(cfg, dataset: str | None = None) -> InputSpec:
     from taggerflow.event_weights import WEIGHT_FIELD, weight_expression, weights_configured
 
     inp = cfg.raw["inputs"]
-    fmt = inp.get("format", "candidate_tree")
+    fmt = inp["format"]
     if cfg.is_demo:
         fmt = "candidate_tree"
     elif dataset is not None:

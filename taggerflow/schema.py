@@ -406,7 +406,7 @@ def _extension_sections() -> dict[str, dict]:
     out.update(model_families.schemas())   # training.model: the union of the families' keys
     for module in scaling_types.TYPES.values():
         out.update(getattr(module, "SCHEMA", {}))
-    for name in ("taggerflow.adversary_config", "taggerflow.control_sample"):
+    for name in ("taggerflow.adversary_config", "taggerflow.control_config"):
         import importlib
 
         out.update(getattr(importlib.import_module(name), "SCHEMA", {}))
@@ -490,3 +490,52 @@ def typed(pattern: str, mapping: dict):
     cls = section_class(pattern)
     by_key = {yaml_key(f): f.name for f in dataclasses.fields(cls)}
     return cls(**{by_key[k]: v for k, v in mapping.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# checking a mapping against a section (the error type of every configuration problem)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key (taggerflow.config)."""
+
+
+def legacy_schema() -> dict:
+    """The schema in the legacy form ``{top key: (types, required), "_sub": {pattern: {key: (types,
+    required)}}}`` (for modules that check a section of their own against a core one)."""
+    regs = sections()
+    as_tuples = {p: {k: (key.types, key.required) for k, key in keys.items()} for p, keys in regs.items()}
+    return {**as_tuples.pop(""), "_sub": as_tuples}
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {dict: "a mapping", list: "a list", str: "a string", int: "an integer", float: "a number",
+            bool: "true/false", type(None): "null"}.get(t, t.__name__)
+
+
+def check_section(data: Any, spec: dict, where: str, path: str) -> None:
+    """ConfigError naming ``path`` and the key unless ``data`` is a mapping of ``spec``'s keys
+    (each a :class:`Key` or a legacy ``(types, required[, default])``) with values of their types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {where or 'top level'}: expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in spec:
+            allowed = ", ".join(sorted(spec))
+            raise ConfigError(f"{path}: {join_key(where, key)}: unknown key (allowed: {allowed})")
+    for key, entry in spec.items():
+        types_, required = (entry.types, entry.required) if isinstance(entry, Key) else entry[:2]
+        if key not in data:
+            if required:
+                raise ConfigError(f"{path}: {join_key(where, key)}: missing required key")
+            continue
+        value = data[key]
+        ok = isinstance(value, types_) and not (isinstance(value, bool) and types_ in (int, (int, float)))
+        if not ok:
+            raise ConfigError(f"{path}: {join_key(where, key)}: expected {_type_name(types_)}, "
+                              f"got {value!r}")
+
+
+def join_key(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)

@@ -14,11 +14,12 @@ import numpy as np
 import uproot
 
 from taggerflow.config import Config
-from taggerflow.event_weights import file_sum_of_weights, weights_configured
+from taggerflow.event_weights import weights_configured
 from taggerflow.integrity import check_input_baskets
 from taggerflow.io import InputError, labels_from_truth, reproducible_root
 from taggerflow.paths import portable_path
 from taggerflow.readers import input_spec, iter_prepared, open_source
+from taggerflow.sum_of_weights import file_sum_of_weights
 from taggerflow.utils import atomic_path, gc_paused
 
 

@@ -72,7 +72,7 @@ def input_files(task) -> list[tuple[str, str]]:
     """(dataset, path) of every input file, in a fixed order: the demo files or the config's globs;
     for ``--sample control`` the control datasets', those without ``files`` the demo's generated ones."""
     if _is_control(task):
-        from taggerflow.control_sample import generated_datasets
+        from taggerflow.control_config import generated_datasets
 
         generated = set(generated_datasets(task.cfg))
         demo = {}
@@ -104,7 +104,7 @@ def demo_requirement(task):
     """The demo-generating workflow (of the main configuration) where the task reads demo files:
     a demo's main sample, or a control sample with datasets the demo generates; else nothing."""
     if _is_control(task):
-        from taggerflow.control_sample import generated_datasets
+        from taggerflow.control_config import generated_datasets
 
         needed = bool(generated_datasets(task.cfg))
     else:

@@ -32,7 +32,7 @@ class SampleParameter:
         main = self.main_cfg
         if self.sample == "main":
             return main
-        from taggerflow.control_sample import control_config
+        from taggerflow.control_config import control_config
 
         return control_config(main)
 

@@ -99,7 +99,7 @@ def test_control_view_reads_the_demo_generated_files(tmp_path):
     """The control view has no demo, the generated datasets no files (tasks.demo.input_files names
     them) and the candidate-tree format; what the generated files depend on (demo.control, the
     tree) is in its control section, which the control outputs' paths hash."""
-    from taggerflow.control_sample import control_config, generated_datasets
+    from taggerflow.control_config import control_config, generated_datasets
 
     cfg = load_config(LLP_CONFIG)
     view = control_config(cfg)

@@ -130,7 +130,7 @@ def test_control_section_errors(demo_files, control_files, tmp_path):
 def test_control_view(demo_files, control_files, tmp_path):
     """The control view reads the control datasets, one pseudo-class, take-all, the main features."""
     from taggerflow.config import load_config
-    from taggerflow.control_sample import CONTROL_CLASS, control_config, control_datasets
+    from taggerflow.control_config import CONTROL_CLASS, control_config, control_datasets
 
     cfg = load_config(write_config(_raw(demo_files, control_files), tmp_path))
     view = control_config(cfg)

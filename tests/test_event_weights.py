@@ -21,7 +21,8 @@ from conftest import tiny_raw, write_config
 from test_diagnostics import nano_raw
 
 from taggerflow.config import ConfigError, config_from_dict
-from taggerflow.event_weights import EventWeightError, dataset_norms, file_sum_of_weights
+from taggerflow.event_weights import EventWeightError, dataset_norms
+from taggerflow.sum_of_weights import file_sum_of_weights
 from taggerflow.io import InputError
 from taggerflow.resample import dataset_id
 from taggerflow.spectrum import file_spectrum

@@ -14,7 +14,7 @@ import uproot
 
 from coffea_samples import sample
 from taggerflow.config import config_from_dict
-from taggerflow.event_weights import file_sum_of_weights
+from taggerflow.sum_of_weights import file_sum_of_weights
 from taggerflow.io import InputError
 from taggerflow.readers import input_spec, open_source, read_prepared
 from test_formats_atlas_delphes import delphes_raw, physlite_raw

@@ -34,10 +34,14 @@ def test_every_registered_format_keeps_the_contract(name):
     mod = formats.module(name)
     assert mod.FORMAT == name and isinstance(mod.DEFAULT_TREE, str) and mod.DEFAULT_TREE
     assert callable(mod.validate) and callable(mod.open_source)
-    for pattern, keys in mod.SCHEMA.items():   # only its own section, in config._schema's form
+    for pattern, keys in mod.SCHEMA.items():   # only its own section, in schema.legacy_schema()'s form
         assert pattern == f"inputs.{name}" or pattern.startswith(f"inputs.{name}."), pattern
-        for key, (types, required) in keys.items():
-            assert isinstance(key, str) and isinstance(required, bool)
+        for key, (types, required, *default) in keys.items():
+            # a default only for an optional key; the schema's resolved section holds it
+            assert isinstance(key, str) and isinstance(required, bool) and len(default) <= 1
+            assert not (required and default)
+            if default:
+                assert schema.default(pattern, key) == default[0]
     # one definition: the configuration and the readers know the registered formats, in its order
     assert readers.FORMATS == config_module.INPUT_FORMATS == tuple(formats.MODULES)
     assert (name in formats.section_keys()) == (f"inputs.{name}" in mod.SCHEMA)

@@ -37,6 +37,7 @@ from law.util import iter_chunks
 
 from workflows.base import BASE_DIR, data_dir
 from workflows.bundle import BundleRepository
+from workflows.job_arguments import restrict_job_arguments
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -55,6 +56,10 @@ def cfg_flag(section: str, option: str, default: bool) -> bool:
 
 class BatchMixin:
     """Pieces shared by the HTCondor and Slurm workflows (``kind`` is "htcondor" or "slurm")."""
+
+    #: the workflow's parameters for how it runs, none of what a job computes (set by
+    #: workflows.remote on its Workflow, whose parameters they are)
+    batch_options: frozenset = frozenset()
 
     def _shared_fs(self, kind: str) -> bool:
         return bool(getattr(self, f"{kind}_shared_fs"))
@@ -107,10 +112,8 @@ class BatchMixin:
 
     def _own_job_arguments(self, arguments):
         # a job runs exactly its own branch: of the global arguments law forwards, only those of the
-        # tasks the branch depends on (workflows.stages.job_global_args)
-        from workflows.stages import restrict_job_arguments
-
-        return restrict_job_arguments(self, arguments)
+        # tasks the branch depends on (workflows.job_arguments.job_global_args)
+        return restrict_job_arguments(self, arguments, self.batch_options)
 
     def _prepare(self, config, kind: str):
         shared = self._shared_fs(kind)

@@ -13,6 +13,7 @@ from workflows.base import Task
 from workflows.batch import job_files  # noqa: F401 (the submission files, without submitting)
 from workflows.collection import ListedFileCollection
 from workflows.htcondor import HTCondorWorkflow
+from workflows.job_arguments import SHARED_OPTIONS
 from workflows.law_compat import adopt_branch, workflow_getattribute
 from workflows.slurm import SlurmWorkflow
 
@@ -32,8 +33,6 @@ class Workflow(Task, law.LocalWorkflow, HTCondorWorkflow, SlurmWorkflow):
         # given once for the whole DAG and passed on (workflows.stages)
         branching = cls.__dict__.get("_taggerflow_branching_exclude")
         if branching is None:
-            from workflows.stages import SHARED_OPTIONS
-
             branching = cls._taggerflow_branching_exclude = frozenset(cls.exclude_params_branch - SHARED_OPTIONS)
         exclude = set(law.util.make_list(kwargs.pop("_exclude", None) or [])) | branching
         return cls.req(inst, _exclude=exclude, **kwargs)
@@ -50,3 +49,9 @@ class Workflow(Task, law.LocalWorkflow, HTCondorWorkflow, SlurmWorkflow):
 
     # only the attributes law forwards to the workflow proxy take law's (slow) proxy lookup
     __getattribute__ = workflow_getattribute
+
+
+# every parameter a workflow has for how it runs (never part of what a job computes)
+BATCH_OPTIONS = frozenset(name for name, _ in Workflow.get_params()
+                          if name not in {n for n, _ in Task.get_params()} and name != "branch")
+Workflow.batch_options = BATCH_OPTIONS

@@ -4,7 +4,7 @@ Each module ``taggerflow.formats.<name>`` defines
 
 * ``FORMAT`` (the ``inputs.format`` value, also the name of its ``inputs.<FORMAT>`` section),
 * ``DEFAULT_TREE`` (the tree read when ``inputs.tree`` is not given),
-* ``SCHEMA`` ({section pattern: {key: (types, required)}}, as config._schema's ``_sub``; ``{}`` for
+* ``SCHEMA`` ({section pattern: {key: (types, required[, default])}}, as schema.legacy_schema()'s ``_sub``; ``{}`` for
   a format without a section of its own),
 * ``validate(section, cfg, err)`` (semantic checks at config load, on ``inputs.<FORMAT>`` or ``{}``;
   raise ``err(key, message)``),
@@ -40,7 +40,7 @@ def module(name: str):
 
 
 def schemas() -> dict:
-    """The config schema sections of every format module (merged into config._schema's ``_sub``)."""
+    """The config schema sections of every format module (merged into schema.legacy_schema()'s ``_sub``)."""
     out: dict = {}
     for name in MODULES:
         out.update(module(name).SCHEMA)
@@ -53,7 +53,7 @@ def event_field_formats() -> tuple[str, ...]:
 
 
 def section_keys() -> dict:
-    """The ``inputs.<format>`` keys of the formats that have a section (config._schema's ``inputs``)."""
+    """The ``inputs.<format>`` keys of the formats that have a section (schema.legacy_schema()'s ``inputs``)."""
     return {name: (dict, False) for name in MODULES if f"inputs.{name}" in module(name).SCHEMA}
 
 

@@ -19,7 +19,9 @@ from taggerflow.io import InputError
 
 FORMAT = "h5"
 DEFAULT_TREE = "candidates"   # not used: the datasets are named by inputs.h5
-SCHEMA = {"inputs.h5": {"candidates": (str, False), "constituents": (dict, False), "valid": (str, False)}}
+DEFAULT_CANDIDATES, DEFAULT_VALID = "jets", "valid"   # inputs.h5.candidates, inputs.h5.valid
+SCHEMA = {"inputs.h5": {"candidates": (str, False, DEFAULT_CANDIDATES), "constituents": (dict, False),
+                        "valid": (str, False, DEFAULT_VALID)}}
 
 
 def validate(section: dict, cfg, err) -> None:
@@ -58,8 +60,8 @@ class H5Source(Source):
             self.file = h5py.File(path, "r")
         except Exception as e:
             raise InputError(f"{path}: cannot be read as an HDF5 file ({type(e).__name__}: {e})") from None
-        self.jets_name = spec.get("candidates", "jets")
-        self.valid = spec.get("valid", "valid")
+        self.jets_name = spec.get("candidates", DEFAULT_CANDIDATES)
+        self.valid = spec.get("valid", DEFAULT_VALID)
         if self.jets_name not in self.file:
             raise InputError(f"{path}: no dataset '{self.jets_name}' (config key inputs.h5.candidates; keys: "
                              f"{', '.join(sorted(self.file.keys())) or 'none'})")

@@ -3,7 +3,7 @@
 Each module ``taggerflow.model_families.<name>`` defines
 
 * ``FAMILY`` (the ``training.model.type`` value),
-* ``SCHEMA`` ({section pattern: {key: (types, required[, default])}}, as config._schema's ``_sub``;
+* ``SCHEMA`` ({section pattern: {key: (types, required[, default])}}, as schema.legacy_schema()'s ``_sub``;
   the optional third element is the key's default, the only place it is written),
 * ``validate(model_section, cfg, err)``: semantic checks at config load; ``err(key, message)``
   returns the exception to raise, ``key`` relative to the model section (e.g. ``"type"``),
@@ -52,7 +52,7 @@ def _spec_entries(name: str) -> dict:
 
 
 def schemas() -> dict:
-    """The ``training.model`` schema section for config._schema's ``_sub``: the union of the
+    """The ``training.model`` schema section for schema.legacy_schema()'s ``_sub``: the union of the
     families' keys (a variant inherits the base section's keys of another family), as (types,
     required); a key is required if every family requires it. A family's nested sections are
     added as they are. A key two families declare with
