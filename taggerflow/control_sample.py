@@ -1,22 +1,12 @@
 """The control sample of the adversarial training (taggerflow.adversarial): candidates of a
 background process in a signal-free region, from data and MC, next to the main sample.
 
-Configuration (validated in taggerflow.control_config)::
-
-    control:
-      datasets:                        # the form of inputs.datasets, plus is_data (required)
-        CR_data: {files: [...], is_data: true}
-        CR_mc:   {files: [...], is_data: false, weight: genWeight}
-
-With a demo that generates control-region files (``demo.control``, the llp family), a control
-dataset of the same name may omit ``files``: it reads the demo's generated files
-(taggerflow.control_config.generated_datasets; tasks.demo.input_files), which depend on ``--version`` and so cannot
-be listed in the configuration.
+The configuration (the ``control`` section, the generated demo datasets) and the *control view*
+the control stages run under: taggerflow.control_config.
 
 The control candidates go through the stages of the main sample (Spectrum, ShuffleMergeSpectral,
-WriteTrainSample with ``--sample control``) under a *control view* of the configuration
-(taggerflow.control_config.control_config): the control datasets are the inputs (format, tree, selection, aliases and
-features those of the main sample); every candidate is in one pseudo-class (control candidates have
+WriteTrainSample with ``--sample control``) under the control view: the control datasets are the
+inputs (format, tree, selection, aliases and features those of the main sample); every candidate is in one pseudo-class (control candidates have
 no class: there is no class resampling, the mixing keeps every candidate inside the resampling bins,
 in an order fixed by the seed); the scaling is the main sample's (MergeScaling is never run on the
 control view); no flattening weights, no extra labels. Its training files carry ``jets/is_data``

@@ -200,6 +200,20 @@ def _squeue(env: dict) -> list[tuple[str, str, str]]:
     return [tuple(line.split(None, 2)) for line in out.splitlines() if line.strip()]
 
 
+def _run_on_slurm(slurm, args: list[str], data: str, tmp_path) -> tuple[str, list[tuple[str, str, str]]]:
+    """``law <args> --workflow slurm`` (the jobs use the environment the tests run in, a shared
+    filesystem; the Training jobs get 2500 MB: resources are per task); law's output and the
+    (job id, state, name) of the jobs it submitted."""
+    env = _law_env(data, str(tmp_path / "law_home_slurm"),
+                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
+                    "LAW__taggerflow_slurm__accounting": "False", "TAGGERFLOW_VENV": sys.prefix})
+    before = {job_id for job_id, _, _ in _squeue(slurm["env"])}
+    proc = _law([*args, "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0",
+                 "--Training-slurm-memory", "2500"], env, timeout=1500)
+    jobs = [(job_id, state, name) for job_id, state, name in _squeue(slurm["env"]) if job_id not in before]
+    return proc.stdout + proc.stderr, jobs
+
+
 def test_feature_scaling_on_slurm_with_a_killed_job(slurm, inputs, tmp_path):
     # both runs use the same TAGGERFLOW_DATA path (outputs name their input files by absolute path)
     data = str(tmp_path / "data")
@@ -278,17 +292,9 @@ def test_whole_pipeline_on_slurm_from_one_command(slurm, tmp_path):
     config = write_config(raw, tmp_path)
     data = str(tmp_path / "data")
     args = ["run", "tasks.evaluation.Pipeline", "--version", "pipe", "--config", config]
-    # the jobs use the environment the tests run in (a shared filesystem)
     venv = {"TAGGERFLOW_VENV": sys.prefix}
-    env = _law_env(data, str(tmp_path / "law_home_slurm"),
-                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
-                    "LAW__taggerflow_slurm__accounting": "False", **venv})
-    before = {job_id for job_id, _, _ in _squeue(slurm["env"])}
     # resources are per task (law.cfg's defaults here): the Training's reach only the Training jobs
-    proc = _law([*args, "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0",
-                 "--Training-slurm-memory", "2500"], env, timeout=1500)
-    law_log = proc.stdout + proc.stderr
-    jobs = [(job_id, state, name) for job_id, state, name in _squeue(slurm["env"]) if job_id not in before]
+    law_log, jobs = _run_on_slurm(slurm, args, data, tmp_path)
     assert all(state == "COMPLETED" for _, state, _ in jobs), jobs
     for family, n in PIPELINE_JOBS.items():
         # law names each job after its task: one completed job per branch of every stage
@@ -372,14 +378,7 @@ def test_adversarial_llp_training_on_slurm_from_one_command(slurm, tmp_path):
     data = str(tmp_path / "data")
     args = ["run", "tasks.training.Training", "--version", "llp", "--config", config]
     venv = {"TAGGERFLOW_VENV": sys.prefix}
-    env = _law_env(data, str(tmp_path / "law_home_slurm"),
-                   {"SLURM_CONF": slurm["conf"], "PATH": slurm["env"]["PATH"],
-                    "LAW__taggerflow_slurm__accounting": "False", **venv})
-    before = {job_id for job_id, _, _ in _squeue(slurm["env"])}
-    proc = _law([*args, "--workflow", "slurm", "--poll-interval", "1s", "--retries", "0",
-                 "--Training-slurm-memory", "2500"], env, timeout=1500)
-    law_log = proc.stdout + proc.stderr
-    jobs = [(job_id, state, name) for job_id, state, name in _squeue(slurm["env"]) if job_id not in before]
+    law_log, jobs = _run_on_slurm(slurm, args, data, tmp_path)
     assert jobs and all(state == "COMPLETED" for _, state, _ in jobs), jobs
 
     def n_jobs(family):
