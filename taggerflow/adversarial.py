@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from taggerflow.adversary_config import DEFAULTS, SELECT_BY, validate_adversary_section
+from taggerflow.epoch_plots import EpochPlotter, inputs_path, left_inputs, write_inputs
 from taggerflow.ks_monitor import class_balance_weights, ks_2samp_weighted
 from taggerflow.training import _pause_point, epoch_seed, learning_rate, reseed_random_layers, write_history
 from taggerflow.utils import atomic_path, file_sha256, read_json, write_json
@@ -300,82 +301,6 @@ def pt_bin_edges(pt: np.ndarray, configured: Sequence[float] | None) -> np.ndarr
     return q
 
 
-def plot_epoch(folder: str, epoch: int, classes: Sequence[str], val_scores: np.ndarray, val_labels: np.ndarray,
-               ctrl_scores: np.ndarray, ctrl_is_data: np.ndarray, ctrl_weights: np.ndarray, ctrl_pt,
-               pt_edges, history: Sequence[dict]) -> list[str]:
-    """The plots of one epoch: scores per true class (validation), data vs MC on the control
-    validation sample (inclusive and in three pT bins, overlaid: one panel per output), and loss,
-    accuracy, KS against epoch. Kept cheap (rendering the axes is most of the cost): few panels,
-    histograms as steps of np.histogram, matplotlib's Figure without pyplot, 60 dpi."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    os.makedirs(folder, exist_ok=True)
-    bins = np.linspace(0, 1, 31)
-    paths = []
-
-    def figure(n_panels):
-        fig = Figure(figsize=(4.2 * n_panels, 3.4))
-        FigureCanvasAgg(fig)
-        return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
-
-    def save(fig, name):
-        path = os.path.join(folder, name)
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=60)
-        paths.append(path)
-
-    def steps(ax, values, weights=None, **kw):
-        h, _ = np.histogram(values, bins=bins, weights=weights)
-        total = h.sum()
-        if total > 0:
-            ax.stairs(h / (total * np.diff(bins)), bins, **kw)
-
-    n = len(classes)
-    fig, axes = figure(n)
-    for i, (ax, c) in enumerate(zip(axes, classes)):
-        for j, t in enumerate(classes):
-            steps(ax, val_scores[val_labels == j, i], label=f"true {t}")
-        ax.set_xlabel(f"p({c})")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"validation, epoch {epoch}")
-    save(fig, "scores.png")
-
-    data = ctrl_is_data > 0.5
-    ranges = [("inclusive", np.ones(len(data), bool))]
-    if ctrl_pt is not None:
-        pt = np.asarray(ctrl_pt)
-        for k in range(3):
-            lo, hi = pt_edges[k], pt_edges[k + 1]
-            ranges.append((f"pT {lo:.3g}-{hi:.3g}", (pt >= lo) & ((pt < hi) if k < 2 else (pt <= hi))))
-    fig, axes = figure(n)
-    for i, (ax, c) in enumerate(zip(axes, classes)):
-        for r, (label, sel) in enumerate(ranges):
-            color = f"C{r}"
-            steps(ax, ctrl_scores[sel & data, i], ctrl_weights[sel & data], color=color, label=f"data, {label}")
-            steps(ax, ctrl_scores[sel & ~data, i], ctrl_weights[sel & ~data], color=color, linestyle="--",
-                  label=f"MC, {label}")
-        ax.set_xlabel(f"p({c})")
-        ax.legend(fontsize=6)
-    fig.suptitle(f"control validation, data (solid) vs MC (dashed), epoch {epoch}")
-    save(fig, "control.png")
-
-    epochs = [int(r["epoch"]) for r in history]
-    panels = [("loss", ["loss", "val_loss", "adv_loss", "val_adv_loss"]),
-              ("accuracy", ["accuracy", "val_accuracy", "adv_accuracy", "val_adv_accuracy"]),
-              ("KS data vs MC", [f"ks_{c}" for c in classes])]
-    fig, axes = figure(3)
-    for ax, (title, keys) in zip(axes, panels):
-        for k in keys:
-            ax.plot(epochs, [float(r[k]) for r in history], "-o", markersize=3, label=k)
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    save(fig, "history.png")
-    return paths
-
-
 # ----------------------------------------------------------------------------------------------
 # the training
 
@@ -454,72 +379,93 @@ def train_adversarial(variant: dict, classes: Sequence[str], build_main: Callabl
     initial_epoch = int(state["epoch"]) if state else 0
     epochs = int(variant["epochs"])
     timing = {"epoch_seconds": [], "plot_seconds": []}
-    for epoch in range(initial_epoch, epochs):
-        t0 = time.perf_counter()
-        lam = lambda_at(adv, epoch) if adv else 0.0
-        reseed_random_layers(main_model, seed, epoch)
-        rng = np.random.default_rng(epoch_seed(seed, epoch))
-        order = rng.permutation(n_main)
-        ctrl_order = rng.permutation(n_ctrl) if adv else None
-        sums = np.zeros(5)  # main: sum w*l, sum w*correct, sum w, n, sum of combined batch losses * n
-        asums = np.zeros(4)  # adversary: sum w*l, sum w*correct, sum w, n
-        steps = -(-n_main // batch)
-        for step in range(steps):
-            _pause_point(f"batch-{step}", epoch)
-            idx = order[step * batch:(step + 1) * batch]
-            x, y, w = _take(mt["x"], idx), y_train[idx], w_train[idx]
+    plotter = EpochPlotter(out["plots"]) if out.get("plots") else None
+    for e, path in sorted(left_inputs(ckpt_dir).items()):
+        # a kill left them: drawn if the committed state holds their epoch, else that epoch reruns
+        if plotter is not None and e < initial_epoch:
+            plotter.submit(path)
+        else:
+            os.remove(path)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            t0 = time.perf_counter()
+            lam = lambda_at(adv, epoch) if adv else 0.0
+            reseed_random_layers(main_model, seed, epoch)
+            rng = np.random.default_rng(epoch_seed(seed, epoch))
+            order = rng.permutation(n_main)
+            ctrl_order = rng.permutation(n_ctrl) if adv else None
+            sums = np.zeros(5)  # main: sum w*l, sum w*correct, sum w, n, sum of combined batch losses * n
+            asums = np.zeros(4)  # adversary: sum w*l, sum w*correct, sum w, n
+            steps = -(-n_main // batch)
+            for step in range(steps):
+                _pause_point(f"batch-{step}", epoch)
+                idx = order[step * batch:(step + 1) * batch]
+                x, y, w = _take(mt["x"], idx), y_train[idx], w_train[idx]
+                if adv is not None:
+                    cidx = ctrl_order[(step * cbatch + np.arange(cbatch)) % n_ctrl]
+                    xc, dc, wc = _take(ct["x"], cidx), d_train[cidx], wc_train[cidx]
+                    a = [float(v) for v in loop.adversary_step(xc, dc, wc)]
+                    asums += a + [len(cidx)]
+                if adv is not None and lam > 0:
+                    r = loop.main_adversarial(x, y, w, xc, dc, wc, tf.constant(lam, tf.float32))
+                else:
+                    r = loop.main_plain(x, y, w)
+                r = [float(v) for v in r]
+                sums += [r[0], r[1], r[2], len(idx), r[3] * len(idx)]
+            row = {"epoch": epoch, "loss": sums[0] / sums[3], "accuracy": sums[1] / sums[2],
+                   "total_loss": sums[4] / sums[3], "lambda": lam}
+            val_scores = loop.predict(mv["x"])
+            p_true = np.clip(val_scores[np.arange(len(y_val)), y_val], 1e-7, 1.0)  # as Keras's crossentropy
+            row["val_loss"] = float(np.sum(w_val * -np.log(p_true)) / len(y_val))
+            row["val_accuracy"] = float(np.sum(w_val * (val_scores.argmax(1) == y_val)) / np.sum(w_val))
             if adv is not None:
-                cidx = ctrl_order[(step * cbatch + np.arange(cbatch)) % n_ctrl]
-                xc, dc, wc = _take(ct["x"], cidx), d_train[cidx], wc_train[cidx]
-                a = [float(v) for v in loop.adversary_step(xc, dc, wc)]
-                asums += a + [len(cidx)]
-            if adv is not None and lam > 0:
-                r = loop.main_adversarial(x, y, w, xc, dc, wc, tf.constant(lam, tf.float32))
-            else:
-                r = loop.main_plain(x, y, w)
-            r = [float(v) for v in r]
-            sums += [r[0], r[1], r[2], len(idx), r[3] * len(idx)]
-        row = {"epoch": epoch, "loss": sums[0] / sums[3], "accuracy": sums[1] / sums[2],
-               "total_loss": sums[4] / sums[3], "lambda": lam}
-        val_scores = loop.predict(mv["x"])
-        p_true = np.clip(val_scores[np.arange(len(y_val)), y_val], 1e-7, 1.0)  # as Keras's crossentropy
-        row["val_loss"] = float(np.sum(w_val * -np.log(p_true)) / len(y_val))
-        row["val_accuracy"] = float(np.sum(w_val * (val_scores.argmax(1) == y_val)) / np.sum(w_val))
-        if adv is not None:
-            row["adv_loss"], row["adv_accuracy"] = asums[0] / asums[3], asums[1] / asums[2]
-            row["val_adv_loss"], row["val_adv_accuracy"] = loop.adv_eval(cv["x"], d_val, wc_val)
-            ctrl_scores = loop.predict(cv["x"])
-            row.update(ks_per_output(ctrl_scores, d_val, cv_event_w, classes))
-        row = {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-        history.append(row)
-        t1 = time.perf_counter()
+                row["adv_loss"], row["adv_accuracy"] = asums[0] / asums[3], asums[1] / asums[2]
+                row["val_adv_loss"], row["val_adv_accuracy"] = loop.adv_eval(cv["x"], d_val, wc_val)
+                ctrl_scores = loop.predict(cv["x"])
+                row.update(ks_per_output(ctrl_scores, d_val, cv_event_w, classes))
+            row = {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            history.append(row)
+            t1 = time.perf_counter()
 
-        name, adv_name = f"epoch-{epoch + 1:04d}.keras", f"adversary-epoch-{epoch + 1:04d}.keras"
-        _save(main_model, os.path.join(ckpt_dir, name), "model-saved", epoch)
-        _save(adversary, os.path.join(ckpt_dir, adv_name))
-        _pause_point("model-renamed", epoch)
-        selected, reason = selection_of(row, adv["ks_cut"]) if adv else (True, "plain training")
-        selection = [s for s in selection if s["epoch"] < epoch] + \
-            [{"epoch": epoch, "selected": selected, "reason": reason}]
-        if selected:
-            _copy(os.path.join(ckpt_dir, name), os.path.join(ckpt_dir, "selected", name))
-        every = int(adv["plot_every"]) if adv else 0
-        tp = time.perf_counter()
-        if every and out.get("plots") and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
-            plot_epoch(os.path.join(out["plots"], f"epoch-{epoch + 1:04d}"), epoch, classes, val_scores, y_val,
-                       ctrl_scores, d_val, np.ones(len(d_val)) if cv_event_w is None else cv_event_w,
-                       cv.get("pt"), pt_edges, history)
-        timing["plot_seconds"].append(time.perf_counter() - tp)
-        write_json(os.path.join(ckpt_dir, "state.json"),
-                   {"version": CHECKPOINT_VERSION, "epoch": epoch + 1, "main": name, "adversary": adv_name,
-                    "main_sha256": file_sha256(os.path.join(ckpt_dir, name)),
-                    "adversary_sha256": file_sha256(os.path.join(ckpt_dir, adv_name)),
-                    "history": history, "selection": selection})
-        _pause_point("state-committed", epoch)
-        write_history(os.path.join(ckpt_dir, "history.csv"), history)
-        _clean(ckpt_dir, keep=[name, adv_name])
-        timing["epoch_seconds"].append(t1 - t0)
-        log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+            name, adv_name = f"epoch-{epoch + 1:04d}.keras", f"adversary-epoch-{epoch + 1:04d}.keras"
+            _save(main_model, os.path.join(ckpt_dir, name), "model-saved", epoch)
+            _save(adversary, os.path.join(ckpt_dir, adv_name))
+            _pause_point("model-renamed", epoch)
+            selected, reason = selection_of(row, adv["ks_cut"]) if adv else (True, "plain training")
+            selection = [s for s in selection if s["epoch"] < epoch] + \
+                [{"epoch": epoch, "selected": selected, "reason": reason}]
+            if selected:
+                _copy(os.path.join(ckpt_dir, name), os.path.join(ckpt_dir, "selected", name))
+            every = int(adv["plot_every"]) if adv else 0
+            tp = time.perf_counter()
+            plot_inputs = None
+            if every and plotter is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+                # written before the state is committed: a committed epoch has its plots or their inputs
+                plot_inputs = inputs_path(ckpt_dir, epoch)
+                write_inputs(plot_inputs, f"epoch-{epoch + 1:04d}", epoch, classes, val_scores, y_val, ctrl_scores,
+                             d_val, np.ones(len(d_val)) if cv_event_w is None else cv_event_w, cv.get("pt"),
+                             pt_edges, history)
+            timing["plot_seconds"].append(time.perf_counter() - tp)
+            write_json(os.path.join(ckpt_dir, "state.json"),
+                       {"version": CHECKPOINT_VERSION, "epoch": epoch + 1, "main": name, "adversary": adv_name,
+                        "main_sha256": file_sha256(os.path.join(ckpt_dir, name)),
+                        "adversary_sha256": file_sha256(os.path.join(ckpt_dir, adv_name)),
+                        "history": history, "selection": selection})
+            _pause_point("state-committed", epoch)
+            if plot_inputs is not None:
+                plotter.submit(plot_inputs)   # drawn while the next epoch trains
+            write_history(os.path.join(ckpt_dir, "history.csv"), history)
+            _clean(ckpt_dir, keep=[name, adv_name])
+            timing["epoch_seconds"].append(t1 - t0)
+            log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"))
+    except BaseException:
+        if plotter is not None:
+            plotter.close(wait=False)
+        raise
+    if plotter is not None:
+        tw = time.perf_counter()
+        plotter.close()   # the last epochs' plots: the outputs are complete when the training returns
+        timing["plot_wait_seconds"] = time.perf_counter() - tw
 
     chosen = choose_epoch(history, selection, adv or {"select_by": "val_loss", "ks_cut": None})
     src = f"epoch-{chosen['epoch'] + 1:04d}.keras"

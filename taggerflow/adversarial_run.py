@@ -22,7 +22,8 @@ def train_adversarial_variant(variant: dict, classes: list[str], collections: di
                               control_h5: dict[str, list[str]], out: dict[str, str], seed: int, log=print) -> dict:
     """``collections``: per sequence (n_max, n_vars) as written; ``main_h5``/``control_h5``: the
     training files per split (train, validation, test); ``out``: model, history, summary, config,
-    selection, plots, checkpoint_dir."""
+    selection, plots, checkpoint_dir. Returns what summary.json holds, plus "timing" (the seconds
+    of each epoch's training and validation, and of its plots)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -70,4 +71,6 @@ def train_adversarial_variant(variant: dict, classes: list[str], collections: di
                "adversarial": {"lambda": adv["lambda"], "chosen": result["chosen"], "last": result["last"]},
                "test": split_metrics(probs, arrays["jets/labels"], classes, "test"), "config": variant}
     write_json(out["summary"], summary)
-    return summary
+    # the seconds of each epoch and of its plots: for benchmarks/bench_adversarial_plots.py, not in
+    # summary.json (whose bytes are the same in every run)
+    return {**summary, "timing": result["timing"]}

@@ -281,9 +281,12 @@ def test_lambda_zero_is_the_plain_loop(dag, tmp_path):
     assert open(out["model"], "rb").read() == open(dag_model, "rb").read()
 
 
-def test_adversarial_training_killed_and_resumed_through_law(dag, tmp_path):
+@pytest.mark.parametrize("pause", ["batch-5@1", "state-committed@0"])
+def test_adversarial_training_killed_and_resumed_through_law(dag, tmp_path, pause):
     """`law run Training` killed with SIGKILL (its process group) mid-epoch of the adversarial
-    variant, then run again: the same model, history and selection bytes as the uninterrupted run."""
+    variant, or right after an epoch's state is committed and before its plots are handed to the
+    helper process, then run again: the same model, history, selection and plot bytes as the
+    uninterrupted run, and no plot inputs left."""
     import shutil
     import signal
     import subprocess
@@ -302,13 +305,13 @@ def test_adversarial_training_killed_and_resumed_through_law(dag, tmp_path):
     args = ["run", "Training", "--version", "ctrl", "--config", dag["config"], "--workflow", "local"]
     _law(["index", "-q"], env)
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([law_bin, *args], env={**env, "TAGGERFLOW_TEST_PAUSE": f"batch-5@1:{marker}"},
+        proc = subprocess.Popen([law_bin, *args], env={**env, "TAGGERFLOW_TEST_PAUSE": f"{pause}:{marker}"},
                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 300
         while not marker.exists():
             assert proc.poll() is None, open(tmp_path / "killed.log").read()[-3000:]
-            assert time.time() < deadline, "the training never reached batch 5 of epoch 1"
+            assert time.time() < deadline, f"the training never reached {pause}"
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -323,3 +326,10 @@ def test_adversarial_training_killed_and_resumed_through_law(dag, tmp_path):
     [ref] = glob.glob(str(dag["data"] / "Training/ctrl/*/adv"))
     for name in ("model.keras", "history.csv", "selection.json", "checkpoint/adversary-epoch-0002.keras"):
         assert open(os.path.join(adv, name), "rb").read() == open(os.path.join(ref, name), "rb").read(), name
+    plots = sorted(os.path.relpath(os.path.join(d, f), adv) for d, _, fs in os.walk(os.path.join(adv, "plots"))
+                   for f in fs)
+    assert plots == sorted(os.path.relpath(os.path.join(d, f), ref) for d, _, fs in os.walk(os.path.join(ref, "plots"))
+                           for f in fs) and "plots/epoch-0001/control.png" in plots
+    for name in plots:
+        assert open(os.path.join(adv, name), "rb").read() == open(os.path.join(ref, name), "rb").read(), name
+    assert not glob.glob(os.path.join(adv, "checkpoint", "plot-inputs-*"))
